@@ -1,0 +1,209 @@
+//! `scripts/demo.sh`: imstatus watching a real finch (libpurple) on a private D-Bus, signed in
+//! to a real private Prosody on loopback. Everything it starts is stopped by PID at the end.
+//!
+//! The steps wait for the events they cause (with deadlines); the short pauses between steps
+//! are only there so a person can read along.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use imstatus_testkit::{DbusDaemon, Finch, Prosody, ProsodyOptions, XmppClient};
+
+/// Stdout that the demo can also read back, to wait for events.
+#[derive(Clone, Default)]
+struct Tee(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout().write_all(buf)?;
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
+impl Tee {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn say(what: &str) {
+    println!("\n\x1b[1m# {what}\x1b[0m");
+}
+
+impl Tee {
+    fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+}
+
+/// Waits (15 s at most) until the watch output shows `needle` more than `before` times.
+async fn shown(out: &Tee, needle: &str, before: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while out.count(needle) <= before {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no `{needle}` within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let a person read it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    Ok(())
+}
+
+/// Does `action`, then waits until the watch output shows `needle` once more.
+async fn step<T>(
+    out: &Tee,
+    needle: &str,
+    action: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let before = out.count(needle);
+    let value = action()?;
+    shown(out, needle, before).await?;
+    Ok(value)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    say("starting a private Prosody on 127.0.0.1 and a private D-Bus");
+    let prosody = Prosody::start(ProsodyOptions::default())?;
+    let bus = DbusDaemon::start()?;
+    println!(
+        "prosody on 127.0.0.1:{}, bus {}",
+        prosody.port(),
+        bus.address()
+    );
+
+    let dir = tempfile::tempdir()?;
+    // Two accounts: finch on the private bus, and alice's XMPP account, watched from its own
+    // resource (priority -1) so that it sees her other clients — finch among them.
+    let password = dir.path().join("alice.pw");
+    std::fs::write(&password, "alicepw\n")?;
+    std::fs::set_permissions(
+        &password,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbus = \"{bus}\"\n\n\
+             [[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+             password_file = \"{pw}\"\nserver = \"127.0.0.1:{port}\"\ntls = \"insecure-plaintext\"\n",
+            bus = bus.address(),
+            pw = password.display(),
+            port = prosody.port(),
+        ),
+    )?;
+    println!(
+        "config {}:\n{}",
+        config.display(),
+        std::fs::read_to_string(&config)?
+    );
+
+    say(&format!("imstatus --config {} watch", config.display()));
+    let out = Tee::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watch = {
+        let mut out = out.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let cli = imstatus::Cli::parse_from([
+                "imstatus",
+                "--config",
+                config.to_str().unwrap_or_default(),
+                "watch",
+            ]);
+            let mut err = std::io::stderr();
+            imstatus::run(cli, &imstatus::source::build, &mut out, &mut err, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    step(&out, "client not_running", || Ok(())).await?;
+
+    say("starting finch (alice@example.test/finch) in tmux");
+    let mut finch = step(&out, "signed in", || {
+        Ok(Finch::start(
+            &bus,
+            &[prosody.finch_account("alice", "alicepw")],
+        )?)
+    })
+    .await?;
+
+    say("alice also signs in on her phone (another XMPP client, priority -1)");
+    let mut phone = step(&out, "resource phone", || {
+        let mut phone =
+            XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "phone")?;
+        phone.presence(None, None, Some(-1))?;
+        Ok(phone)
+    })
+    .await?;
+
+    say("finch: status Away, \"lunch\" (through libpurple's D-Bus API)");
+    step(&out, "lunch", || Ok(finch.set_status(5, Some("lunch"))?)).await?;
+
+    say("imstatus set busy --message \"in a call\"");
+    let cli = imstatus::Cli::parse_from([
+        "imstatus",
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "set",
+        "--account",
+        "desktop",
+        "busy",
+        "--message",
+        "in a call",
+    ]);
+    let before = out.count("in a call");
+    let code = imstatus::run(
+        cli,
+        &imstatus::source::build,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        std::future::pending(),
+    )
+    .await;
+    println!("(exit {code})");
+    shown(&out, "in a call", before).await?;
+    let seen = phone.read_until("<show>dnd</show>", Duration::from_secs(10))?;
+    println!(
+        "alice's phone received: {}",
+        seen.lines().last().unwrap_or_default().trim()
+    );
+
+    say("quitting finch (Alt-q)");
+    step(&out, "client shut down", || Ok(finch.quit()?)).await?;
+
+    say("starting finch again, then kill -9");
+    step(&out, "signed in", || Ok(finch.restart()?)).await?;
+    step(&out, "client shut down", || {
+        finch.kill9();
+        Ok(())
+    })
+    .await?;
+
+    say("alice signs off on her phone: her last client");
+    step(&out, "alice      signed out", || Ok(phone.close()?)).await?;
+
+    say("done; stopping everything by PID");
+    let _ = stop_tx.send(());
+    let _ = watch.await;
+    drop(finch);
+    drop(bus);
+    drop(prosody);
+    Ok(())
+}

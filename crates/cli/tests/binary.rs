@@ -1,0 +1,180 @@
+//! The real `imstatus` binary: config errors, exit codes, a bus with no client, closed stdout.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn imstatus() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imstatus"));
+    // Never pick up the developer's own config or session bus.
+    c.env_remove("IMSTATUS_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent-imstatus-test/bus",
+        )
+        .stdin(Stdio::null());
+    c
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A purple account on a bus that does not exist.
+fn missing_bus_config(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbus = \"unix:path={}/no-such-bus\"\n",
+            dir.display()
+        ),
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run imstatus")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn unknown_key_exits_2_naming_the_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbuss = \"unix:path=/x\"\n",
+    );
+    let out = run(imstatus().arg("--config").arg(&cfg).arg("status"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:4: unknown key `buss`", cfg.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_from_the_environment_and_missing_files_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), "[[account]]\nname = \"x\"\nsource = \"aim\"\n");
+    let out = run(imstatus().env("IMSTATUS_CONFIG", &cfg).arg("status"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(":3: key `source`: unknown source `aim`"));
+
+    let out = run(imstatus().args(["--config", "/nonexistent/imstatus.toml", "status"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/imstatus.toml"));
+}
+
+#[test]
+fn password_file_readable_by_others_exits_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("alice.pw");
+    std::fs::write(&pw, "alicepw\n").expect("write");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    );
+    let out = run(imstatus().arg("--config").arg(&cfg).arg("status"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("readable by group or others (mode 0640)"),
+        "{err}"
+    );
+    assert!(!err.contains("alicepw"), "never print the password");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = run(imstatus().args(["wait", "online"]));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(imstatus().args(["set", "sleepy"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn purple_account_on_a_bus_that_does_not_exist_exits_4_with_code_and_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = missing_bus_config(dir.path());
+    let start = Instant::now();
+    let out = run(imstatus().arg("--config").arg(&cfg).arg("status"));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("client_not_running (0x80040111)"), "{err}");
+    assert!(err.contains("hint: start Pidgin or Finch"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "answers at once");
+}
+
+#[test]
+fn zero_config_uses_the_session_bus() {
+    // No config anywhere: the default purple account on $DBUS_SESSION_BUS_ADDRESS (missing).
+    let out = run(imstatus().arg("status"));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("purple "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn wait_times_out_with_124_after_about_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = missing_bus_config(dir.path());
+    let start = Instant::now();
+    let out =
+        run(imstatus()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["wait", "signed-in", "--timeout", "1s"]));
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn watch_json_ends_with_0_when_stdout_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = missing_bus_config(dir.path());
+    let mut child = imstatus()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("one line");
+    // The reader is dropped here, as `head -1` exits.
+    let v: serde_json::Value = serde_json::from_str(&first).expect("json");
+    assert_eq!(v["event"], "snapshot");
+    assert_eq!(v["client"], "not_running");
+    let status = imstatus_testkit::wait_until("watch to exit", Duration::from_secs(10), || {
+        child.try_wait().ok().flatten()
+    });
+    let Ok(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("watch did not end after its stdout closed");
+    };
+    assert_eq!(status.code(), Some(0));
+}

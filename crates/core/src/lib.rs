@@ -1,0 +1,34 @@
+//! The imstatus model and its sans-IO core.
+//!
+//! Three independent axes describe each watched account: is the **client** running, is the
+//! user's **session** signed in, and what is their **status**. Sources translate what they see
+//! into [`Observation`]s; the [`Tracker`] alone turns them into ordered [`Event`]s under the
+//! ordering contract (snapshot first, no event without a change, `signed_out` before
+//! `client_shutdown`, `client_started` before `signed_in`). This crate does no I/O, spawns
+//! nothing and never reads a clock: time is always an argument, so every rule is testable with
+//! plain values.
+//!
+//! The MISTATUS and HRESULT tables keep the Office Communicator SDK's numbers so that people
+//! who know that SDK recognise them.
+
+pub mod backoff;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod mistatus;
+pub mod observation;
+pub mod state;
+pub mod time;
+pub mod tracker;
+
+pub use backoff::Backoff;
+pub use error::{CodedError, ErrorCode};
+pub use event::{
+    Contact, Event, EventKind, Resource, SignInResult, SignOutReason, Since, Snapshot, SourceKind,
+};
+pub use id::{AccountId, ContactId, PartId};
+pub use mistatus::{is_signed_in, mistatus};
+pub use observation::Observation;
+pub use state::{Availability, Client, Session, Status};
+pub use time::Timestamp;
+pub use tracker::{Tracker, UnknownAccount};

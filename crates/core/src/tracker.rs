@@ -1,0 +1,661 @@
+//! The sans-IO tracker: observations in, ordered events out.
+//!
+//! Call order, as in quinn-proto: feed what the sources saw with
+//! [`Tracker::handle_observation`] and the passing of time with [`Tracker::handle_timeout`]
+//! (when [`Tracker::poll_timeout`] says so), then drain [`Tracker::poll_event`] until it returns
+//! `None`. The tracker never reads a clock, spawns or sleeps: `now` is always an argument.
+//!
+//! The tracker keeps, per account, the *visible* state (exactly the fold of the events it
+//! emitted) and the *observed* parts and contacts. After every observation it reconciles the
+//! two, emitting events in the order the contract requires:
+//!
+//! 1. `client_started` before any sign-in while the client was `not_running` (rule 4);
+//! 2. the session event (`signing_in`, `signed_in`, `signing_out`, `signed_out`);
+//! 3. `status_changed`;
+//! 4. `resource_changed` for each part that changed.
+//!
+//! When the client vanishes, its parts are signed off first, so `signed_out` comes before
+//! `client_shutdown` (rule 3). Nothing is emitted when nothing visible changed (rule 2).
+//! While the source is down (after `SourceDown`, and before the first `Synced`), the session is
+//! `unknown` and part changes are held back: on `Synced` only the real differences are emitted.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::error::ErrorCode;
+use crate::event::{Event, EventKind, Resource, SignInResult, SignOutReason, Snapshot, SourceKind};
+use crate::id::{AccountId, ContactId, PartId};
+use crate::mistatus::mistatus;
+use crate::observation::Observation;
+use crate::state::{Availability, Client, Session, Status};
+use crate::time::Timestamp;
+
+/// How long a part may stay `signing_in` before the sign-in counts as timed out, by default.
+pub const DEFAULT_SIGN_IN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An observation named an account the tracker does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown account `{0}`")]
+pub struct UnknownAccount(pub AccountId);
+
+/// Tracks the state of many accounts and numbers their events with one `seq`.
+#[derive(Debug)]
+pub struct Tracker {
+    accounts: Vec<AccountTracker>,
+    index: HashMap<AccountId, usize>,
+    seq: u64,
+    queue: VecDeque<Event>,
+    sign_in_timeout: Duration,
+    /// Parts with a sign-in deadline, over all accounts: `poll_timeout` is O(1) when none.
+    deadlines: usize,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Tracker {
+            accounts: Vec::new(),
+            index: HashMap::new(),
+            seq: 0,
+            queue: VecDeque::new(),
+            sign_in_timeout: DEFAULT_SIGN_IN_TIMEOUT,
+            deadlines: 0,
+        }
+    }
+
+    /// Sets how long a part may stay `signing_in` before it fails with `timeout`.
+    pub fn with_sign_in_timeout(mut self, timeout: Duration) -> Self {
+        self.sign_in_timeout = timeout;
+        self
+    }
+
+    /// Starts tracking an account; its state is unknown until its source reports `Synced`.
+    /// Adding a known account again does nothing.
+    pub fn add_account(&mut self, account: AccountId, source: SourceKind) {
+        if self.index.contains_key(&account) {
+            return;
+        }
+        self.index.insert(account.clone(), self.accounts.len());
+        self.accounts.push(AccountTracker::new(account, source));
+    }
+
+    /// The tracked accounts, in the order they were added.
+    pub fn accounts(&self) -> impl Iterator<Item = &AccountId> {
+        self.accounts.iter().map(|a| &a.account)
+    }
+
+    /// Feeds one observation of one account.
+    pub fn handle_observation(
+        &mut self,
+        now: Timestamp,
+        account: &AccountId,
+        observation: Observation,
+    ) -> Result<(), UnknownAccount> {
+        let i = *self
+            .index
+            .get(account)
+            .ok_or_else(|| UnknownAccount(account.clone()))?;
+        let mut out = Emitter {
+            now,
+            seq: &mut self.seq,
+            queue: &mut self.queue,
+        };
+        let account = &mut self.accounts[i];
+        let before = account.deadline_count();
+        account.observe(now, observation, self.sign_in_timeout, &mut out);
+        self.deadlines = self.deadlines + account.deadline_count() - before;
+        debug_assert_eq!(
+            self.deadlines,
+            self.accounts
+                .iter()
+                .map(AccountTracker::deadline_count)
+                .sum::<usize>(),
+            "deadline count out of step"
+        );
+        Ok(())
+    }
+
+    /// Advances time: parts that have been signing in for too long fail with `timeout`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if self.deadlines == 0 {
+            return;
+        }
+        for account in &mut self.accounts {
+            let expired: Vec<PartId> = account
+                .parts
+                .iter()
+                .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for part in expired {
+                let mut out = Emitter {
+                    now,
+                    seq: &mut self.seq,
+                    queue: &mut self.queue,
+                };
+                account.observe(
+                    now,
+                    Observation::SignOnFailed(part, ErrorCode::Timeout),
+                    self.sign_in_timeout,
+                    &mut out,
+                );
+                self.deadlines -= 1;
+            }
+        }
+    }
+
+    /// The next event, in order; `None` when all are drained.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.queue.pop_front()
+    }
+
+    /// When [`Tracker::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.deadlines == 0 {
+            return None;
+        }
+        self.accounts
+            .iter()
+            .flat_map(|a| a.parts.values().filter_map(|p| p.deadline))
+            .min()
+    }
+
+    /// The seq of the last event emitted (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The current state of an account as a `snapshot` event (its `seq` is the account's last
+    /// event).
+    pub fn snapshot(&self, account: &AccountId, now: Timestamp) -> Option<Event> {
+        let a = &self.accounts[*self.index.get(account)?];
+        Some(a.snapshot_event(now, false))
+    }
+
+    /// Snapshots of every account, in the order they were added.
+    pub fn snapshots(&self, now: Timestamp) -> Vec<Event> {
+        self.accounts
+            .iter()
+            .map(|a| a.snapshot_event(now, false))
+            .collect()
+    }
+
+    /// Has the account's source reported `Synced` at least once?
+    pub fn is_synced(&self, account: &AccountId) -> Option<bool> {
+        self.index
+            .get(account)
+            .map(|&i| self.accounts[i].ever_synced)
+    }
+
+    /// The last error that took the account's source down and has not been cleared by a
+    /// `Synced` since (e.g. `auth_failed` at start-up).
+    pub fn source_down(&self, account: &AccountId) -> Option<(ErrorCode, &str)> {
+        let a = &self.accounts[*self.index.get(account)?];
+        a.last_down
+            .as_ref()
+            .filter(|_| a.down)
+            .map(|(c, d)| (*c, d.as_str()))
+    }
+}
+
+/// Appends numbered events to the queue and folds them into the visible state.
+struct Emitter<'a> {
+    now: Timestamp,
+    seq: &'a mut u64,
+    queue: &'a mut VecDeque<Event>,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, account: &mut AccountTracker, kind: EventKind) {
+        account.visible.apply(&kind, self.now);
+        *self.seq += 1;
+        account.last_seq = *self.seq;
+        self.queue.push_back(Event {
+            seq: *self.seq,
+            time: self.now,
+            account: account.account.clone(),
+            source: account.source,
+            kind,
+        });
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    session: Session,
+    status: Status,
+    priority: Option<i32>,
+    /// Signing in must finish by then.
+    deadline: Option<Timestamp>,
+    /// Not re-reported since the source went down.
+    stale: bool,
+}
+
+impl Part {
+    fn new() -> Self {
+        Part {
+            session: Session::SignedOut,
+            status: Status::UNKNOWN,
+            priority: None,
+            deadline: None,
+            stale: false,
+        }
+    }
+
+    fn resource(&self, id: &PartId) -> Resource {
+        let shows_status = matches!(self.session, Session::SignedIn | Session::SigningOut);
+        Resource {
+            resource: id.clone(),
+            session: self.session,
+            availability: if shows_status {
+                self.status.availability
+            } else {
+                Availability::Offline
+            },
+            message: if shows_status {
+                self.status.message.clone()
+            } else {
+                None
+            },
+            priority: self.priority,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ContactEntry {
+    status: Status,
+    stale: bool,
+}
+
+#[derive(Debug)]
+struct AccountTracker {
+    account: AccountId,
+    source: SourceKind,
+    /// Exactly the fold of the events emitted so far.
+    visible: Snapshot,
+    last_seq: u64,
+    parts: BTreeMap<PartId, Part>,
+    contacts: BTreeMap<ContactId, ContactEntry>,
+    /// The session is unknown and part changes wait for `Synced`.
+    down: bool,
+    ever_synced: bool,
+    last_down: Option<(ErrorCode, String)>,
+    last_anomaly: Option<(ErrorCode, String)>,
+    quitting: bool,
+    pending_reason: Option<SignOutReason>,
+    pending_failure: Option<ErrorCode>,
+}
+
+impl AccountTracker {
+    fn new(account: AccountId, source: SourceKind) -> Self {
+        AccountTracker {
+            account,
+            source,
+            visible: Snapshot::unknown(),
+            last_seq: 0,
+            parts: BTreeMap::new(),
+            contacts: BTreeMap::new(),
+            down: true,
+            ever_synced: false,
+            last_down: None,
+            last_anomaly: None,
+            quitting: false,
+            pending_reason: None,
+            pending_failure: None,
+        }
+    }
+
+    fn snapshot_event(&self, now: Timestamp, resync: bool) -> Event {
+        Event {
+            seq: self.last_seq,
+            time: now,
+            account: self.account.clone(),
+            source: self.source,
+            kind: EventKind::Snapshot {
+                snapshot: Box::new(self.visible.clone()),
+                resync,
+            },
+        }
+    }
+
+    fn deadline_count(&self) -> usize {
+        self.parts.values().filter(|p| p.deadline.is_some()).count()
+    }
+
+    fn part(&mut self, id: PartId) -> &mut Part {
+        let part = self.parts.entry(id).or_insert_with(Part::new);
+        part.stale = false;
+        part
+    }
+
+    fn observe(
+        &mut self,
+        now: Timestamp,
+        observation: Observation,
+        sign_in_timeout: Duration,
+        out: &mut Emitter<'_>,
+    ) {
+        if !matches!(observation, Observation::Anomaly(..)) {
+            self.last_anomaly = None;
+        }
+        match observation {
+            Observation::ClientStarting => {
+                if !matches!(self.visible.client, Client::Starting | Client::Running) {
+                    out.emit(self, EventKind::ClientStarting);
+                }
+            }
+            Observation::ClientAppeared => {
+                self.quitting = false;
+                if self.visible.client != Client::Running {
+                    out.emit(self, EventKind::ClientStarted);
+                }
+            }
+            Observation::ClientQuitting => self.quitting = true,
+            Observation::ClientVanished => {
+                let reason = if self.quitting {
+                    SignOutReason::User
+                } else {
+                    SignOutReason::ClientExited
+                };
+                if !self.parts.is_empty() {
+                    self.parts.clear();
+                    self.pending_reason = Some(reason);
+                    self.reconcile(out);
+                }
+                self.quitting = false;
+                if self.visible.client != Client::NotRunning {
+                    out.emit(self, EventKind::ClientShutdown);
+                }
+            }
+            Observation::Connecting(id) => {
+                let part = self.part(id);
+                if part.session != Session::SigningIn {
+                    part.session = Session::SigningIn;
+                    part.deadline = Some(now.saturating_add(sign_in_timeout));
+                }
+                self.reconcile(out);
+            }
+            Observation::SignedOn(id) => {
+                let part = self.part(id);
+                part.session = Session::SignedIn;
+                part.deadline = None;
+                self.reconcile(out);
+            }
+            Observation::SignOnFailed(id, code) => {
+                let part = self.part(id);
+                part.session = Session::SignedOut;
+                part.deadline = None;
+                self.pending_failure = Some(code);
+                self.reconcile(out);
+            }
+            Observation::SigningOff(id) => {
+                let part = self.part(id);
+                if part.session != Session::SignedOut {
+                    part.session = Session::SigningOut;
+                    part.deadline = None;
+                }
+                self.reconcile(out);
+            }
+            Observation::SignedOff(id, reason) => {
+                let part = self.part(id);
+                part.session = Session::SignedOut;
+                part.deadline = None;
+                self.pending_reason = Some(reason);
+                self.reconcile(out);
+            }
+            Observation::Absent(id, reason) => {
+                if self.parts.remove(&id).is_some() {
+                    self.pending_reason = Some(reason);
+                }
+                self.reconcile(out);
+            }
+            Observation::Presence {
+                part: id,
+                status,
+                priority,
+            } => {
+                let part = self.part(id);
+                part.session = Session::SignedIn;
+                part.deadline = None;
+                part.status = status;
+                part.priority = priority;
+                self.reconcile(out);
+            }
+            Observation::Status(id, status) => {
+                self.part(id).status = status;
+                self.reconcile(out);
+            }
+            Observation::Contact(contact, status) => {
+                let entry = self
+                    .contacts
+                    .entry(contact.clone())
+                    .or_insert(ContactEntry {
+                        status: Status::UNKNOWN,
+                        stale: false,
+                    });
+                entry.stale = false;
+                if entry.status != status {
+                    let from = std::mem::replace(&mut entry.status, status.clone());
+                    out.emit(
+                        self,
+                        EventKind::ContactStatusChanged {
+                            contact,
+                            from,
+                            to: status,
+                        },
+                    );
+                }
+            }
+            Observation::Anomaly(code, detail) => {
+                let key = (code, detail);
+                if self.last_anomaly.as_ref() != Some(&key) {
+                    let (code, detail) = key.clone();
+                    self.last_anomaly = Some(key);
+                    out.emit(
+                        self,
+                        EventKind::SourceError {
+                            code,
+                            detail,
+                            session_unknown: false,
+                        },
+                    );
+                }
+            }
+            Observation::SourceDown(code, detail) => {
+                let key = (code, detail);
+                if self.down && self.last_down.as_ref() == Some(&key) {
+                    return;
+                }
+                if !self.down {
+                    self.down = true;
+                    self.parts.values_mut().for_each(|p| p.stale = true);
+                    self.contacts.values_mut().for_each(|c| c.stale = true);
+                }
+                let (code, detail) = key.clone();
+                self.last_down = Some(key);
+                let session_unknown = self.visible.session != Session::Unknown;
+                out.emit(
+                    self,
+                    EventKind::SourceError {
+                        code,
+                        detail,
+                        session_unknown,
+                    },
+                );
+            }
+            Observation::Synced => {
+                if !self.down {
+                    return;
+                }
+                self.down = false;
+                self.ever_synced = true;
+                self.last_down = None;
+                let before = self.parts.len();
+                self.parts.retain(|_, p| !p.stale);
+                if self.parts.len() != before {
+                    self.pending_reason.get_or_insert(SignOutReason::Unknown);
+                }
+                let stale: Vec<ContactId> = self
+                    .contacts
+                    .iter()
+                    .filter(|(_, c)| c.stale)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for contact in stale {
+                    self.observe(
+                        now,
+                        Observation::Contact(contact, Status::OFFLINE),
+                        sign_in_timeout,
+                        out,
+                    );
+                }
+                self.reconcile(out);
+            }
+        }
+    }
+
+    /// The session the parts add up to.
+    fn target_session(&self) -> Session {
+        let has = |s| self.parts.values().any(|p| p.session == s);
+        if has(Session::SignedIn) {
+            Session::SignedIn
+        } else if has(Session::SigningIn) {
+            Session::SigningIn
+        } else if has(Session::SigningOut) {
+            Session::SigningOut
+        } else {
+            Session::SignedOut
+        }
+    }
+
+    /// The status of the best part in `session`: highest priority, then most available, then
+    /// first by name.
+    fn target_status(&self, session: Session) -> Status {
+        if !matches!(session, Session::SignedIn | Session::SigningOut) {
+            return Status::OFFLINE;
+        }
+        let mut best: Option<&Part> = None;
+        for part in self.parts.values().filter(|p| p.session == session) {
+            let key = |p: &Part| (p.priority.unwrap_or(0), p.status.availability.rank());
+            if best.is_none_or(|b| key(part) > key(b)) {
+                best = Some(part);
+            }
+        }
+        best.map_or(Status::OFFLINE, |p| p.status.clone())
+    }
+
+    /// Emits the events that bring the visible state to what the parts say.
+    fn reconcile(&mut self, out: &mut Emitter<'_>) {
+        if self.down {
+            return;
+        }
+        let session = self.target_session();
+        if matches!(session, Session::SigningIn | Session::SignedIn)
+            && self.visible.client == Client::NotRunning
+        {
+            out.emit(self, EventKind::ClientStarted);
+        }
+        if session != self.visible.session {
+            let kind = match session {
+                Session::SigningIn => EventKind::SigningIn,
+                Session::SignedIn => EventKind::SignedIn {
+                    result: SignInResult::Ok,
+                },
+                Session::SigningOut => EventKind::SigningOut,
+                _ => match self.pending_failure {
+                    Some(code)
+                        if matches!(
+                            self.visible.session,
+                            Session::SigningIn | Session::Unknown
+                        ) =>
+                    {
+                        EventKind::SignedIn {
+                            result: SignInResult::Failed(code),
+                        }
+                    }
+                    _ => EventKind::SignedOut {
+                        reason: self.pending_reason.unwrap_or(SignOutReason::Unknown),
+                    },
+                },
+            };
+            out.emit(self, kind);
+        }
+        self.pending_reason = None;
+        self.pending_failure = None;
+
+        let status = self.target_status(session);
+        if status != self.visible.status() {
+            let from = self.visible.status();
+            let mistatus = mistatus(session, status.availability);
+            out.emit(
+                self,
+                EventKind::StatusChanged {
+                    from,
+                    to: status,
+                    mistatus,
+                },
+            );
+        }
+
+        self.reconcile_resources(out);
+    }
+
+    fn reconcile_resources(&mut self, out: &mut Emitter<'_>) {
+        let mut changes = Vec::new();
+        let mut visible = self.visible.resources.iter().peekable();
+        let mut target = self.parts.iter().peekable();
+        loop {
+            match (visible.peek(), target.peek()) {
+                (None, None) => break,
+                (Some(v), Some((id, part))) if v.resource == **id => {
+                    let now = part.resource(id);
+                    if **v != now {
+                        changes.push((now.resource.clone(), Some((*v).clone()), Some(now)));
+                    }
+                    visible.next();
+                    target.next();
+                }
+                (Some(v), Some((id, _))) if v.resource < **id => {
+                    changes.push((v.resource.clone(), Some((*v).clone()), None));
+                    visible.next();
+                }
+                (Some(v), None) => {
+                    changes.push((v.resource.clone(), Some((*v).clone()), None));
+                    visible.next();
+                }
+                (_, Some((id, part))) => {
+                    changes.push(((*id).clone(), None, Some(part.resource(id))));
+                    target.next();
+                }
+            }
+        }
+        for (resource, from, to) in changes {
+            out.emit(self, EventKind::ResourceChanged { resource, from, to });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_account_is_an_error_not_a_panic() {
+        let mut t = Tracker::new();
+        let err = t
+            .handle_observation(
+                Timestamp::from_millis(0),
+                &AccountId::new("nobody"),
+                Observation::Synced,
+            )
+            .expect_err("unknown");
+        assert_eq!(err, UnknownAccount(AccountId::new("nobody")));
+    }
+}

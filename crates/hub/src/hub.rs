@@ -1,0 +1,472 @@
+//! The hub proper: shared tracker, broadcast fan-out with resync, resume ring, timers.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use imstatus_core::{
+    AccountId, CodedError, ErrorCode, Event, EventKind, Observation, SourceKind, Status, Timestamp,
+    Tracker,
+};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::config::{AccountConfig, Config};
+use crate::source::{Sink, Source};
+
+/// Events kept in the broadcast ring, by default. A subscriber more than this many events
+/// behind gets a resync snapshot instead of the events it missed.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// Events kept for resuming by seq, by default.
+pub const DEFAULT_HISTORY: usize = 1024;
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+struct State {
+    tracker: Tracker,
+    history: VecDeque<Arc<Event>>,
+}
+
+/// What sinks, subscriptions and the hub share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    history_capacity: usize,
+    tx: broadcast::Sender<Arc<Event>>,
+    /// Bumped after every batch of observations (wakes the timer and `wait_settled`).
+    changed: watch::Sender<u64>,
+    timer: Notify,
+    resyncs: AtomicU64,
+    events: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the tracker half-updated in a way that
+        // matters more than stopping; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn observe(
+        &self,
+        account: &AccountId,
+        observations: impl IntoIterator<Item = Observation>,
+    ) {
+        let now = now();
+        let mut state = self.lock();
+        let before = state.tracker.poll_timeout();
+        for o in observations {
+            if let Err(e) = state.tracker.handle_observation(now, account, o) {
+                tracing::warn!(%e, "observation for an account the hub does not track");
+            }
+        }
+        self.publish(&mut state);
+        let after = state.tracker.poll_timeout();
+        drop(state);
+        if after.is_some() && after != before {
+            self.timer.notify_one();
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn handle_timeout(&self) {
+        let mut state = self.lock();
+        state.tracker.handle_timeout(now());
+        self.publish(&mut state);
+    }
+
+    fn publish(&self, state: &mut State) {
+        while let Some(event) = state.tracker.poll_event() {
+            let event = Arc::new(event);
+            if state.history.len() == self.history_capacity {
+                state.history.pop_front();
+            }
+            state.history.push_back(event.clone());
+            self.events.fetch_add(1, Ordering::Relaxed);
+            // No receivers is fine: nobody is listening right now.
+            let _ = self.tx.send(event);
+        }
+    }
+}
+
+/// Builds a [`Hub`]: add sources, adjust capacities, then [`HubBuilder::start`].
+pub struct HubBuilder {
+    sources: Vec<(AccountId, Arc<dyn Source>)>,
+    capacity: usize,
+    history: usize,
+    sign_in_timeout: Option<Duration>,
+}
+
+impl HubBuilder {
+    /// Watches `account` with `source`.
+    pub fn with_source(mut self, account: AccountId, source: Arc<dyn Source>) -> Self {
+        self.sources.push((account, source));
+        self
+    }
+
+    /// Sets the broadcast ring's capacity (events); see [`DEFAULT_CAPACITY`].
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets how many events are kept for resuming by seq; see [`DEFAULT_HISTORY`].
+    pub fn with_history(mut self, history: usize) -> Self {
+        self.history = history.max(1);
+        self
+    }
+
+    /// Sets how long signing in may take before it fails with `timeout`.
+    pub fn with_sign_in_timeout(mut self, timeout: Duration) -> Self {
+        self.sign_in_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts every source on the current tokio runtime.
+    pub fn start(self) -> Hub {
+        let mut tracker = Tracker::new();
+        if let Some(t) = self.sign_in_timeout {
+            tracker = tracker.with_sign_in_timeout(t);
+        }
+        for (account, source) in &self.sources {
+            tracker.add_account(account.clone(), source.kind());
+        }
+        let (tx, _) = broadcast::channel(self.capacity);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                tracker,
+                history: VecDeque::with_capacity(self.history),
+            }),
+            history_capacity: self.history,
+            tx,
+            changed: watch::channel(0).0,
+            timer: Notify::new(),
+            resyncs: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(timer_task(shared.clone()));
+        for (account, source) in &self.sources {
+            let sink = Sink {
+                account: account.clone(),
+                shared: shared.clone(),
+            };
+            tasks.spawn(supervise(source.clone(), sink));
+        }
+        Hub {
+            shared,
+            sources: self.sources,
+            _tasks: tasks,
+        }
+    }
+}
+
+/// Runs a source; a source that panics is reported as down instead of taking the hub along.
+async fn supervise(source: Arc<dyn Source>, sink: Sink) {
+    /// Aborts the source's task when the supervisor is aborted (the hub was dropped).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let probe = sink.clone();
+    let mut task = AbortOnDrop(tokio::spawn(source.run(sink)));
+    if let Err(e) = (&mut task.0).await {
+        if e.is_panic() {
+            tracing::error!(account = %probe.account(), "source task panicked");
+            probe.observe(Observation::SourceDown(
+                ErrorCode::ProtocolError,
+                "the source stopped after an internal error (panic); see the log".into(),
+            ));
+        }
+    }
+}
+
+async fn timer_task(shared: Arc<Shared>) {
+    loop {
+        let deadline = shared.lock().tracker.poll_timeout();
+        match deadline {
+            None => shared.timer.notified().await,
+            Some(d) => {
+                let wait = d.saturating_since(now());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => shared.handle_timeout(),
+                    () = shared.timer.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs the sources and serves their events. Dropping it stops every source.
+pub struct Hub {
+    shared: Arc<Shared>,
+    sources: Vec<(AccountId, Arc<dyn Source>)>,
+    _tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("accounts", &self.accounts())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// A builder with the default capacities.
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            sources: Vec::new(),
+            capacity: DEFAULT_CAPACITY,
+            history: DEFAULT_HISTORY,
+            sign_in_timeout: None,
+        }
+    }
+
+    /// Starts a hub for every account of `config`, creating each source with `factory`.
+    pub fn from_config<E>(
+        config: &Config,
+        mut factory: impl FnMut(&AccountConfig) -> Result<Arc<dyn Source>, E>,
+    ) -> Result<Hub, E> {
+        let mut builder = Hub::builder();
+        for account in &config.accounts {
+            builder = builder.with_source(account.name.clone(), factory(account)?);
+        }
+        Ok(builder.start())
+    }
+
+    /// The watched accounts, in config order.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        self.sources.iter().map(|(a, _)| a.clone()).collect()
+    }
+
+    /// The source kind of an account.
+    pub fn source_kind(&self, account: &AccountId) -> Option<SourceKind> {
+        self.source(account).map(|s| s.kind())
+    }
+
+    fn source(&self, account: &AccountId) -> Option<&Arc<dyn Source>> {
+        self.sources
+            .iter()
+            .find(|(a, _)| a == account)
+            .map(|(_, s)| s)
+    }
+
+    /// The current state of one account as a `snapshot` event.
+    pub fn snapshot(&self, account: &AccountId) -> Option<Event> {
+        self.shared.lock().tracker.snapshot(account, now())
+    }
+
+    /// Snapshots of every account.
+    pub fn snapshots(&self) -> Vec<Event> {
+        self.shared.lock().tracker.snapshots(now())
+    }
+
+    /// The error that currently keeps an account's source down (e.g. `auth_failed`).
+    pub fn source_error(&self, account: &AccountId) -> Option<CodedError> {
+        self.shared
+            .lock()
+            .tracker
+            .source_down(account)
+            .map(|(code, detail)| CodedError::new(code, detail))
+    }
+
+    /// Waits until every account in `accounts` has either synchronised or reported why its
+    /// source is down, or until `timeout`. Returns whether all settled.
+    pub async fn wait_settled(&self, accounts: &[AccountId], timeout: Duration) -> bool {
+        let mut changed = self.shared.changed.subscribe();
+        let settled = |shared: &Shared| {
+            let state = shared.lock();
+            accounts.iter().all(|a| {
+                state.tracker.is_synced(a).unwrap_or(true) || state.tracker.source_down(a).is_some()
+            })
+        };
+        tokio::time::timeout(timeout, async {
+            loop {
+                if settled(&self.shared) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Sets the user's status on an account's source.
+    pub async fn set_status(&self, account: &AccountId, status: Status) -> Result<(), CodedError> {
+        let source = self.source(account).ok_or_else(|| {
+            CodedError::new(ErrorCode::Unsupported, format!("no account `{account}`"))
+        })?;
+        source.set_status(status).await
+    }
+
+    /// Subscribes to every account: snapshots first, then changes.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_to(None)
+    }
+
+    /// Subscribes to some accounts (`None` = all): snapshots first, then changes.
+    pub fn subscribe_to(&self, accounts: Option<HashSet<AccountId>>) -> Subscription {
+        self.resume(accounts, None)
+    }
+
+    /// Subscribes, resuming after `after_seq` from the history ring when it still holds every
+    /// later event; otherwise (or with `None`) starts with snapshots (`resync: true` when a
+    /// resume was asked for but the gap is too old).
+    pub fn resume(
+        &self,
+        accounts: Option<HashSet<AccountId>>,
+        after_seq: Option<u64>,
+    ) -> Subscription {
+        let state = self.shared.lock();
+        let rx = self.shared.tx.subscribe();
+        let mut sub = Subscription {
+            shared: Arc::downgrade(&self.shared),
+            rx,
+            accounts,
+            pending: VecDeque::new(),
+            skip_until: state.tracker.last_seq(),
+        };
+        let last = state.tracker.last_seq();
+        let oldest = state.history.front().map_or(last + 1, |e| e.seq);
+        match after_seq {
+            Some(after) if after <= last && after + 1 >= oldest => {
+                let replay: Vec<Arc<Event>> = state
+                    .history
+                    .iter()
+                    .filter(|e| e.seq > after && sub.wants(&e.account))
+                    .cloned()
+                    .collect();
+                sub.pending.extend(replay);
+            }
+            Some(_) => sub.push_snapshots(&state, true),
+            None => sub.push_snapshots(&state, false),
+        }
+        sub
+    }
+
+    /// How many subscribers fell behind and were resynchronised.
+    pub fn resync_count(&self) -> u64 {
+        self.shared.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// How many events were published.
+    pub fn event_count(&self) -> u64 {
+        self.shared.events.load(Ordering::Relaxed)
+    }
+
+    /// How many subscriptions are open.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.tx.receiver_count()
+    }
+}
+
+/// A subscriber's stream: snapshots first, then changes in `seq` order; a fresh snapshot with
+/// `resync: true` after falling behind. Backed by the hub's bounded ring: it holds at most a
+/// handful of pending snapshots of its own.
+pub struct Subscription {
+    /// Weak, so that dropping the hub closes the broadcast and ends the stream.
+    shared: Weak<Shared>,
+    rx: broadcast::Receiver<Arc<Event>>,
+    accounts: Option<HashSet<AccountId>>,
+    pending: VecDeque<Arc<Event>>,
+    /// Events up to this seq are already folded into delivered snapshots.
+    skip_until: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("accounts", &self.accounts)
+            .field("skip_until", &self.skip_until)
+            .finish()
+    }
+}
+
+impl Subscription {
+    fn wants(&self, account: &AccountId) -> bool {
+        self.accounts.as_ref().is_none_or(|a| a.contains(account))
+    }
+
+    fn push_snapshots(&mut self, state: &State, resync: bool) {
+        let now = now();
+        self.skip_until = state.tracker.last_seq();
+        let mut snaps: Vec<Event> = state
+            .tracker
+            .snapshots(now)
+            .into_iter()
+            .filter(|e| self.wants(&e.account))
+            .collect();
+        snaps.sort_by_key(|e| e.seq);
+        for mut e in snaps {
+            if let EventKind::Snapshot { resync: r, .. } = &mut e.kind {
+                *r = resync;
+            }
+            self.pending.push_back(Arc::new(e));
+        }
+    }
+
+    fn resync(&mut self) {
+        // Drop everything queued for us, then snapshot under the publishing lock: every event
+        // up to `last_seq` is in the snapshot, every later one is still in the ring.
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        shared.resyncs.fetch_add(1, Ordering::Relaxed);
+        let state = shared.lock();
+        self.rx = shared.tx.subscribe();
+        self.pending.clear();
+        self.push_snapshots(&state, true);
+    }
+
+    /// The next event; `None` once the hub is gone.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            match self.rx.recv().await {
+                Ok(e) => {
+                    if e.seq > self.skip_until && self.wants(&e.account) {
+                        return Some(e);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.resync(),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next event if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            match self.rx.try_recv() {
+                Ok(e) => {
+                    if e.seq > self.skip_until && self.wants(&e.account) {
+                        return Some(e);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.resync(),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// This subscription as a `Stream`.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Event>> + Send {
+        futures_util::stream::unfold(
+            self,
+            |mut sub| async move { sub.recv().await.map(|e| (e, sub)) },
+        )
+    }
+}

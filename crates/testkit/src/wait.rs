@@ -1,0 +1,126 @@
+//! Polling with a deadline, and free loopback ports.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// The interval between two polls of [`wait_until`] and [`try_wait_until`].
+pub const POLL_STEP: Duration = Duration::from_millis(10);
+
+/// Calls `f` every [`POLL_STEP`] until it returns `Some`, or fails with [`Error::Timeout`]
+/// naming `what` once `deadline` has passed (`f` is always called at least once).
+pub fn wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, Error> {
+    try_wait_until(what, deadline, || Ok(f()))
+}
+
+/// Like [`wait_until`], but `f` may end the wait early with an error (for example when the
+/// awaited process has exited).
+pub fn try_wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f()? {
+            return Ok(value);
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= deadline {
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                after: deadline,
+                context: String::new(),
+            });
+        }
+        std::thread::sleep(POLL_STEP.min(deadline - elapsed));
+    }
+}
+
+/// Ports this process has handed out already, so that two tests never get the same one.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not returned
+/// before.
+///
+/// Another process can still take it before it is used; [`crate::Prosody::start`] detects that
+/// and picks another one.
+///
+/// # Panics
+///
+/// If no port can be bound on 127.0.0.1 at all.
+pub fn free_port() -> u16 {
+    let mut guard = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let handed_out = guard.get_or_insert_with(HashSet::new);
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("binding 127.0.0.1:0 to find a free port");
+        let port = listener
+            .local_addr()
+            .expect("local address of a bound listener")
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_until_returns_the_first_some() {
+        let mut calls = 0;
+        let got = wait_until("three calls", Duration::from_secs(5), || {
+            calls += 1;
+            (calls == 3).then_some(calls)
+        });
+        assert_eq!(got.ok(), Some(3));
+    }
+
+    #[test]
+    fn wait_until_times_out_with_the_name_of_the_condition() {
+        let start = Instant::now();
+        let err = wait_until("never", Duration::from_millis(50), || None::<()>)
+            .err()
+            .map(|e| e.to_string());
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            err.as_deref(),
+            Some("timed out after 50ms waiting for never")
+        );
+    }
+
+    #[test]
+    fn try_wait_until_stops_at_the_first_error() {
+        let mut calls = 0;
+        let err = try_wait_until("an error", Duration::from_secs(5), || {
+            calls += 1;
+            Err::<Option<()>, _>(Error::Exited {
+                what: "p".into(),
+                status: "1".into(),
+                context: String::new(),
+            })
+        });
+        assert!(matches!(err, Err(Error::Exited { .. })));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn free_port_never_repeats_itself() {
+        let ports: HashSet<u16> = (0..50).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(!ports.contains(&0));
+    }
+}

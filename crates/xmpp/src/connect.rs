@@ -1,0 +1,711 @@
+//! Getting from a config to a bound XMPP session, one step at a time, each failure mapped to
+//! one of design §1's codes: DNS (`dns_failed`), TCP (`server_unreachable`), STARTTLS
+//! (`tls_failed`, `invalid_certificate`), SASL (`auth_failed`, fatal) and resource binding.
+//!
+//! This uses tokio-xmpp's lower layers ([`tokio_xmpp::xmlstream`] and
+//! [`tokio_xmpp::client_login`]) rather than its `Client`: the `Client` reconnects by itself
+//! forever (auth failures included, with its own backoff), reports login errors only to its
+//! log, and builds its rustls config internally (no extra CA). Here every step is ours.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hickory_resolver::proto::rr::{IntoName, RData};
+use hickory_resolver::TokioResolver;
+use imstatus_core::ErrorCode;
+use imstatus_hub::config::TlsMode;
+use sasl::common::{ChannelBinding, Credentials};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tokio_xmpp::error::{AuthError, Error as XmppError};
+use tokio_xmpp::xmlstream::{
+    initiate_stream, FallibleStreamElement, ReadError, StreamElementError, StreamHeader, Timeouts,
+    XmppStream, XmppStreamElement,
+};
+use xmpp_parsers::bind::{BindQuery, BindResponse};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid};
+use xmpp_parsers::sasl::DefinedCondition as SaslCondition;
+use xmpp_parsers::starttls;
+use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
+use xmpp_parsers::stream_features::StreamFeatures;
+
+use crate::tls::{self, Roots, Seen};
+use crate::translate::clip;
+
+/// The default c2s port when there is no SRV record.
+pub(crate) const DEFAULT_PORT: u16 = 5222;
+/// How long one TCP connect may take.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Any byte stream we can speak XMPP over (plain TCP or rustls over TCP).
+pub(crate) trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawIo for T {}
+
+/// The buffered transport under the XML stream.
+pub(crate) type Io = BufStream<Box<dyn RawIo>>;
+/// An XMPP stream over [`Io`].
+pub(crate) type Stream = XmppStream<Io>;
+
+/// Why a step failed: a stable code, the detail, and whether retrying can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) code: ErrorCode,
+    pub(crate) detail: String,
+    /// Retrying will not help until the config changes (wrong password).
+    pub(crate) fatal: bool,
+}
+
+impl Failure {
+    /// A failure worth retrying later.
+    pub(crate) fn retry(code: ErrorCode, detail: String) -> Self {
+        Failure {
+            code,
+            detail,
+            fatal: false,
+        }
+    }
+
+    fn fatal(code: ErrorCode, detail: String) -> Self {
+        Failure {
+            code,
+            detail,
+            fatal: true,
+        }
+    }
+}
+
+/// The XML stream timeouts: a soft timeout after 60 s of silence (we send a ping), dead 20 s
+/// later.
+pub(crate) fn timeouts() -> Timeouts {
+    Timeouts {
+        read_timeout: Duration::from_secs(60),
+        response_timeout: Duration::from_secs(20),
+    }
+}
+
+fn header(domain: &str) -> StreamHeader<'_> {
+    StreamHeader {
+        to: Some(Cow::Borrowed(domain)),
+        from: None,
+        id: None,
+    }
+}
+
+// ---------------------------------------------------------------- DNS
+
+/// Where to connect and how that was found.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) how: String,
+}
+
+/// Splits `host:port` / `[v6]:port`.
+pub(crate) fn split_host_port(server: &str) -> Option<(&str, u16)> {
+    let (host, port) = server.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
+async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(format!("{host} has no address"))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
+    }
+}
+
+/// The `server` override, or SRV `_xmpp-client._tcp.<domain>` then A/AAAA of the domain.
+pub(crate) async fn resolve(domain: &str, server: Option<&str>) -> Result<Resolved, Failure> {
+    let dns = |detail| Failure::retry(ErrorCode::DnsFailed, detail);
+    if let Some(server) = server {
+        let (host, port) = split_host_port(server)
+            .ok_or_else(|| dns(format!("`server` {server:?} is not host:port")))?;
+        let addrs = lookup(host, port).await.map_err(dns)?;
+        return Ok(Resolved {
+            how: format!("server {server} → {}", list(&addrs)),
+            addrs,
+        });
+    }
+    if domain.parse::<std::net::IpAddr>().is_ok() {
+        let addrs = lookup(domain, DEFAULT_PORT).await.map_err(dns)?;
+        return Ok(Resolved {
+            how: format!("IP literal domain → {}", list(&addrs)),
+            addrs,
+        });
+    }
+    let srv_name = format!("_xmpp-client._tcp.{domain}.");
+    let (targets, srv_note) = match srv_lookup(&srv_name).await {
+        Ok(targets) if targets.is_empty() => {
+            return Err(dns(format!(
+                "SRV {srv_name} says there is no XMPP service (target \".\")"
+            )))
+        }
+        Ok(targets) => (targets, format!("SRV {srv_name}")),
+        Err(e) => (
+            vec![(domain.to_owned(), DEFAULT_PORT)],
+            if e.contains("no records found") || e == "no SRV answer" {
+                format!("no SRV record for {srv_name}; A/AAAA of {domain}")
+            } else {
+                format!(
+                    "SRV lookup of {srv_name} failed ({}); A/AAAA of {domain}",
+                    clip(&e, 120)
+                )
+            },
+        ),
+    };
+    let mut addrs = Vec::new();
+    let mut errors = Vec::new();
+    for (host, port) in &targets {
+        match lookup(host, *port).await {
+            Ok(found) => addrs.extend(found),
+            Err(e) => errors.push(e),
+        }
+    }
+    if addrs.is_empty() {
+        return Err(dns(format!("{srv_note}: {}", errors.join("; "))));
+    }
+    Ok(Resolved {
+        how: format!("{srv_note} → {}", list(&addrs)),
+        addrs,
+    })
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SRV targets ordered by priority then weight (`[]` for the "no service" target `.`).
+async fn srv_lookup(name: &str) -> Result<Vec<(String, u16)>, String> {
+    let resolver = TokioResolver::builder_tokio()
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = name.into_name().map_err(|e| e.to_string())?;
+    let lookup = resolver.srv_lookup(name).await.map_err(|e| e.to_string())?;
+    let mut records: Vec<(u16, std::cmp::Reverse<u16>, String, u16)> = lookup
+        .answers()
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some((
+                srv.priority,
+                std::cmp::Reverse(srv.weight),
+                srv.target.to_ascii(),
+                srv.port,
+            )),
+            _ => None,
+        })
+        .collect();
+    if records.is_empty() {
+        return Err("no SRV answer".to_owned());
+    }
+    records.sort();
+    Ok(records
+        .into_iter()
+        .filter(|(_, _, target, _)| target != ".")
+        .map(|(_, _, target, port)| (target.trim_end_matches('.').to_owned(), port))
+        .collect())
+}
+
+// ---------------------------------------------------------------- TCP
+
+/// Connects to the first address that answers.
+pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
+    let mut errors = Vec::new();
+    for addr in addrs {
+        match tokio::time::timeout(TCP_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                // Latency matters more than packet count for presence.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                errors.push(format!("connection refused by {addr}"));
+            }
+            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+            Err(_) => errors.push(format!("{addr}: no answer within {TCP_TIMEOUT:?}")),
+        }
+    }
+    Err(Failure::retry(
+        ErrorCode::ServerUnreachable,
+        if errors.is_empty() {
+            "no address to connect to".to_owned()
+        } else {
+            errors.join("; ")
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- stream and STARTTLS
+
+/// What the TLS step found, for `doctor`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsInfo {
+    /// The protocol version and cipher suite, when TLS is used.
+    pub(crate) session: Option<String>,
+    /// The server's certificate, described.
+    pub(crate) certificate: Option<String>,
+}
+
+/// Opens the XML stream: plaintext, or STARTTLS with `roots` (required; a server that does
+/// not offer it fails with `tls_failed`).
+pub(crate) async fn open(
+    tcp: TcpStream,
+    domain: &str,
+    tls: TlsMode,
+    roots: Option<&Roots>,
+) -> Result<(StreamFeatures, Stream, TlsInfo), Failure> {
+    match (tls, roots) {
+        (TlsMode::InsecurePlaintext, _) => {
+            let io: Io = BufStream::new(Box::new(tcp));
+            let (features, stream) = start_stream(io, domain).await?;
+            let requires_tls = features.starttls.as_ref().is_some_and(|s| s.required)
+                || (features.can_starttls() && features.sasl_mechanisms.is_empty());
+            if requires_tls {
+                return Err(Failure::retry(
+                    ErrorCode::TlsFailed,
+                    "the server requires STARTTLS but the config says tls = \"insecure-plaintext\""
+                        .to_owned(),
+                ));
+            }
+            Ok((features, stream, TlsInfo::default()))
+        }
+        (TlsMode::Required, None) => Err(Failure::retry(
+            ErrorCode::TlsFailed,
+            "TLS is required but no trust roots were loaded".to_owned(),
+        )),
+        (TlsMode::Required, Some(roots)) => starttls(tcp, domain, roots).await,
+    }
+}
+
+/// Sends our stream header and reads the server's header and features.
+async fn start_stream<S>(
+    io: BufStream<S>,
+    domain: &str,
+) -> Result<(StreamFeatures, XmppStream<BufStream<S>>), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let pending = initiate_stream(
+        io,
+        xmpp_parsers::ns::JABBER_CLIENT,
+        header(domain),
+        timeouts(),
+    )
+    .await
+    .map_err(|e| io_failure(&e, "opening the stream"))?;
+    pending
+        .recv_features::<FallibleStreamElement>()
+        .await
+        .map_err(|e| xmpp_failure(&XmppError::from(e), "reading stream features"))
+}
+
+async fn starttls(
+    tcp: TcpStream,
+    domain: &str,
+    roots: &Roots,
+) -> Result<(StreamFeatures, Stream, TlsInfo), Failure> {
+    let (features, mut stream) = start_stream(BufStream::new(tcp), domain).await?;
+    if !features.can_starttls() {
+        return Err(Failure::retry(
+            ErrorCode::TlsFailed,
+            "the server does not offer STARTTLS (set tls = \"insecure-plaintext\" only for a loopback test server)"
+                .to_owned(),
+        ));
+    }
+    stream
+        .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+            starttls::Request,
+        )))
+        .await
+        .map_err(|e| io_failure(&e, "sending <starttls/>"))?;
+    loop {
+        match next(&mut stream).await? {
+            Next::Element(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))) => break,
+            Next::Element(XmppStreamElement::StreamError(e)) => return Err(stream_error(&e.0)),
+            Next::Element(other) => {
+                return Err(Failure::retry(
+                    ErrorCode::TlsFailed,
+                    format!(
+                        "the server refused STARTTLS: {}",
+                        clip(&format!("{other:?}"), 200)
+                    ),
+                ))
+            }
+            Next::Invalid(e) => {
+                return Err(Failure::retry(
+                    ErrorCode::ProtocolError,
+                    format!("during STARTTLS: {}", clip(&e.to_string(), 200)),
+                ))
+            }
+            Next::Anomaly(_) | Next::Idle => {}
+        }
+    }
+    let tcp = stream.into_inner().into_inner();
+    let (config, seen) = roots.client_config()?;
+    let name = ServerName::try_from(domain.to_owned()).map_err(|e| {
+        Failure::retry(
+            ErrorCode::TlsFailed,
+            format!("{domain:?} is not a TLS server name: {e}"),
+        )
+    })?;
+    let tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls::handshake_failure(&e, &seen))?;
+    let info = describe_session(&tls, &seen);
+    let io: Io = BufStream::new(Box::new(tls));
+    let (features, stream) = start_stream(io, domain).await?;
+    Ok((features, stream, info))
+}
+
+fn describe_session(tls: &tokio_rustls::client::TlsStream<TcpStream>, seen: &Seen) -> TlsInfo {
+    let (_, connection) = tls.get_ref();
+    let session = match (
+        connection.protocol_version(),
+        connection.negotiated_cipher_suite(),
+    ) {
+        (Some(v), Some(s)) => Some(format!("{v:?}, {:?}", s.suite())),
+        (Some(v), None) => Some(format!("{v:?}")),
+        _ => None,
+    };
+    TlsInfo {
+        session,
+        certificate: seen.describe(),
+    }
+}
+
+// ---------------------------------------------------------------- SASL and binding
+
+/// Authenticates as the JID's local part and restarts the stream.
+pub(crate) async fn authenticate(
+    stream: Stream,
+    features: &StreamFeatures,
+    jid: &BareJid,
+    password: String,
+) -> Result<(StreamFeatures, Stream), Failure> {
+    let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
+    let creds = Credentials::default()
+        .with_username(username)
+        .with_password(password)
+        .with_channel_binding(ChannelBinding::None);
+    let mechanisms: BTreeSet<String> = features.sasl_mechanisms.clone();
+    let stream = tokio_xmpp::client_login(stream, mechanisms.clone(), creds)
+        .await
+        .map_err(|e| match e {
+            XmppError::Auth(AuthError::NoMechanism) => Failure::fatal(
+                ErrorCode::AuthFailed,
+                format!(
+                    "the server offers no SASL mechanism we support (offered: {})",
+                    mechanisms.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            other => xmpp_failure(&other, "authenticating"),
+        })?;
+    let pending = stream
+        .send_header(header(jid.domain().as_str()))
+        .await
+        .map_err(|e| io_failure(&e, "restarting the stream after SASL"))?;
+    pending
+        .recv_features::<FallibleStreamElement>()
+        .await
+        .map_err(|e| xmpp_failure(&XmppError::from(e), "reading stream features after SASL"))
+}
+
+/// Binds `resource`; returns the full JID the server assigned.
+pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid, Failure> {
+    const ID: &str = "imstatus-bind";
+    send(
+        stream,
+        Iq::from_set(ID, BindQuery::new(Some(resource.to_owned()))).into(),
+    )
+    .await?;
+    loop {
+        match next(stream).await? {
+            Next::Element(XmppStreamElement::Stanza(xmpp_parsers::stanza::Stanza::Iq(iq)))
+                if iq.id() == ID =>
+            {
+                return match iq {
+                    Iq::Result {
+                        payload: Some(payload),
+                        ..
+                    } => BindResponse::try_from(payload)
+                        .map(FullJid::from)
+                        .map_err(|e| {
+                            Failure::retry(
+                                ErrorCode::ProtocolError,
+                                format!("invalid bind result: {}", clip(&e.to_string(), 200)),
+                            )
+                        }),
+                    Iq::Error { error, .. } => Err(Failure::retry(
+                        ErrorCode::ProtocolError,
+                        format!("the server refused to bind a resource: {error:?}"),
+                    )),
+                    _ => Err(Failure::retry(
+                        ErrorCode::ProtocolError,
+                        "the bind result carries no JID".to_owned(),
+                    )),
+                };
+            }
+            Next::Element(XmppStreamElement::StreamError(e)) => return Err(stream_error(&e.0)),
+            Next::Element(_) | Next::Anomaly(_) | Next::Idle | Next::Invalid(_) => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------- reading and writing
+
+/// What [`next`] read.
+// Boxing the big variant would cost an allocation per stanza; a `Next` lives only briefly.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// A stream-level element.
+    Element(XmppStreamElement),
+    /// A stanza that failed to parse; the stream goes on.
+    Invalid(StreamElementError),
+    /// Something unparseable that the stream survived.
+    Anomaly(String),
+    /// Nothing for a long time (the soft timeout): send something to check the link.
+    Idle,
+}
+
+/// Reads the next element; a dead or closed stream is a [`Failure`].
+pub(crate) async fn next<S: AsyncBufRead + Unpin>(
+    stream: &mut XmppStream<S>,
+) -> Result<Next, Failure> {
+    match stream.next().await {
+        Some(Ok(FallibleStreamElement::Ok(element))) => Ok(Next::Element(element)),
+        Some(Ok(FallibleStreamElement::Err(e))) => Ok(Next::Invalid(e)),
+        Some(Err(ReadError::SoftTimeout)) => Ok(Next::Idle),
+        Some(Err(ReadError::ParseError(e))) => Ok(Next::Anomaly(clip(&e.to_string(), 200))),
+        Some(Err(ReadError::HardError(e))) => Err(io_failure(&e, "reading")),
+        Some(Err(ReadError::StreamFooterReceived)) | None => Err(Failure::retry(
+            ErrorCode::Disconnected,
+            "the server closed the stream".to_owned(),
+        )),
+    }
+}
+
+/// Sends one stanza.
+pub(crate) async fn send(
+    stream: &mut Stream,
+    stanza: xmpp_parsers::stanza::Stanza,
+) -> Result<(), Failure> {
+    stream
+        .send(&XmppStreamElement::Stanza(stanza))
+        .await
+        .map_err(|e| io_failure(&e, "sending"))
+}
+
+// ---------------------------------------------------------------- error mapping
+
+/// Maps a stream error the server sent.
+pub(crate) fn stream_error(e: &StreamError) -> Failure {
+    let text = e
+        .get_best_text(vec!["en"])
+        .map(|(_, t)| format!(": {}", clip(t, 200)))
+        .unwrap_or_default();
+    let detail = format!("stream error <{}/>{text}", condition_name(&e.condition));
+    let code = match e.condition {
+        StreamCondition::SystemShutdown => ErrorCode::ServerShutdown,
+        StreamCondition::BadFormat
+        | StreamCondition::InvalidXml
+        | StreamCondition::NotWellFormed
+        | StreamCondition::RestrictedXml
+        | StreamCondition::UnsupportedEncoding
+        | StreamCondition::UnsupportedStanzaType
+        | StreamCondition::InvalidNamespace
+        | StreamCondition::BadNamespacePrefix => ErrorCode::ProtocolError,
+        StreamCondition::HostUnknown | StreamCondition::HostGone => ErrorCode::ServerUnreachable,
+        _ => ErrorCode::Disconnected,
+    };
+    Failure::retry(code, detail)
+}
+
+fn condition_name(c: &StreamCondition) -> String {
+    condition_name_of(&format!("{c:?}"))
+}
+
+/// Maps an I/O error of the XML stream: malformed XML is `protocol_error`, anything else
+/// means the connection is gone.
+pub(crate) fn io_failure(e: &std::io::Error, doing: &str) -> Failure {
+    use std::io::ErrorKind;
+    let detail = format!("{doing}: {}", clip(&e.to_string(), 300));
+    let code = match e.kind() {
+        ErrorKind::InvalidData => ErrorCode::ProtocolError,
+        ErrorKind::TimedOut => ErrorCode::Timeout,
+        _ => ErrorCode::Disconnected,
+    };
+    Failure::retry(code, detail)
+}
+
+/// Maps a tokio-xmpp error.
+pub(crate) fn xmpp_failure(e: &XmppError, doing: &str) -> Failure {
+    match e {
+        XmppError::Io(io) => io_failure(io, doing),
+        XmppError::Auth(AuthError::Fail(condition)) => {
+            let detail = format!(
+                "the server refused the login: <{}/>",
+                sasl_condition(condition)
+            );
+            match condition {
+                SaslCondition::TemporaryAuthFailure | SaslCondition::Aborted => {
+                    Failure::retry(ErrorCode::AuthFailed, detail)
+                }
+                _ => Failure::fatal(ErrorCode::AuthFailed, detail),
+            }
+        }
+        XmppError::Auth(other) => {
+            Failure::retry(ErrorCode::ProtocolError, format!("{doing}: {other}"))
+        }
+        XmppError::StreamError(e) => stream_error(&e.0),
+        XmppError::Disconnected => Failure::retry(
+            ErrorCode::Disconnected,
+            format!("{doing}: the server closed the connection"),
+        ),
+        other => Failure::retry(
+            ErrorCode::ProtocolError,
+            format!("{doing}: {}", clip(&other.to_string(), 300)),
+        ),
+    }
+}
+
+fn sasl_condition(c: &SaslCondition) -> String {
+    condition_name_of(&format!("{c:?}"))
+}
+
+/// `NotAuthorized` → `not-authorized`: a condition's Debug name as its element name.
+fn condition_name_of(debug: &str) -> String {
+    let mut out = String::with_capacity(debug.len() + 4);
+    for (i, ch) in debug.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_override_forms() {
+        assert_eq!(
+            split_host_port("127.0.0.1:15222"),
+            Some(("127.0.0.1", 15222))
+        );
+        assert_eq!(split_host_port("[::1]:5222"), Some(("::1", 5222)));
+        assert_eq!(
+            split_host_port("xmpp.example.org:5222"),
+            Some(("xmpp.example.org", 5222))
+        );
+        assert_eq!(split_host_port("example.org"), None);
+        assert_eq!(split_host_port(":5222"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
+
+    #[test]
+    fn stream_errors_map_to_codes() {
+        let parse = |xml: &str| {
+            let el: xmpp_parsers::minidom::Element = xml.parse().expect("xml");
+            StreamError::try_from(el).expect("stream error")
+        };
+        let e = parse(
+            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
+             <system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+        );
+        let f = stream_error(&e);
+        assert_eq!(f.code, ErrorCode::ServerShutdown);
+        assert_eq!(f.detail, "stream error <system-shutdown/>");
+        let e = parse(
+            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
+             <conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by new connection</text></stream:error>",
+        );
+        let f = stream_error(&e);
+        assert_eq!(f.code, ErrorCode::Disconnected);
+        assert_eq!(
+            f.detail,
+            "stream error <conflict/>: Replaced by new connection"
+        );
+        assert!(!f.fatal);
+    }
+
+    #[test]
+    fn wrong_password_is_fatal_and_temporary_failures_are_not() {
+        let f = xmpp_failure(
+            &XmppError::Auth(AuthError::Fail(SaslCondition::NotAuthorized)),
+            "authenticating",
+        );
+        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, true));
+        assert_eq!(f.detail, "the server refused the login: <not-authorized/>");
+        let f = xmpp_failure(
+            &XmppError::Auth(AuthError::Fail(SaslCondition::TemporaryAuthFailure)),
+            "authenticating",
+        );
+        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, false));
+    }
+
+    #[test]
+    fn io_errors_map_to_codes() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            io_failure(&Error::new(ErrorKind::InvalidData, "junk"), "reading").code,
+            ErrorCode::ProtocolError
+        );
+        assert_eq!(
+            io_failure(&Error::from(ErrorKind::ConnectionReset), "reading").code,
+            ErrorCode::Disconnected
+        );
+        assert_eq!(
+            io_failure(&Error::from(ErrorKind::TimedOut), "reading").code,
+            ErrorCode::Timeout
+        );
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_srv_the_domain_itself_is_used_on_the_default_port() {
+        let r = resolve("localhost", None)
+            .await
+            .expect("localhost resolves");
+        assert!(
+            r.addrs
+                .iter()
+                .all(|a| a.port() == DEFAULT_PORT && a.ip().is_loopback()),
+            "{r:?}"
+        );
+        assert!(r.how.contains("no SRV record"), "{r:?}");
+    }
+}

@@ -1,0 +1,32 @@
+//! The XMPP source of imstatus: is the user signed in on XMPP, and with what status?
+//!
+//! A remote XMPP account has no "client process" to look at, so this source does what a
+//! second client of the user would do: it logs in as the user's own JID with a resource of
+//! its own (`imstatus-<random>`) and priority −1 (so it never receives the user's messages).
+//! The server then sends it the presence of the user's *other* resources; each one becomes a
+//! part of the account ([`Observation::Presence`](imstatus_core::Observation) /
+//! `Absent`), and the core tracker aggregates them (signed in ⇔ at least one other resource
+//! is available; status of the highest-priority, then most available one). Because a user
+//! with no other resource produces no stanza at all, the source sends the roster request
+//! right after its initial presence and treats the result as a barrier: the server handles a
+//! stream's stanzas in order, so every initial presence has arrived when the roster result
+//! does, and the source reports `Synced`. Translation ([`translate`]) is sans-IO and never
+//! panics on peer data: malformed stanzas become `Anomaly(protocol_error)` and the stream
+//! goes on.
+//!
+//! Connections use tokio-xmpp's lower layers (XML stream, SASL) with our own DNS (SRV, then
+//! A/AAAA, or the `server` override), TCP, STARTTLS (rustls with the system roots plus
+//! `ca_file`) and resource binding, because tokio-xmpp's `Client` reconnects by itself
+//! forever (also after a wrong password), keeps login errors in its log, and cannot trust an
+//! extra CA. Each failure maps to one stable code; the source reconnects with
+//! [`imstatus_core::Backoff`] (1 s → 60 s, jittered), except after `auth_failed`, which is
+//! reported once and then the source stays down.
+
+mod connect;
+pub mod doctor;
+mod source;
+mod tls;
+pub mod translate;
+
+pub use doctor::doctor;
+pub use source::{XmppSource, LOGIN_TIMEOUT};

@@ -1,0 +1,167 @@
+//! `doctor` against a real Prosody: every step passing, and each kind of failure stopping at
+//! the right step with a hint.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+
+use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
+use imstatus_hub::Check;
+use imstatus_testkit::{free_port, Prosody, ProsodyOptions};
+use imstatus_xmpp::doctor;
+use tempfile::NamedTempFile;
+
+fn config(
+    port: u16,
+    password: &NamedTempFile,
+    tls: TlsMode,
+    ca: Option<&std::path::Path>,
+) -> XmppConfig {
+    XmppConfig {
+        jid: "alice@example.test".to_owned(),
+        password: Secret::File(password.path().to_owned()),
+        server: Some(format!("127.0.0.1:{port}")),
+        tls,
+        ca_file: ca.map(ToOwned::to_owned),
+        contacts: true,
+    }
+}
+
+fn password(text: &str) -> NamedTempFile {
+    let mut file = NamedTempFile::new().unwrap();
+    writeln!(file, "{text}").unwrap();
+    file
+}
+
+fn summary(checks: &[Check]) -> Vec<(&'static str, bool)> {
+    checks.iter().map(|c| (c.name, c.ok)).collect()
+}
+
+const ALL: [&str; 5] = ["dns", "tcp", "tls", "sasl", "roster"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_passes_over_tls_with_ca_file() {
+    let prosody = Prosody::start(ProsodyOptions::tls()).unwrap();
+    let pw = password("alicepw");
+    let checks = doctor(&config(
+        prosody.port(),
+        &pw,
+        TlsMode::Required,
+        prosody.ca_cert(),
+    ))
+    .await;
+    assert_eq!(summary(&checks), ALL.map(|n| (n, true)), "{checks:#?}");
+    let tls = &checks[2];
+    assert!(tls.detail.contains("CN=example.test"), "{tls:?}");
+    assert!(tls.detail.contains("TLSv1_3"), "{tls:?}");
+    assert!(
+        checks[4].detail.starts_with("2 contacts"),
+        "{:?}",
+        checks[4]
+    );
+    for c in &checks {
+        eprintln!("{:6} {} {}", c.name, c.ok, c.detail);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_fails_at_tls_naming_the_subject_and_the_fix() {
+    let prosody = Prosody::start(ProsodyOptions::tls()).unwrap();
+    let pw = password("alicepw");
+    let checks = doctor(&config(prosody.port(), &pw, TlsMode::Required, None)).await;
+    assert_eq!(
+        summary(&checks),
+        [
+            ("dns", true),
+            ("tcp", true),
+            ("tls", false),
+            ("sasl", false),
+            ("roster", false)
+        ]
+    );
+    let tls = &checks[2];
+    assert!(
+        tls.detail.starts_with("invalid_certificate (0x81000368)"),
+        "{tls:?}"
+    );
+    assert!(tls.detail.contains("subject CN=example.test"), "{tls:?}");
+    assert!(tls.detail.contains("unknown authority"), "{tls:?}");
+    assert!(
+        tls.hint.as_deref().unwrap_or_default().contains("ca_file"),
+        "{tls:?}"
+    );
+    assert!(checks[3].detail.contains("skipped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_at_sasl_and_plaintext_is_flagged() {
+    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let pw = password("wrong");
+    let checks = doctor(&config(
+        prosody.port(),
+        &pw,
+        TlsMode::InsecurePlaintext,
+        None,
+    ))
+    .await;
+    assert_eq!(
+        summary(&checks),
+        [
+            ("dns", true),
+            ("tcp", true),
+            ("tls", true),
+            ("sasl", false),
+            ("roster", false)
+        ]
+    );
+    assert!(
+        checks[2].detail.contains("insecure-plaintext"),
+        "{:?}",
+        checks[2]
+    );
+    assert!(checks[2].hint.is_some());
+    assert!(
+        checks[3].detail.starts_with("auth_failed (0x81000303)"),
+        "{:?}",
+        checks[3]
+    );
+    assert!(checks[3].hint.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_fails_at_tcp() {
+    let pw = password("alicepw");
+    let checks = doctor(&config(free_port(), &pw, TlsMode::Required, None)).await;
+    assert_eq!(
+        summary(&checks),
+        [
+            ("dns", true),
+            ("tcp", false),
+            ("tls", false),
+            ("sasl", false),
+            ("roster", false)
+        ]
+    );
+    assert!(
+        checks[1]
+            .detail
+            .starts_with("server_unreachable (0x81000314)"),
+        "{:?}",
+        checks[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_fails_at_dns() {
+    let pw = password("alicepw");
+    let mut cfg = config(5222, &pw, TlsMode::Required, None);
+    cfg.server = Some("no-such-host.invalid:5222".to_owned());
+    let checks = doctor(&cfg).await;
+    assert_eq!(checks[0].name, "dns");
+    assert!(!checks[0].ok);
+    assert!(
+        checks[0].detail.starts_with("dns_failed (0x81000358)"),
+        "{:?}",
+        checks[0]
+    );
+    assert_eq!(checks.len(), 5);
+}
