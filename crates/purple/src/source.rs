@@ -1,16 +1,14 @@
 //! [`PurpleSource`]: the driver that connects to the bus, feeds the translator and reports.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use imstatus_core::{Backoff, CodedError, ErrorCode, Observation, SourceKind, Status};
 use imstatus_hub::config::PurpleConfig;
 use imstatus_hub::{BoxFuture, Sink, Source};
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 use zbus::message::{Message, Sequence, Type};
 use zbus::{Connection, MessageStream};
 
@@ -97,16 +95,22 @@ impl PurpleSource {
         if let Err(e) = self.sync(conn, &mut t, sink).await {
             return e;
         }
-        // Background questions (prefetches): at most a few at a time, one per recent signal.
-        let mut lane: Lane<'_> = FuturesUnordered::new();
+        // Background questions (prefetches), one per recent signal, each on its own task; they
+        // are aborted when the watch ends.
+        let mut lane = Lane::new();
         loop {
             let next = tokio::select! {
                 biased;
-                Some(fetched) = lane.next(), if !lane.is_empty() => Next::Fetched(fetched),
+                Some(fetched) = lane.join_next(), if !lane.is_empty() => Next::Fetched(fetched),
                 item = rx.recv() => Next::Message(item),
             };
             let result = match next {
-                Next::Fetched(fetched) => apply(&mut t, sink, fetched),
+                Next::Fetched(Ok(fetched)) => apply(&mut t, sink, fetched),
+                // Only a panic ends a question early (aborts happen on drop): it was optional.
+                Next::Fetched(Err(e)) => {
+                    tracing::warn!(%e, "background question failed");
+                    Ok(())
+                }
                 Next::Message(Some(Ok(msg))) => {
                     self.handle(conn, &mut t, sink, &msg, &mut lane).await
                 }
@@ -142,13 +146,13 @@ impl PurpleSource {
     }
 
     /// Handles one received signal. `Err` only when the connection itself is lost.
-    async fn handle<'c>(
+    async fn handle(
         &self,
-        conn: &'c Connection,
+        conn: &Connection,
         t: &mut Translator<Sequence>,
         sink: &Sink,
         msg: &Message,
-        lane: &mut Lane<'c>,
+        lane: &mut Lane,
     ) -> Result<(), String> {
         let header = msg.header();
         let sender = header.sender().map(|s| s.as_str());
@@ -170,15 +174,21 @@ impl PurpleSource {
             report(sink, outcome.observations);
             match outcome.prefetch {
                 None => {}
-                Some(Prefetch::Connection(gc)) => lane.push(Box::pin(async move {
-                    Fetched::Connection(
-                        gc,
-                        bus::purple_int(conn, "PurpleConnectionGetAccount", (gc,)).await,
-                    )
-                })),
-                Some(Prefetch::Saved(saved)) => lane.push(Box::pin(async move {
-                    Fetched::Saved(saved, bus::read_saved(conn, saved).await)
-                })),
+                Some(Prefetch::Connection(gc)) => {
+                    let conn = conn.clone();
+                    lane.spawn(async move {
+                        Fetched::Connection(
+                            gc,
+                            bus::purple_int(&conn, "PurpleConnectionGetAccount", (gc,)).await,
+                        )
+                    });
+                }
+                Some(Prefetch::Saved(saved)) => {
+                    let conn = conn.clone();
+                    lane.spawn(async move {
+                        Fetched::Saved(saved, bus::read_saved(&conn, saved).await)
+                    });
+                }
             }
             let failed = |method: &str, e: &zbus::Error| failed(sink, method, e);
             match outcome.need {
@@ -306,8 +316,8 @@ impl Source for PurpleSource {
 
 /// What the watch loop waits for.
 enum Next {
-    /// A background answer.
-    Fetched(Fetched),
+    /// A background answer (`Err`: its task panicked).
+    Fetched(Result<Fetched, JoinError>),
     /// A signal from the pump, its final error, or the pump's end.
     Message(Option<zbus::Result<Message>>),
 }
@@ -320,8 +330,14 @@ enum Fetched {
     Saved(i32, zbus::Result<StatusRead<Sequence>>),
 }
 
-/// The background questions in flight, borrowing the connection.
-type Lane<'c> = FuturesUnordered<Pin<Box<dyn Future<Output = Fetched> + Send + 'c>>>;
+/// The background questions in flight.
+///
+/// Each runs on its own task, never as a future polled only by the watch loop: zbus hands its
+/// socket's write lock to waiting senders in turn (a fair `tokio::sync::Mutex`), so a question
+/// that was handed the lock while the watch loop awaited a lookup on the same connection would
+/// hold it unpolled, and the lookup (with every other call, `set_status` too) would wait for it
+/// forever: the method timeout covers only the reply, not the send.
+type Lane = JoinSet<Fetched>;
 
 /// Hands a background answer to the translator. `Err` only when the connection is lost; any
 /// other failure is only logged (the question was optional: it is asked again when needed).

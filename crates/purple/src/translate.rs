@@ -1094,6 +1094,75 @@ mod tests {
     }
 
     #[test]
+    fn a_new_saved_status_is_reported_on_activation_whatever_order_its_reads_come_in() {
+        // purple-remote's chatty (recipe §4), positions as received in a real run: New emits
+        // Added (28), SetSubstatus and SetMessage each Modified (35, 40), Activate Changed (44).
+        // Each Added/Modified asks a background read; a read's position is its earliest answer.
+        let read = |status: &Status, read_at| StatusRead {
+            saved: 488,
+            status: status.clone(),
+            read_at,
+            current_at: None,
+        };
+        let chatty = Status::new(Availability::Chatty);
+        let plain = Status::new(Availability::Available);
+        let reported = vec![Observation::presence(part(ALICE), chatty.clone())];
+        let prefetch = Outcome::prefetch(Prefetch::Saved(488));
+
+        // The reads lag behind: the read before SetSubstatus is superseded by the Modified,
+        // the activation asks, and the later answers change nothing.
+        let (mut t, _) = synced(&[]);
+        assert_eq!(signal(&mut t, 28, Signal::SavedstatusAdded(488)), prefetch);
+        assert_eq!(t.handle_saved(read(&plain, 30)), vec![]);
+        assert_eq!(
+            signal(&mut t, 35, Signal::SavedstatusModified(488)),
+            prefetch
+        );
+        assert_eq!(
+            signal(&mut t, 40, Signal::SavedstatusModified(488)),
+            prefetch
+        );
+        assert_eq!(
+            signal(&mut t, 44, Signal::SavedstatusChanged(488)),
+            Outcome::need(Need::Saved(488))
+        );
+        assert_eq!(t.handle_saved(read(&chatty, 50)), reported);
+        assert_eq!(t.handle_saved(read(&chatty, 37)), vec![]);
+        assert_eq!(t.handle_saved(read(&plain, 30)), vec![]);
+
+        // The reads keep up: the activation needs no round trip.
+        let (mut t, _) = synced(&[]);
+        signal(&mut t, 28, Signal::SavedstatusAdded(488));
+        signal(&mut t, 35, Signal::SavedstatusModified(488));
+        assert_eq!(t.handle_saved(read(&chatty, 37)), vec![]);
+        signal(&mut t, 40, Signal::SavedstatusModified(488));
+        assert_eq!(t.handle_saved(read(&chatty, 42)), vec![]);
+        assert_eq!(
+            signal(&mut t, 44, Signal::SavedstatusChanged(488)),
+            Outcome::observe(reported.clone())
+        );
+        // A stale answer arriving last changes nothing.
+        assert_eq!(t.handle_saved(read(&plain, 30)), vec![]);
+
+        // The signals lag behind: the first read already reflects both modifications.
+        let (mut t, _) = synced(&[]);
+        signal(&mut t, 28, Signal::SavedstatusAdded(488));
+        assert_eq!(t.handle_saved(read(&chatty, 46)), vec![]);
+        assert_eq!(
+            signal(&mut t, 35, Signal::SavedstatusModified(488)),
+            Outcome::default()
+        );
+        assert_eq!(
+            signal(&mut t, 40, Signal::SavedstatusModified(488)),
+            Outcome::default()
+        );
+        assert_eq!(
+            signal(&mut t, 44, Signal::SavedstatusChanged(488)),
+            Outcome::observe(reported)
+        );
+    }
+
+    #[test]
     fn signed_on_teaches_the_connection_handle_and_quitting_stops_asking() {
         let (mut t, _) = synced(&[]);
         signal(&mut t, 11, Signal::AccountConnecting(90));

@@ -1,15 +1,18 @@
 //! Malformed and odd signals through the real source, from a fake libpurple on a real private
-//! bus: the kind of input real finch never sends on demand. The real-finch tests are in
-//! `finch.rs`; this only covers what they cannot provoke.
+//! bus: the kind of input real finch never sends on demand, and status changes faster than
+//! finch makes them. The real-finch tests are in `finch.rs`; this only covers what they cannot
+//! provoke.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use imstatus_core::Session;
+use imstatus_core::{Availability, Session, Status};
 use imstatus_testkit::DbusDaemon;
+use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
 const PATH: &str = "/im/pidgin/purple/PurpleObject";
@@ -71,10 +74,147 @@ impl FakePurple {
     }
 }
 
+/// One connected account (handle 86) and libpurple's saved statuses, with the signals
+/// libpurple emits while it handles a call (before its reply), as in recipe §4.
+#[derive(Default)]
+struct FakeSavedStatuses {
+    /// Handle → (primitive, message).
+    saved: HashMap<i32, (i32, String)>,
+    current: i32,
+    last: i32,
+}
+
+#[zbus::interface(name = "im.pidgin.purple.PurpleInterface")]
+impl FakeSavedStatuses {
+    #[zbus(name = "PurpleAccountsGetAllActive")]
+    fn accounts_get_all_active(&self) -> Vec<i32> {
+        vec![86]
+    }
+
+    #[zbus(name = "PurpleAccountGetUsername")]
+    fn account_get_username(&self, _account: i32) -> String {
+        ALICE.to_owned()
+    }
+
+    #[zbus(name = "PurpleAccountIsConnected")]
+    fn account_is_connected(&self, _account: i32) -> i32 {
+        1
+    }
+
+    #[zbus(name = "PurpleAccountIsConnecting")]
+    fn account_is_connecting(&self, _account: i32) -> i32 {
+        0
+    }
+
+    #[zbus(name = "PurpleAccountGetConnection")]
+    fn account_get_connection(&self, _account: i32) -> i32 {
+        148
+    }
+
+    #[zbus(name = "PurpleSavedstatusGetCurrent")]
+    fn savedstatus_get_current(&self) -> i32 {
+        self.current
+    }
+
+    #[zbus(name = "PurpleSavedstatusGetType")]
+    fn savedstatus_get_type(&self, saved: i32) -> i32 {
+        self.saved.get(&saved).map_or(0, |s| s.0)
+    }
+
+    #[zbus(name = "PurpleSavedstatusGetMessage")]
+    fn savedstatus_get_message(&self, saved: i32) -> String {
+        self.saved
+            .get(&saved)
+            .map(|s| s.1.clone())
+            .unwrap_or_default()
+    }
+
+    #[zbus(name = "PurpleSavedstatusHasSubstatuses")]
+    fn savedstatus_has_substatuses(&self, _saved: i32) -> i32 {
+        0
+    }
+
+    #[zbus(name = "PurpleSavedstatusFindTransientByTypeAndMessage")]
+    fn savedstatus_find_transient(&self, primitive: i32, message: &str) -> i32 {
+        self.saved
+            .iter()
+            .find(|(_, (p, m))| *p == primitive && m == message)
+            .map_or(0, |(&h, _)| h)
+    }
+
+    #[zbus(name = "PurpleSavedstatusNew")]
+    async fn savedstatus_new(
+        &mut self,
+        _title: &str,
+        primitive: i32,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> i32 {
+        self.last += 1;
+        let saved = self.last;
+        self.saved.insert(saved, (primitive, String::new()));
+        emitter
+            .emit(INTERFACE, "SavedstatusAdded", &(saved,))
+            .await
+            .unwrap();
+        saved
+    }
+
+    #[zbus(name = "PurpleSavedstatusSetMessage")]
+    async fn savedstatus_set_message(
+        &mut self,
+        saved: i32,
+        message: &str,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) {
+        if let Some(s) = self.saved.get_mut(&saved) {
+            s.1 = message.to_owned();
+        }
+        emitter
+            .emit(INTERFACE, "SavedstatusModified", &(saved,))
+            .await
+            .unwrap();
+    }
+
+    #[zbus(name = "PurpleSavedstatusActivate")]
+    async fn savedstatus_activate(
+        &mut self,
+        saved: i32,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) {
+        let old = std::mem::replace(&mut self.current, saved);
+        emitter
+            .emit(INTERFACE, "AccountStatusChanged", &(86i32, old, saved))
+            .await
+            .unwrap();
+        emitter
+            .emit(INTERFACE, "SavedstatusChanged", &(saved, old))
+            .await
+            .unwrap();
+    }
+}
+
+impl FakeSavedStatuses {
+    /// Starts with the transient "available" saved status 149 current.
+    fn new() -> Self {
+        FakeSavedStatuses {
+            saved: HashMap::from([(149, (2, String::new()))]),
+            current: 149,
+            last: 149,
+        }
+    }
+}
+
 async fn fake_purple(bus: &DbusDaemon) -> Connection {
+    fake_purple_serving(bus, FakePurple).await
+}
+
+async fn fake_purple_serving<I: zbus::object_server::Interface>(
+    bus: &DbusDaemon,
+    iface: I,
+) -> Connection {
     zbus::connection::Builder::address(bus.address())
         .unwrap()
-        .serve_at(PATH, FakePurple)
+        .serve_at(PATH, iface)
         .unwrap()
         .name("im.pidgin.purple.PurpleService")
         .unwrap()
@@ -134,6 +274,44 @@ async fn malformed_signals_are_anomalies_and_the_source_carries_on() {
             ["signing_in", "signed_in:ok", "status:available:0x002"]
         );
         assert_eq!(hub.source_error(&desktop()), None);
+    })
+    .await
+    .expect("within the limit");
+}
+
+/// Status changes while the source is busy with earlier ones: its background reads and the
+/// lookups it waits for share one bus connection with the status setters, so they queue for
+/// the same socket. However they interleave, every call completes and the source keeps up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_status_changes_never_stall_the_source() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let bus = blocking(DbusDaemon::start).unwrap();
+        let _purple = fake_purple_serving(&bus, FakeSavedStatuses::new()).await;
+        let hub = std::sync::Arc::new(hub_on(bus.address()));
+        settled(&hub).await;
+        let (snap, mut sub) = subscribe(&hub).await;
+        assert_eq!(snap.session, Session::SignedIn);
+
+        let setters = (0..3).map(|setter| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let status = Status::with_message(Availability::Away, format!("{setter}.{i}"));
+                    tokio::time::timeout(STEP, hub.set_status(&desktop(), status))
+                        .await
+                        .unwrap_or_else(|_| panic!("setting status {setter}.{i} stalled"))
+                        .unwrap();
+                }
+            })
+        });
+        for setter in futures_util::future::join_all(setters).await {
+            setter.unwrap();
+        }
+        hub.set_status(&desktop(), Status::with_message(Availability::Busy, "done"))
+            .await
+            .unwrap();
+        let seen = until(&mut sub, "status:busy:done:0x00A").await;
+        assert_eq!(seen.last().unwrap(), "status:busy:done:0x00A");
     })
     .await
     .expect("within the limit");
