@@ -22,6 +22,7 @@ use imstatus_hub::config::{AccountConfig, Config};
 use imstatus_hub::{Hub, Source};
 
 pub mod format;
+pub mod hook;
 pub mod source;
 
 /// Exit: signed in / reached / ok.
@@ -77,6 +78,13 @@ pub enum Command {
         /// Also show contacts' status changes.
         #[arg(long)]
         contacts: bool,
+        /// Run this shell command once per event, in order, with the event in IMSTATUS_*
+        /// environment variables (see docs/hooks.md).
+        #[arg(long, value_name = "CMD")]
+        exec: Option<String>,
+        /// Time limit of one --exec run; the hook's process group is killed after it.
+        #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+        exec_timeout: Duration,
     },
     /// Block until a state is reached: signed-in, signed-out, running, not-running,
     /// status=AVAILABILITY. Exit 0 when reached, 124 on timeout.
@@ -113,6 +121,13 @@ pub enum Command {
     },
     /// Check every configured account step by step and say what to fix.
     Doctor,
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
 }
 
 /// A state `wait` waits for.
@@ -238,6 +253,26 @@ pub async fn run(
     err: &mut (dyn Write + Send),
     stop: impl Future<Output = ()>,
 ) -> u8 {
+    // Commands that need no config.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "imstatus", out);
+            return EXIT_OK;
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            return match clap_mangen::Man::new(cmd).render(out) {
+                Ok(()) => EXIT_OK,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+                Err(e) => {
+                    let _ = writeln!(err, "imstatus: {e}");
+                    EXIT_ERROR
+                }
+            };
+        }
+        _ => {}
+    }
     let config = match Config::discover(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -273,7 +308,17 @@ pub async fn run(
             accounts,
             json,
             contacts,
-        } => watch(&config, factory, &accounts, json, contacts, out, err, stop).await,
+            exec,
+            exec_timeout,
+        } => {
+            let hook = exec.map(|command| (command, exec_timeout));
+            let view = WatchView {
+                json,
+                contacts,
+                hook,
+            };
+            watch(&config, factory, &accounts, &view, out, err, stop).await
+        }
         Command::Wait {
             state,
             timeout,
@@ -294,6 +339,7 @@ pub async fn run(
             contacts(&config, factory, account.as_deref(), json, out, err).await
         }
         Command::Doctor => doctor(&config, out).await,
+        Command::Completions { .. } | Command::Man => Ok(EXIT_OK),
     };
     match result {
         Ok(code) => code,
@@ -459,13 +505,19 @@ async fn status(
     Ok(worst(answers.iter().map(Answer::exit_code)))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How `watch` shows events.
+struct WatchView {
+    json: bool,
+    contacts: bool,
+    /// `--exec` command and its time limit.
+    hook: Option<(String, Duration)>,
+}
+
 async fn watch(
     config: &Config,
     factory: &Factory,
     accounts: &[String],
-    json: bool,
-    contacts: bool,
+    view: &WatchView,
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
     stop: impl Future<Output = ()>,
@@ -477,6 +529,8 @@ async fn watch(
     // Start from a settled state so the first snapshot is the real answer, not "unknown".
     hub.wait_settled(&ids, SETTLE).await;
     let mut sub = hub.subscribe_to(Some(ids.iter().cloned().collect::<HashSet<AccountId>>()));
+    // Each account's state after every event, for the hook's environment.
+    let mut states: std::collections::HashMap<AccountId, Snapshot> = Default::default();
     tokio::pin!(stop);
     let mut warned = HashSet::new();
     loop {
@@ -487,13 +541,17 @@ async fn watch(
                 None => break,
             },
         };
-        if !contacts && matches!(event.kind, EventKind::ContactStatusChanged { .. }) {
+        let state = states
+            .entry(event.account.clone())
+            .or_insert_with(Snapshot::unknown);
+        state.apply(&event.kind, event.time);
+        if !view.contacts && matches!(event.kind, EventKind::ContactStatusChanged { .. }) {
             continue;
         }
-        if json {
+        if view.json {
             writeln!(out, "{}", format::json(&event))?;
         } else {
-            writeln!(out, "{}", format::event_line(&event, contacts))?;
+            writeln!(out, "{}", format::event_line(&event, view.contacts))?;
             if let EventKind::SourceError { code, .. }
             | EventKind::SignedIn {
                 result: SignInResult::Failed(code),
@@ -505,6 +563,35 @@ async fn watch(
             }
         }
         out.flush()?;
+        if let Some((command, timeout)) = &view.hook {
+            let outcome = tokio::select! {
+                () = &mut stop => break,
+                o = hook::run(command, &event, state, *timeout) => o,
+            };
+            let what = format!(
+                "event {} of {} (seq {})",
+                event.kind.name(),
+                event.account,
+                event.seq
+            );
+            match outcome {
+                hook::Outcome::Ok => {}
+                hook::Outcome::Failed(Some(code)) => {
+                    writeln!(err, "imstatus: --exec exited with {code} for {what}")?;
+                }
+                hook::Outcome::Failed(None) => {
+                    writeln!(err, "imstatus: --exec was killed by a signal for {what}")?;
+                }
+                hook::Outcome::TimedOut => writeln!(
+                    err,
+                    "imstatus: --exec ran past {} for {what}; killed it",
+                    humantime::format_duration(*timeout)
+                )?,
+                hook::Outcome::NotStarted(e) => {
+                    writeln!(err, "imstatus: --exec could not start for {what}: {e}")?;
+                }
+            }
+        }
     }
     Ok(EXIT_OK)
 }

@@ -178,3 +178,33 @@ fn watch_json_ends_with_0_when_stdout_closes() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn completions_are_valid_shell_and_need_no_config() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(imstatus().args(["completions", shell]));
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(text(&out.stdout).contains("imstatus"), "{shell}");
+    }
+    // bash parses its script without errors.
+    let script = run(imstatus().args(["completions", "bash"])).stdout;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("imstatus.bash");
+    std::fs::write(&path, script).expect("write");
+    let check = run(Command::new("bash").arg("-n").arg(&path));
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}
+
+#[test]
+fn man_page_is_roff_generated_from_the_cli_definition() {
+    let out = run(imstatus().arg("man"));
+    assert_eq!(out.status.code(), Some(0));
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH imstatus"),
+        "{page}"
+    );
+    for command in ["status", "watch", "wait", "set", "contacts", "doctor"] {
+        assert!(page.contains(command), "the page lists `{command}`");
+    }
+}
