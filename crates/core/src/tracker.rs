@@ -69,6 +69,14 @@ impl Tracker {
         }
     }
 
+    /// Numbers events from `base + 1` instead of 1. A process that restarts should pass
+    /// something that grows with time (the hub uses microseconds since the epoch), so that a
+    /// `seq` from an earlier run is never mistaken for one of this run when a client resumes.
+    pub fn with_seq_base(mut self, base: u64) -> Self {
+        self.seq = base;
+        self
+    }
+
     /// Sets how long a part may stay `signing_in` before it fails with `timeout`.
     pub fn with_sign_in_timeout(mut self, timeout: Duration) -> Self {
         self.sign_in_timeout = timeout;

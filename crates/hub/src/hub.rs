@@ -126,7 +126,16 @@ impl HubBuilder {
 
     /// Starts every source on the current tokio runtime.
     pub fn start(self) -> Hub {
-        let mut tracker = Tracker::new();
+        // Microseconds since the epoch: later runs start above any seq an earlier run could
+        // have reached (short of a million events per second for its whole life), and the
+        // numbers stay below 2^53, exact in JavaScript, until the year 2255.
+        let base = u64::try_from(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros()),
+        )
+        .unwrap_or(0);
+        let mut tracker = Tracker::new().with_seq_base(base);
         if let Some(t) = self.sign_in_timeout {
             tracker = tracker.with_sign_in_timeout(t);
         }

@@ -304,3 +304,33 @@ async fn set_status_reaches_the_source() {
         .expect_err("unknown account");
     assert_eq!(err.code, ErrorCode::Unsupported);
 }
+
+#[tokio::test]
+async fn a_restarted_hub_never_reuses_the_seqs_of_an_earlier_run() {
+    let (first, script) = hub_with(64);
+    settled(&first).await;
+    let mut sub = first.subscribe();
+    let _ = next(&mut sub).await;
+    script.send([presence(Availability::Away, 1)]);
+    let last_of_first_run = next(&mut sub).await.seq;
+    drop(sub);
+    drop(first);
+
+    let (second, script) = hub_with(64);
+    settled(&second).await;
+    let mut sub = second.subscribe();
+    let _ = next(&mut sub).await;
+    script.send([presence(Availability::Busy, 2)]);
+    let first_of_second_run = next(&mut sub).await.seq;
+    assert!(
+        first_of_second_run > last_of_first_run,
+        "{first_of_second_run} <= {last_of_first_run}"
+    );
+    assert!(first_of_second_run < 1 << 53, "exact in JavaScript");
+    // A client resuming with an id of the first run gets a resync, not someone else's events.
+    let mut resumed = second.resume(None, Some(last_of_first_run));
+    assert!(matches!(
+        next(&mut resumed).await.kind,
+        EventKind::Snapshot { resync: true, .. }
+    ));
+}
