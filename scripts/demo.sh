@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_rust
-ensure_test_packages
+ensure_demo_packages
 cargo run --quiet --locked -p imstatus --example demo

@@ -1,13 +1,14 @@
-# Shared by scripts/test.sh and scripts/demo.sh: install what imstatus's tests and demo need on
+# Shared by scripts/test.sh and scripts/demo.sh: install what imstatus's demo and tests need on
 # a fresh Debian machine. Sourced, not run.
 
-# Installs the Debian packages providing the given commands, when a command is missing.
-# Arguments: command:package pairs.
-ensure_packages() {
-  local missing=() pair cmd pkg
-  for pair in "$@"; do
-    cmd=${pair%%:*} pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+# Installs the given Debian packages that are not installed yet, then stops the system-wide
+# servers Debian starts on install: the demo and the tests run their own on free loopback
+# ports, as child processes, and nothing else should listen.
+ensure_debs() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing: ${missing[*]}" >&2
@@ -15,17 +16,31 @@ ensure_packages() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian may start a system-wide Prosody on install; our tests run their own on free ports,
-  # so stop the system one (it would listen on 0.0.0.0:5222).
-  if printf '%s\n' "${missing[@]}" | grep -qx prosody; then
-    $sudo service prosody stop >/dev/null 2>&1 || true
+  local installed
+  installed=$(printf '%s\n' "${missing[@]}")
+  # Prosody would listen on 0.0.0.0:5222; ejabberd on 0.0.0.0:5222 and more, with epmd on
+  # 0.0.0.0:4369 (`epmd -kill` refuses while a node is registered, so stop ejabberd first);
+  # mosquitto on 1883.
+  if grep -qx prosody <<<"$installed"; then $sudo service prosody stop >/dev/null 2>&1 || true; fi
+  if grep -qx ejabberd <<<"$installed"; then
+    $sudo service ejabberd stop >/dev/null 2>&1 || true
+    $sudo epmd -kill >/dev/null 2>&1 || true
   fi
+  if grep -qx mosquitto <<<"$installed"; then $sudo service mosquitto stop >/dev/null 2>&1 || true; fi
 }
 
-# Everything the end-to-end tests start for real.
+# What scripts/demo.sh starts: Prosody (with mod_privacy_lists, so imstatus watches invisibly),
+# finch on a private D-Bus in tmux.
+ensure_demo_packages() {
+  ensure_debs prosody prosody-modules finch dbus tmux openssl iproute2
+}
+
+# Everything the end-to-end tests start for real: the demo's servers, ejabberd (the XMPP
+# source's invisibility is tested against it too), Chromium with its WebDriver (the gateway's
+# dashboard) and mosquitto (MQTT).
 ensure_test_packages() {
-  ensure_packages prosody:prosody prosodyctl:prosody finch:finch dbus-daemon:dbus \
-    dbus-send:dbus tmux:tmux openssl:openssl ss:iproute2
+  ensure_demo_packages
+  ensure_debs ejabberd chromium chromium-driver mosquitto mosquitto-clients
 }
 
 # A Rust toolchain with rustfmt and clippy.

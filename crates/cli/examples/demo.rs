@@ -77,8 +77,8 @@ async fn step<T>(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    say("starting a private Prosody on 127.0.0.1 and a private D-Bus");
-    let prosody = Prosody::start(ProsodyOptions::default())?;
+    say("starting a private Prosody (with privacy lists) on 127.0.0.1 and a private D-Bus");
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists())?;
     let bus = DbusDaemon::start()?;
     println!(
         "prosody on 127.0.0.1:{}, bus {}",
@@ -88,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     // Two accounts: finch on the private bus, and alice's XMPP account, watched from its own
-    // resource (priority -1) so that it sees her other clients — finch among them.
+    // resource (priority -1, hidden from her contacts by a privacy list) so that it sees her
+    // other clients — finch among them.
     let password = dir.path().join("alice.pw");
     std::fs::write(&password, "alicepw\n")?;
     std::fs::set_permissions(

@@ -177,9 +177,10 @@ pub fn check_private(path: &Path) -> Result<(), ConfigError> {
 /// An XMPP account's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XmppConfig {
-    /// The user's bare JID.
+    /// The watched user's bare JID.
     pub jid: String,
-    /// The user's password.
+    /// The password of the account imstatus logs in as: the user's, or with
+    /// [`WatchAs::Contact`] the watcher's.
     pub password: Secret,
     /// `host:port` to connect to instead of the SRV/A lookup.
     pub server: Option<String>,
@@ -189,6 +190,75 @@ pub struct XmppConfig {
     pub ca_file: Option<PathBuf>,
     /// Also track the roster's presence.
     pub contacts: bool,
+    /// Whether the user's contacts may see imstatus's session.
+    pub visibility: Visibility,
+    /// Which account imstatus logs in as.
+    pub watch_as: WatchAs,
+}
+
+impl XmppConfig {
+    /// The defaults for the user `jid` with `password`: SRV lookup, STARTTLS required, no
+    /// contacts, [`Visibility::Auto`], [`WatchAs::User`].
+    pub fn new(jid: impl Into<String>, password: Secret) -> Self {
+        XmppConfig {
+            jid: jid.into(),
+            password,
+            server: None,
+            tls: TlsMode::Required,
+            ca_file: None,
+            contacts: false,
+            visibility: Visibility::Auto,
+            watch_as: WatchAs::User,
+        }
+    }
+
+    /// The bare JID imstatus logs in as: the user's, or the watcher's in contact mode.
+    pub fn login_jid(&self) -> &str {
+        match &self.watch_as {
+            WatchAs::User => &self.jid,
+            WatchAs::Contact { watcher_jid } => watcher_jid,
+        }
+    }
+}
+
+/// Whether the XMPP source's own session is visible to the user's contacts
+/// (`docs/xmpp-visibility.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Visibility {
+    /// Invisible where the server allows it (XEP-0186, else XEP-0016 privacy lists); visible
+    /// otherwise, with a one-time warning (the default).
+    #[default]
+    Auto,
+    /// Invisible or not at all: a server that cannot hide the session is an `unsupported`
+    /// error, and the source stays down.
+    Invisible,
+    /// Visible on purpose: contacts see an extra available resource (priority −1); no warning.
+    Visible,
+}
+
+impl Visibility {
+    /// The config spelling: `auto`, `invisible`, `visible`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Auto => "auto",
+            Visibility::Invisible => "invisible",
+            Visibility::Visible => "visible",
+        }
+    }
+}
+
+/// Which account the XMPP source logs in as.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WatchAs {
+    /// As the user, with a resource of its own: sees every other resource of the user.
+    #[default]
+    User,
+    /// As a separate watcher account that has (or requests) a presence subscription to the
+    /// user, for users who cannot or will not give imstatus their password.
+    Contact {
+        /// The watcher account's bare JID; its password is [`XmppConfig::password`].
+        watcher_jid: String,
+    },
 }
 
 /// The libpurple source's settings.
@@ -256,6 +326,11 @@ struct RawAccount {
     tls: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     contacts: Option<Spanned<bool>>,
+    visibility: Option<Spanned<String>>,
+    watch_as: Option<Spanned<String>>,
+    watcher_jid: Option<Spanned<String>>,
+    watcher_password_file: Option<Spanned<String>>,
+    watcher_password_command: Option<Spanned<String>>,
     bus: Option<Spanned<String>>,
     accounts: Option<Spanned<Vec<String>>>,
 }
@@ -323,115 +398,43 @@ impl Resolver<'_> {
                 format!("key `name`: `{name}` must be letters, digits, `-`, `_` or `.`"),
             ));
         }
+        let span = |k: &Option<Spanned<String>>| k.as_ref().map(Spanned::span);
         // Keys that belong to the other source.
-        let xmpp_only: [(&str, Option<Range<usize>>); 6] = [
-            ("jid", raw.jid.as_ref().map(Spanned::span)),
+        let xmpp_only: [(&str, Option<Range<usize>>); 11] = [
+            ("jid", span(&raw.jid)),
+            ("password_file", span(&raw.password_file)),
+            ("password_command", span(&raw.password_command)),
+            ("server", span(&raw.server)),
+            ("tls", span(&raw.tls)),
+            ("ca_file", span(&raw.ca_file)),
+            ("visibility", span(&raw.visibility)),
+            ("watch_as", span(&raw.watch_as)),
+            ("watcher_jid", span(&raw.watcher_jid)),
+            ("watcher_password_file", span(&raw.watcher_password_file)),
             (
-                "password_file",
-                raw.password_file.as_ref().map(Spanned::span),
+                "watcher_password_command",
+                span(&raw.watcher_password_command),
             ),
-            (
-                "password_command",
-                raw.password_command.as_ref().map(Spanned::span),
-            ),
-            ("server", raw.server.as_ref().map(Spanned::span)),
-            ("tls", raw.tls.as_ref().map(Spanned::span)),
-            ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
         ];
         let purple_only: [(&str, Option<Range<usize>>); 2] = [
             ("bus", raw.bus.as_ref().map(Spanned::span)),
             ("accounts", raw.accounts.as_ref().map(Spanned::span)),
         ];
-        let not_for = |keys: &[(&str, Option<Range<usize>>)], source: &str| {
+        let not_for = |keys: &[(&str, Option<Range<usize>>)], what: &str| {
             keys.iter()
                 .find_map(|(k, span)| span.clone().map(|s| (*k, s)))
-                .map(|(k, span)| {
-                    self.err(
-                        span,
-                        format!("key `{k}` does not apply to source \"{source}\""),
-                    )
-                })
+                .map(|(k, span)| self.err(span, format!("key `{k}` does not apply to {what}")))
         };
         let contacts = raw.contacts.as_ref().is_some_and(|c| *c.get_ref());
         let source = match raw.source.get_ref().as_str() {
             "xmpp" => {
-                if let Some(e) = not_for(&purple_only, "xmpp") {
+                if let Some(e) = not_for(&purple_only, "source \"xmpp\"") {
                     return Err(e);
                 }
-                let jid = raw.jid.ok_or_else(|| {
-                    self.err(
-                        raw.name.span(),
-                        format!("account `{name}`: missing key `jid`"),
-                    )
-                })?;
-                let bare = jid.get_ref().trim();
-                let valid = bare.split_once('@').is_some_and(|(l, d)| {
-                    !l.is_empty() && !d.is_empty() && !d.contains(['/', '@', ' '])
-                });
-                if !valid {
-                    return Err(self.err(
-                        jid.span(),
-                        format!("key `jid`: `{bare}` is not a bare JID like user@example.org"),
-                    ));
-                }
-                let password = match (raw.password_file, raw.password_command) {
-                    (Some(f), None) => {
-                        let p = self.path_value(&f);
-                        check_private(&p)
-                            .map_err(|e| self.err(f.span(), format!("key `password_file`: {e}")))?;
-                        Secret::File(p)
-                    }
-                    (None, Some(c)) => Secret::Command(c.into_inner()),
-                    (Some(_), Some(c)) => {
-                        return Err(self.err(
-                            c.span(),
-                            "keys `password_file` and `password_command`: give only one",
-                        ))
-                    }
-                    (None, None) => {
-                        return Err(self.err(
-                            raw.name.span(),
-                            format!(
-                            "account `{name}`: missing key `password_file` (or `password_command`)"
-                        ),
-                        ))
-                    }
-                };
-                let tls = match raw.tls.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
-                    None | Some(("required", _)) => TlsMode::Required,
-                    Some(("insecure-plaintext", _)) => TlsMode::InsecurePlaintext,
-                    Some((other, span)) => {
-                        return Err(self.err(
-                            span,
-                            format!(
-                                "key `tls`: `{other}` is not \"required\" or \"insecure-plaintext\""
-                            ),
-                        ))
-                    }
-                };
-                if let Some(server) = &raw.server {
-                    let ok = server
-                        .get_ref()
-                        .rsplit_once(':')
-                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-                    if !ok {
-                        return Err(self.err(
-                            server.span(),
-                            format!("key `server`: `{}` is not host:port", server.get_ref()),
-                        ));
-                    }
-                }
-                SourceConfig::Xmpp(XmppConfig {
-                    jid: bare.to_owned(),
-                    password,
-                    server: raw.server.map(Spanned::into_inner),
-                    tls,
-                    ca_file: raw.ca_file.as_ref().map(|c| self.path_value(c)),
-                    contacts,
-                })
+                SourceConfig::Xmpp(self.xmpp(&name, raw, contacts)?)
             }
             "purple" => {
-                if let Some(e) = not_for(&xmpp_only, "purple") {
+                if let Some(e) = not_for(&xmpp_only, "source \"purple\"") {
                     return Err(e);
                 }
                 SourceConfig::Purple(PurpleConfig {
@@ -452,6 +455,213 @@ impl Resolver<'_> {
         Ok(AccountConfig {
             name: AccountId::new(name),
             source,
+        })
+    }
+
+    /// A bare JID like `user@example.org` from `key`.
+    fn bare_jid(&self, key: &str, jid: &Spanned<String>) -> Result<String, ConfigError> {
+        let bare = jid.get_ref().trim();
+        let valid = bare
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains(['/', '@', ' ']));
+        if valid {
+            Ok(bare.to_owned())
+        } else {
+            Err(self.err(
+                jid.span(),
+                format!("key `{key}`: `{bare}` is not a bare JID like user@example.org"),
+            ))
+        }
+    }
+
+    /// A password from `<prefix>password_file` or `<prefix>password_command` (exactly one).
+    fn secret(
+        &self,
+        prefix: &str,
+        file: Option<Spanned<String>>,
+        command: Option<Spanned<String>>,
+        missing: impl FnOnce() -> ConfigError,
+    ) -> Result<Secret, ConfigError> {
+        match (file, command) {
+            (Some(f), None) => {
+                let p = self.path_value(&f);
+                check_private(&p)
+                    .map_err(|e| self.err(f.span(), format!("key `{prefix}password_file`: {e}")))?;
+                Ok(Secret::File(p))
+            }
+            (None, Some(c)) => Ok(Secret::Command(c.into_inner())),
+            (Some(_), Some(c)) => Err(self.err(
+                c.span(),
+                format!(
+                    "keys `{prefix}password_file` and `{prefix}password_command`: give only one"
+                ),
+            )),
+            (None, None) => Err(missing()),
+        }
+    }
+
+    fn xmpp(&self, name: &str, raw: RawAccount, contacts: bool) -> Result<XmppConfig, ConfigError> {
+        let jid = raw.jid.as_ref().ok_or_else(|| {
+            self.err(
+                raw.name.span(),
+                format!("account `{name}`: missing key `jid`"),
+            )
+        })?;
+        let jid = self.bare_jid("jid", jid)?;
+        let tls = match raw.tls.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
+            None | Some(("required", _)) => TlsMode::Required,
+            Some(("insecure-plaintext", _)) => TlsMode::InsecurePlaintext,
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    format!("key `tls`: `{other}` is not \"required\" or \"insecure-plaintext\""),
+                ))
+            }
+        };
+        if let Some(server) = &raw.server {
+            let ok = server
+                .get_ref()
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(self.err(
+                    server.span(),
+                    format!("key `server`: `{}` is not host:port", server.get_ref()),
+                ));
+            }
+        }
+        let visibility = match raw
+            .visibility
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("auto", _)) => Visibility::Auto,
+            Some(("invisible", _)) => Visibility::Invisible,
+            Some(("visible", _)) => Visibility::Visible,
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    format!(
+                        "key `visibility`: `{other}` is not \"auto\", \"invisible\" or \"visible\""
+                    ),
+                ))
+            }
+        };
+        let contact_mode = match raw
+            .watch_as
+            .as_ref()
+            .map(|w| (w.get_ref().as_str(), w.span()))
+        {
+            None | Some(("user", _)) => false,
+            Some(("contact", _)) => true,
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    format!("key `watch_as`: `{other}` is not \"user\" or \"contact\""),
+                ))
+            }
+        };
+        let (password, watch_as) = if contact_mode {
+            // imstatus logs in as the watcher: the user's password is neither needed nor
+            // wanted, and the watcher's roster is not the user's.
+            let user_keys = [
+                (
+                    "password_file",
+                    raw.password_file.as_ref().map(Spanned::span),
+                ),
+                (
+                    "password_command",
+                    raw.password_command.as_ref().map(Spanned::span),
+                ),
+            ];
+            if let Some((k, span)) = user_keys.into_iter().find_map(|(k, s)| s.map(|s| (k, s))) {
+                return Err(self.err(
+                    span,
+                    format!(
+                        "key `{k}` does not apply to watch_as = \"contact\" (imstatus logs in as \
+                         `watcher_jid` with `watcher_password_file` or `watcher_password_command`)"
+                    ),
+                ));
+            }
+            if let Some(c) = raw.contacts.as_ref().filter(|c| *c.get_ref()) {
+                return Err(self.err(
+                    c.span(),
+                    "key `contacts` does not apply to watch_as = \"contact\" (the watcher's \
+                     roster is not the user's)",
+                ));
+            }
+            let watcher = raw.watcher_jid.as_ref().ok_or_else(|| {
+                self.err(
+                    raw.watch_as.as_ref().map_or(raw.name.span(), Spanned::span),
+                    format!("account `{name}`: watch_as = \"contact\" needs key `watcher_jid`"),
+                )
+            })?;
+            let watcher_jid = self.bare_jid("watcher_jid", watcher)?;
+            if watcher_jid.eq_ignore_ascii_case(&jid) {
+                return Err(self.err(
+                    watcher.span(),
+                    "key `watcher_jid`: must be a separate account, not the user's `jid`",
+                ));
+            }
+            let watcher_span = watcher.span();
+            let password = self.secret(
+                "watcher_",
+                raw.watcher_password_file,
+                raw.watcher_password_command,
+                || {
+                    self.err(
+                        watcher_span,
+                        format!(
+                            "account `{name}`: missing key `watcher_password_file` (or \
+                             `watcher_password_command`)"
+                        ),
+                    )
+                },
+            )?;
+            (password, WatchAs::Contact { watcher_jid })
+        } else {
+            let watcher_keys = [
+                ("watcher_jid", raw.watcher_jid.as_ref().map(Spanned::span)),
+                (
+                    "watcher_password_file",
+                    raw.watcher_password_file.as_ref().map(Spanned::span),
+                ),
+                (
+                    "watcher_password_command",
+                    raw.watcher_password_command.as_ref().map(Spanned::span),
+                ),
+            ];
+            if let Some((k, span)) = watcher_keys
+                .into_iter()
+                .find_map(|(k, s)| s.map(|s| (k, s)))
+            {
+                return Err(self.err(
+                    span,
+                    format!(
+                        "key `{k}` does not apply to watch_as = \"user\" (the default); \
+                         set watch_as = \"contact\" to log in as a separate watcher account"
+                    ),
+                ));
+            }
+            let password = self.secret("", raw.password_file, raw.password_command, || {
+                self.err(
+                    raw.name.span(),
+                    format!(
+                        "account `{name}`: missing key `password_file` (or `password_command`)"
+                    ),
+                )
+            })?;
+            (password, WatchAs::User)
+        };
+        Ok(XmppConfig {
+            jid,
+            password,
+            server: raw.server.map(Spanned::into_inner),
+            tls,
+            ca_file: raw.ca_file.as_ref().map(|c| self.path_value(c)),
+            contacts,
+            visibility,
+            watch_as,
         })
     }
 
@@ -696,6 +906,208 @@ mod tests {
         };
         assert_eq!(x.password.read().expect("readable"), "secret");
         assert_eq!(x.tls, TlsMode::Required);
+    }
+
+    /// A private password file in a temp dir, and the dir (keep it alive).
+    fn private_file() -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").expect("write");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        (dir, pw)
+    }
+
+    fn xmpp_account(extra: &str, pw: &Path) -> String {
+        format!(
+            "[[account]]\nname = \"a\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+             password_file = \"{}\"\n{extra}",
+            pw.display()
+        )
+    }
+
+    fn xmpp(c: &Config) -> &XmppConfig {
+        match &c.accounts[0].source {
+            SourceConfig::Xmpp(x) => x,
+            other => panic!("xmpp account expected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn visibility_defaults_to_auto_and_takes_three_values() {
+        let (_dir, pw) = private_file();
+        let c = parse(&xmpp_account("", &pw)).expect("valid");
+        assert_eq!(xmpp(&c).visibility, Visibility::Auto);
+        assert_eq!(xmpp(&c).watch_as, WatchAs::User);
+        assert_eq!(xmpp(&c).login_jid(), "alice@example.test");
+        for (text, v) in [
+            ("auto", Visibility::Auto),
+            ("invisible", Visibility::Invisible),
+            ("visible", Visibility::Visible),
+        ] {
+            let c =
+                parse(&xmpp_account(&format!("visibility = \"{text}\"\n"), &pw)).expect("valid");
+            assert_eq!(xmpp(&c).visibility, v);
+            assert_eq!(v.as_str(), text);
+        }
+        let e = err(&xmpp_account("visibility = \"hidden\"\n", &pw));
+        assert_eq!(
+            e,
+            "cfg.toml:6: key `visibility`: `hidden` is not \"auto\", \"invisible\" or \"visible\""
+        );
+    }
+
+    #[test]
+    fn contact_mode_logs_in_as_the_watcher_with_its_own_password() {
+        let (_dir, pw) = private_file();
+        let text = format!(
+            "[[account]]\nname = \"a\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+             watch_as = \"contact\"\nwatcher_jid = \"watcher@example.test\"\n\
+             watcher_password_file = \"{}\"\nvisibility = \"invisible\"\n",
+            pw.display()
+        );
+        let c = parse(&text).expect("valid");
+        let x = xmpp(&c);
+        assert_eq!(x.jid, "alice@example.test");
+        assert_eq!(
+            x.watch_as,
+            WatchAs::Contact {
+                watcher_jid: "watcher@example.test".into()
+            }
+        );
+        assert_eq!(x.login_jid(), "watcher@example.test");
+        assert_eq!(x.password, Secret::File(pw.clone()));
+        assert_eq!(x.visibility, Visibility::Invisible);
+        let with_command =
+            "[[account]]\nname = \"a\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+             watch_as = \"contact\"\nwatcher_jid = \"watcher@example.test\"\n\
+             watcher_password_command = \"echo pw\"\n";
+        let c = parse(with_command).expect("valid");
+        assert_eq!(xmpp(&c).password, Secret::Command("echo pw".into()));
+    }
+
+    #[test]
+    fn contact_mode_refuses_the_users_password_and_contacts_and_needs_the_watcher() {
+        let (_dir, pw) = private_file();
+        let base = "[[account]]\nname = \"a\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+                    watch_as = \"contact\"\n";
+        let watcher = format!(
+            "watcher_jid = \"watcher@example.test\"\nwatcher_password_file = \"{}\"\n",
+            pw.display()
+        );
+        let e = err(&format!(
+            "{base}{watcher}password_file = \"{}\"\n",
+            pw.display()
+        ));
+        assert!(
+            e.starts_with(
+                "cfg.toml:8: key `password_file` does not apply to watch_as = \"contact\""
+            ),
+            "{e}"
+        );
+        let e = err(&format!("{base}{watcher}contacts = true\n"));
+        assert!(
+            e.starts_with("cfg.toml:8: key `contacts` does not apply to watch_as = \"contact\""),
+            "{e}"
+        );
+        assert!(parse(&format!("{base}{watcher}contacts = false\n")).is_ok());
+        let e = err(base);
+        assert_eq!(
+            e,
+            "cfg.toml:5: account `a`: watch_as = \"contact\" needs key `watcher_jid`"
+        );
+        let e = err(&format!("{base}watcher_jid = \"watcher@example.test\"\n"));
+        assert!(
+            e.starts_with("cfg.toml:6: account `a`: missing key `watcher_password_file`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}watcher_jid = \"watcher\"\nwatcher_password_file = \"{}\"\n",
+            pw.display()
+        ));
+        assert!(
+            e.starts_with("cfg.toml:6: key `watcher_jid`: `watcher` is not a bare JID"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}watcher_jid = \"Alice@example.test\"\nwatcher_password_file = \"{}\"\n",
+            pw.display()
+        ));
+        assert!(e.contains("must be a separate account"), "{e}");
+        let e = err(&format!(
+            "{base}{watcher}watcher_password_command = \"echo\"\n"
+        ));
+        assert!(
+            e.starts_with("cfg.toml:8: keys `watcher_password_file` and `watcher_password_command`: give only one"),
+            "{e}"
+        );
+        let e = err(&format!("{base}watch_as = \"spy\"\n"));
+        assert!(e.contains("duplicate key"), "{e}");
+        let e = err(&xmpp_account("watch_as = \"spy\"\n", &pw));
+        assert_eq!(
+            e,
+            "cfg.toml:6: key `watch_as`: `spy` is not \"user\" or \"contact\""
+        );
+    }
+
+    #[test]
+    fn watcher_keys_without_contact_mode_and_xmpp_keys_on_purple_are_refused() {
+        let (_dir, pw) = private_file();
+        let e = err(&xmpp_account("watcher_jid = \"w@example.test\"\n", &pw));
+        assert!(
+            e.starts_with("cfg.toml:6: key `watcher_jid` does not apply to watch_as = \"user\""),
+            "{e}"
+        );
+        let e = err(&xmpp_account(
+            &format!("watcher_password_file = \"{}\"\n", pw.display()),
+            &pw,
+        ));
+        assert!(
+            e.starts_with("cfg.toml:6: key `watcher_password_file`"),
+            "{e}"
+        );
+        for key in [
+            "visibility = \"visible\"",
+            "watch_as = \"contact\"",
+            "watcher_jid = \"w@example.test\"",
+            "watcher_password_command = \"echo\"",
+        ] {
+            let e = err(&format!(
+                "[[account]]\nname = \"a\"\nsource = \"purple\"\n{key}\n"
+            ));
+            let k = key.split(' ').next().unwrap_or_default();
+            assert_eq!(
+                e,
+                format!("cfg.toml:4: key `{k}` does not apply to source \"purple\""),
+            );
+        }
+    }
+
+    #[test]
+    fn a_watcher_password_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, pw) = private_file();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let e = err(&format!(
+            "[[account]]\nname = \"a\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+             watch_as = \"contact\"\nwatcher_jid = \"watcher@example.test\"\n\
+             watcher_password_file = \"{}\"\n",
+            pw.display()
+        ));
+        assert!(
+            e.starts_with("cfg.toml:7: key `watcher_password_file`: "),
+            "{e}"
+        );
+        assert!(e.contains("(mode 0640)"), "{e}");
+    }
+
+    #[test]
+    fn xmpp_config_new_has_the_documented_defaults() {
+        let c = XmppConfig::new("a@b", Secret::Command("x".into()));
+        assert_eq!(c.tls, TlsMode::Required);
+        assert_eq!(c.visibility, Visibility::Auto);
+        assert_eq!(c.watch_as, WatchAs::User);
+        assert!(!c.contacts && c.server.is_none() && c.ca_file.is_none());
     }
 
     #[test]

@@ -308,6 +308,19 @@ impl Hub {
         .is_ok()
     }
 
+    /// The `source_error` events of an account still held in the history ring, oldest first:
+    /// warnings a source gave while it started (e.g. that it works visibly), for readers that
+    /// subscribe only once the account has settled.
+    pub fn recent_source_errors(&self, account: &AccountId) -> Vec<Arc<Event>> {
+        self.shared
+            .lock()
+            .history
+            .iter()
+            .filter(|e| &e.account == account && matches!(e.kind, EventKind::SourceError { .. }))
+            .cloned()
+            .collect()
+    }
+
     /// Sets the user's status on an account's source.
     pub async fn set_status(&self, account: &AccountId, status: Status) -> Result<(), CodedError> {
         let source = self.source(account).ok_or_else(|| {

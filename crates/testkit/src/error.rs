@@ -18,6 +18,16 @@ pub enum Error {
         /// How to install it.
         hint: String,
     },
+    /// A server module the testkit needs is not installed.
+    #[error("{module} not found (searched {searched}); install it ({hint}) — end-to-end tests do not skip")]
+    MissingModule {
+        /// The module looked for.
+        module: String,
+        /// Where it was looked for.
+        searched: String,
+        /// How to install it.
+        hint: String,
+    },
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {

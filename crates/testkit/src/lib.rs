@@ -1,5 +1,5 @@
-//! Real programs for end-to-end tests: Prosody, a private D-Bus daemon, finch in tmux, and a
-//! minimal raw XMPP client.
+//! Real programs for end-to-end tests: Prosody, ejabberd, a private D-Bus daemon, finch in tmux,
+//! and a minimal raw XMPP client.
 //!
 //! Every helper starts the real binary (never a mock) in its own temporary directory, on free
 //! loopback ports, and stops it again by the PID it recorded, in `Drop` as well: nothing is
@@ -14,6 +14,7 @@
 //! that uses them, so that finch is stopped first.
 
 mod dbus;
+mod ejabberd;
 mod error;
 mod finch;
 mod process;
@@ -22,6 +23,7 @@ mod wait;
 mod xmpp;
 
 pub use dbus::DbusDaemon;
+pub use ejabberd::{Ejabberd, EjabberdOptions};
 pub use error::{Error, Result};
 pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
 pub use process::{listening_sockets, pid_alive, stop_pid};

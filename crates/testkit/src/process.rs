@@ -4,6 +4,8 @@
 //! panes lazily (P6), so `kill -0` would report long-dead daemons as alive.
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -258,6 +260,18 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Output> {
             .to_owned(),
         })
     }
+}
+
+/// The part of the log written after byte `start`.
+pub(crate) fn log_since(path: &Path, start: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = std::io::Read::read_to_end(&mut file, &mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The contents of a log file, lossily decoded; empty if it does not exist.

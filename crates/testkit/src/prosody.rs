@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
+use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::{find_program, kill_child, read_log, run, stop_child};
+use crate::process::{find_program, kill_child, log_since, read_log, run, stop_child};
 use crate::{free_port, try_wait_until, Error, FinchAccount, Result};
 
 /// The XMPP domain every testkit Prosody serves.
@@ -34,7 +33,10 @@ pub struct ProsodyOptions {
     pub users: Vec<(String, String)>,
     /// Pairs of local parts written into each other's roster with subscription `both`.
     pub both: Vec<(String, String)>,
-    /// Module names added to `modules_enabled`.
+    /// Module names added to `modules_enabled` (`"privacy_lists"`, not `"mod_privacy_lists"`).
+    /// Each is looked up in Prosody's own module directory and where Debian's
+    /// `prosody-modules` installs community modules; the directories where they are found
+    /// go into `plugin_paths`. A module found nowhere is an [`Error::MissingModule`].
     pub extra_modules: Vec<String>,
 }
 
@@ -63,6 +65,50 @@ impl ProsodyOptions {
             ..ProsodyOptions::default()
         }
     }
+
+    /// Adds `mod_privacy_lists` (XEP-0016, from Debian's `prosody-modules`).
+    #[must_use]
+    pub fn with_privacy_lists(mut self) -> Self {
+        self.extra_modules.push(PRIVACY_LISTS.to_owned());
+        self
+    }
+}
+
+/// The community module that gives Prosody 0.12 XEP-0016 privacy lists.
+const PRIVACY_LISTS: &str = "privacy_lists";
+
+/// Where Prosody's own modules and community modules live: Debian 12's `prosody-modules`
+/// installs them as `/usr/lib/prosody/modules/mod_*/mod_*.lua`; other packagings use
+/// `/usr/share/prosody-modules` or `/usr/local/lib/prosody/modules`.
+const MODULE_DIRS: [&str; 3] = [
+    "/usr/lib/prosody/modules",
+    "/usr/share/prosody-modules",
+    "/usr/local/lib/prosody/modules",
+];
+
+/// The directory holding `mod_<name>.lua` or `mod_<name>/mod_<name>.lua` (Prosody accepts
+/// both layouts), among `dirs`.
+fn module_dir(name: &str, dirs: &[&str]) -> Option<PathBuf> {
+    dirs.iter().map(PathBuf::from).find(|dir| {
+        dir.join(format!("mod_{name}.lua")).is_file()
+            || dir.join(format!("mod_{name}/mod_{name}.lua")).is_file()
+    })
+}
+
+/// The `plugin_paths` for `modules`: every directory one of them was found in, once.
+fn plugin_paths(modules: &[String]) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for name in modules {
+        let dir = module_dir(name, &MODULE_DIRS).ok_or_else(|| Error::MissingModule {
+            module: format!("mod_{name}"),
+            searched: MODULE_DIRS.join(", "),
+            hint: "apt-get install -y prosody-modules".to_owned(),
+        })?;
+        if !paths.contains(&dir) {
+            paths.push(dir);
+        }
+    }
+    Ok(paths)
 }
 
 /// A running (or stopped) private Prosody serving `example.test` on one loopback port.
@@ -81,6 +127,7 @@ pub struct Prosody {
     child: Option<Child>,
     tls: bool,
     extra_modules: Vec<String>,
+    plugin_paths: Vec<PathBuf>,
     // Last, so that it is deleted after the server is stopped.
     dir: TempDir,
 }
@@ -91,6 +138,7 @@ impl Prosody {
     pub fn start(opts: ProsodyOptions) -> Result<Prosody> {
         let program = find_program("prosody", "prosody")?;
         let prosodyctl = find_program("prosodyctl", "prosody")?;
+        let plugin_paths = plugin_paths(&opts.extra_modules)?;
         let dir = tempfile::Builder::new()
             .prefix("imstatus-prosody-")
             .tempdir()
@@ -112,6 +160,7 @@ impl Prosody {
             child: None,
             tls: opts.tls,
             extra_modules: opts.extra_modules.clone(),
+            plugin_paths,
             dir,
         };
         if opts.tls {
@@ -243,11 +292,22 @@ impl Prosody {
             None => String::new(),
         };
         let path = |p: &Path| lua_str(&p.to_string_lossy());
+        let plugin_paths = if self.plugin_paths.is_empty() {
+            String::new()
+        } else {
+            let list: String = self
+                .plugin_paths
+                .iter()
+                .map(|p| format!("{}; ", path(p)))
+                .collect();
+            format!("plugin_paths = {{ {list}}}\n")
+        };
         let config = format!(
             "-- written by imstatus-testkit (docs/e2e-recipe.md §1)\n\
              run_as_root = true\n\
              data_path = {data}; pidfile = {pidfile}\n\
              certificates = \"certs\"\n\
+             {plugin_paths}\
              log = {{ {{ levels = {{ min = \"info\" }}, to = \"file\", filename = {log} }} }}\n\
              interfaces = {{ \"127.0.0.1\" }}; local_interfaces = {{ \"127.0.0.1\" }}\n\
              c2s_interfaces = {{ \"127.0.0.1\" }}; s2s_interfaces = {{ \"127.0.0.1\" }}\n\
@@ -347,18 +407,6 @@ impl Drop for Prosody {
 
 /// The `what` of the internal error that makes [`Prosody::start`] pick another port.
 const PORT_TAKEN: &str = "prosody: c2s port taken by another process";
-
-/// The part of the log written after byte `start`.
-fn log_since(path: &Path, start: u64) -> String {
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(start)).is_ok() {
-        let _ = std::io::Read::read_to_end(&mut file, &mut bytes);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
 
 /// A Lua string literal.
 fn lua_str(s: &str) -> String {
@@ -491,6 +539,29 @@ mod tests {
         assert_eq!(dm_encode("example.test"), "example%2etest");
         assert_eq!(dm_encode("a_b-c"), "a%5fb%2dc");
         assert_eq!(dm_encode("alice"), "alice");
+    }
+
+    #[test]
+    fn modules_are_found_in_either_layout_and_missing_ones_name_the_package() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let flat = dir.path().join("flat");
+        let nested = dir.path().join("nested/mod_b");
+        std::fs::create_dir_all(&flat).expect("mkdir");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        std::fs::write(flat.join("mod_a.lua"), "").expect("write");
+        std::fs::write(nested.join("mod_b.lua"), "").expect("write");
+        let flat_s = flat.to_string_lossy().into_owned();
+        let nested_s = dir.path().join("nested").to_string_lossy().into_owned();
+        let dirs = [flat_s.as_str(), nested_s.as_str()];
+        assert_eq!(module_dir("a", &dirs), Some(flat.clone()));
+        assert_eq!(module_dir("b", &dirs), Some(dir.path().join("nested")));
+        assert_eq!(module_dir("c", &dirs), None);
+        let err = plugin_paths(&["no_such_module_at_all".to_owned()])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("mod_no_such_module_at_all"), "{err}");
+        assert!(err.contains("apt-get install -y prosody-modules"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ const ERROR_TEXT: usize = 2000;
 
 /// A blocking XMPP client for tests, playing "the user's other client" or a contact.
 ///
-/// It speaks plaintext only (Prosody's plain config): stream, SASL PLAIN, bind, and then
+/// It speaks plaintext only (the testkit's Prosody and ejabberd): stream, SASL PLAIN, bind, and then
 /// whatever [`XmppClient::send_raw`] sends. It splits what it receives into top-level stanzas
 /// (tracking element depth, no full XML parsing); [`XmppClient::read_until`] consumes them.
 #[derive(Debug)]
@@ -208,6 +208,18 @@ impl XmppClient {
                 }
             }
         }
+    }
+
+    /// Reads every stanza that arrives within `d` and returns them (possibly none). For
+    /// checks that something is *never* received the window is the caller's to choose and
+    /// justify; a closed connection is an [`Error::Xmpp`].
+    pub fn read_for(&mut self, d: Duration) -> Result<Vec<String>> {
+        let deadline = Instant::now() + d;
+        let mut read = Vec::new();
+        while let Some(stanza) = self.poll_stanza(deadline)? {
+            read.push(stanza);
+        }
+        Ok(read)
     }
 
     /// Reads the next top-level stanza (or `</stream:stream>`), within `d`.

@@ -246,3 +246,56 @@ fn wait_until_polls_a_real_port() {
     });
     assert!(got.is_ok());
 }
+
+#[test]
+fn with_privacy_lists_prosody_advertises_and_applies_xep_0016() {
+    let t = Instant::now();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
+    eprintln!("prosody with mod_privacy_lists up after {:?}", t.elapsed());
+    let config = std::fs::read_to_string(prosody.config()).unwrap();
+    assert!(config.contains("plugin_paths = {"), "{config}");
+    assert!(config.contains("\"privacy_lists\";"), "{config}");
+
+    let mut bob = login(&prosody, "bob", "laptop");
+    bob.presence(None, None, None).unwrap();
+    bob.read_until("from='bob@example.test/laptop'", D).unwrap();
+    let mut alice = login(&prosody, "alice", "hidden");
+    alice
+        .send_raw("<iq type='get' id='d1' to='example.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .unwrap();
+    let info = alice.read_until("id='d1'", D).unwrap();
+    assert!(info.contains("var='jabber:iq:privacy'"), "{info}");
+    alice
+        .send_raw(
+            "<iq type='set' id='l1'><query xmlns='jabber:iq:privacy'><list name='hide'>\
+             <item action='deny' order='1'><presence-out/></item></list></query></iq>\
+             <iq type='set' id='a1'><query xmlns='jabber:iq:privacy'><active name='hide'/></query></iq>",
+        )
+        .unwrap();
+    let set = alice.read_until("id='a1'", D).unwrap();
+    assert!(!set.contains("type='error'"), "{set}");
+    alice.presence(None, None, Some(-1)).unwrap();
+    // The reflection comes back to alice once Prosody has handled (and blocked) her presence.
+    alice
+        .read_until("from='alice@example.test/hidden'", D)
+        .unwrap();
+    // Prosody routes synchronously: a presence for bob would already be in his socket, and a
+    // ping round trip for bob proves his stream has been flushed up to now.
+    bob.send_raw("<iq type='get' id='p2' to='example.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .unwrap();
+    let got = bob.read_until("id='p2'", D).unwrap();
+    assert!(!got.contains("alice@example.test/hidden"), "{got}");
+    alice.close().unwrap();
+    bob.close().unwrap();
+}
+
+#[test]
+fn a_missing_module_is_an_error_naming_the_package() {
+    let opts = ProsodyOptions {
+        extra_modules: vec!["imstatus_no_such_module".into()],
+        ..ProsodyOptions::default()
+    };
+    let err = Prosody::start(opts).unwrap_err();
+    assert!(matches!(err, Error::MissingModule { .. }), "{err}");
+    assert!(err.to_string().contains("prosody-modules"), "{err}");
+}

@@ -1,37 +1,52 @@
-//! `imstatus doctor` for XMPP accounts: DNS, TCP, TLS, SASL and roster, one check each.
+//! `imstatus doctor` for XMPP accounts: DNS, TCP, TLS, SASL, roster, (in contact mode) the
+//! subscription, and visibility, one check each.
 //!
 //! The steps are the source's own login steps, run one by one with a deadline each; the first
 //! failure ends the run and the later steps are listed as skipped, so the user sees exactly
-//! where it broke and what to do about it.
+//! where it broke and what to do about it. The doctor never sends presence: it asks the server
+//! what it could do to hide the session, but does not go online.
 
 use std::future::Future;
 use std::time::Duration;
 
 use imstatus_core::{CodedError, ErrorCode};
-use imstatus_hub::config::{TlsMode, XmppConfig};
+use imstatus_hub::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_hub::Check;
 use tokio_xmpp::xmlstream::XmppStreamElement;
+use xmpp_parsers::disco::DiscoInfoQuery;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::minidom::Element;
 use xmpp_parsers::roster::Roster;
 use xmpp_parsers::stanza::Stanza;
 
 use crate::connect::{self, Failure, Next};
 use crate::source::{load_roots, random_u64, LOGIN_TIMEOUT};
+use crate::subscription::{self, Subscription};
+use crate::translate::RESOURCE_PREFIX;
+use crate::visibility::{self, Plan};
 
-/// The checks, in order.
-const STEPS: [&str; 5] = ["dns", "tcp", "tls", "sasl", "roster"];
+/// The checks of an account, in order.
+fn steps(config: &XmppConfig) -> Vec<&'static str> {
+    let mut steps = vec!["dns", "tcp", "tls", "sasl", "roster"];
+    if matches!(config.watch_as, WatchAs::Contact { .. }) {
+        steps.push("subscription");
+    }
+    steps.push("visibility");
+    steps
+}
 
-/// Checks an XMPP account step by step: `dns`, `tcp`, `tls`, `sasl`, `roster` (always five
-/// checks; after the first failure the rest say they were skipped).
+/// Checks an XMPP account step by step: `dns`, `tcp`, `tls`, `sasl`, `roster`, in contact mode
+/// `subscription`, and `visibility` (after the first failure the rest say they were skipped).
 pub async fn doctor(config: &XmppConfig) -> Vec<Check> {
-    let mut checks = Vec::with_capacity(STEPS.len());
+    let steps = steps(config);
+    let mut checks = Vec::with_capacity(steps.len());
     // Every step returns its success detail; the first failure stops the run.
     if let Err(failure) = run(config, &mut checks).await {
-        let step = STEPS.get(checks.len()).copied().unwrap_or("roster");
+        let step = steps.get(checks.len()).copied().unwrap_or("visibility");
         checks.push(failed(step, &failure));
     }
-    while let Some(&step) = STEPS.get(checks.len()) {
+    while let Some(&step) = steps.get(checks.len()) {
         checks.push(Check {
             name: step,
             ok: false,
@@ -57,9 +72,17 @@ fn failed(name: &'static str, failure: &Failure) -> Check {
             "trust the server's CA with `ca_file = \"/path/to/ca.pem\"` (or fix the server's certificate)"
         }
         ("sasl", ErrorCode::AuthFailed) => {
-            "check `jid` and the password in `password_file` / `password_command`"
+            "check `jid` (or `watcher_jid`) and the password in its `…password_file` / `…password_command`"
         }
         ("roster", _) => "the login works but the session does not; check the server's log",
+        ("subscription", _) => {
+            "the user must approve the watcher's presence subscription in their client; \
+             `imstatus watch` asks for one if there is none"
+        }
+        ("visibility", ErrorCode::Unsupported) => {
+            "enable privacy lists on the server (Prosody: mod_privacy_lists; ejabberd: \
+             mod_privacy), or accept being seen with visibility = \"auto\" or \"visible\""
+        }
         (_, code) => code.hint(),
     };
     Check {
@@ -85,17 +108,22 @@ async fn timed<T>(
         })
 }
 
-async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure> {
-    let user = BareJid::new(&config.jid)
+fn bare(what: &str, jid: &str) -> Result<BareJid, Failure> {
+    BareJid::new(jid)
         .ok()
         .filter(|j| j.node().is_some())
         .ok_or_else(|| {
             Failure::retry(
                 ErrorCode::DnsFailed,
-                format!("{:?} is not a bare JID like user@example.org", config.jid),
+                format!("{what} {jid:?} is not a bare JID like user@example.org"),
             )
-        })?;
-    let domain = user.domain().as_str();
+        })
+}
+
+async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure> {
+    let user = bare("jid", &config.jid)?;
+    let login = bare("the login JID", config.login_jid())?;
+    let domain = login.domain().as_str();
 
     let resolved = timed(
         "the DNS lookup",
@@ -153,69 +181,175 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         .join(", ");
     let (_, mut stream) = timed(
         "SASL",
-        connect::authenticate(stream, &features, &user, password),
+        connect::authenticate(stream, &features, &login, password),
     )
     .await?;
     checks.push(passed(
         "sasl",
-        format!("authenticated as {user} (server offers {offered})"),
+        format!("authenticated as {login} (server offers {offered})"),
     ));
 
-    let items = timed("the roster request", async {
-        let resource = format!("imstatus-doctor-{:08x}", random_u64() as u32);
+    let roster = timed("the roster request", async {
+        let resource = format!("{RESOURCE_PREFIX}doctor-{:08x}", random_u64() as u32);
         connect::bind(&mut stream, &resource).await?;
-        const ID: &str = "imstatus-doctor-roster";
         let get = Iq::from_get(
-            ID,
+            "imstatus-doctor-roster",
             Roster {
                 ver: None,
                 items: Vec::new(),
             },
         );
-        connect::send(&mut stream, get.into()).await?;
-        loop {
-            if let Next::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) =
-                connect::next(&mut stream).await?
-            {
-                match iq {
-                    Iq::Result { id, payload, .. } if id == ID => {
-                        let roster = payload.map(Roster::try_from).transpose().map_err(|e| {
-                            Failure::retry(ErrorCode::ProtocolError, format!("invalid roster: {e}"))
-                        })?;
-                        return Ok(roster.map_or(0, |r| r.items.len()));
-                    }
-                    Iq::Error { id, error, .. } if id == ID => {
-                        return Err(Failure::retry(
-                            ErrorCode::ProtocolError,
-                            format!(
-                                "the server refused the roster: {:?}",
-                                error.defined_condition
-                            ),
-                        ))
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let payload = request(&mut stream, get).await?.map_err(|condition| {
+            Failure::retry(
+                ErrorCode::ProtocolError,
+                format!("the server refused the roster: {condition}"),
+            )
+        })?;
+        payload
+            .map(Roster::try_from)
+            .transpose()
+            .map_err(|e| Failure::retry(ErrorCode::ProtocolError, format!("invalid roster: {e}")))
+            .map(|r| {
+                r.unwrap_or(Roster {
+                    ver: None,
+                    items: Vec::new(),
+                })
+            })
     })
     .await?;
+    let items = roster.items.len();
+    let tracked = if matches!(config.watch_as, WatchAs::Contact { .. }) {
+        " (the watcher's)"
+    } else if config.contacts {
+        ""
+    } else {
+        " (not tracked: contacts = false)"
+    };
     checks.push(passed(
         "roster",
         format!(
-            "{items} contact{} in the roster{}",
+            "{items} contact{} in the roster{tracked}",
             if items == 1 { "" } else { "s" },
-            if config.contacts {
-                ""
-            } else {
-                " (not tracked: contacts = false)"
-            }
         ),
     ));
+
+    if matches!(config.watch_as, WatchAs::Contact { .. }) {
+        let denied = |detail: String| Failure {
+            code: ErrorCode::AccessDenied,
+            detail,
+            fatal: true,
+        };
+        match subscription::in_roster(&roster, &user) {
+            Some(Subscription::Approved) => checks.push(passed(
+                "subscription",
+                format!("{login} is subscribed to the presence of {user}"),
+            )),
+            Some(Subscription::Pending) => {
+                return Err(denied(subscription::pending_detail(&login, &user)))
+            }
+            Some(Subscription::None) | None => {
+                return Err(denied(format!(
+                    "{login} has no presence subscription to {user} (watch_as = \"contact\")"
+                )))
+            }
+        }
+    }
+
+    let check = match config.visibility {
+        Visibility::Visible => passed(
+            "visibility",
+            "visible on purpose (visibility = \"visible\"): the user's contacts see an extra \
+             available resource while imstatus runs"
+                .to_owned(),
+        ),
+        visibility => {
+            let disco = Iq::from_get("imstatus-doctor-disco", DiscoInfoQuery { node: None })
+                .with_to(Jid::from(BareJid::from_parts(None, login.domain())));
+            let payload = timed("service discovery", request(&mut stream, disco))
+                .await?
+                .unwrap_or(None);
+            let features = visibility::features(payload);
+            match visibility::plan(visibility, &features) {
+                Plan::Hide(methods) => {
+                    let mut detail = String::from("invisible to the user's contacts");
+                    for (i, method) in methods.iter().enumerate() {
+                        detail.push_str(if i == 0 { " via the " } else { "; else the " });
+                        detail.push_str(method.describe());
+                    }
+                    passed("visibility", detail)
+                }
+                Plan::Fallback(warning) => passed("visibility", format!("warning: {warning}")),
+                Plan::Refuse(detail) => {
+                    return Err(Failure {
+                        code: ErrorCode::Unsupported,
+                        detail,
+                        fatal: true,
+                    })
+                }
+                Plan::Visible => passed("visibility", "visible".to_owned()),
+            }
+        }
+    };
+    checks.push(check);
     // Best effort: say goodbye properly.
     let _ = tokio::time::timeout(Duration::from_secs(2), close(&mut stream)).await;
     Ok(())
 }
 
+/// Sends `iq` and waits for its result (`Ok(payload)`) or error (`Err(condition)`).
+async fn request(
+    stream: &mut connect::Stream,
+    iq: Iq,
+) -> Result<Result<Option<Element>, String>, Failure> {
+    let id = iq.id().to_owned();
+    connect::send(stream, iq.into()).await?;
+    loop {
+        if let Next::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) =
+            connect::next(stream).await?
+        {
+            match iq {
+                Iq::Result {
+                    id: got, payload, ..
+                } if got == id => return Ok(Ok(payload)),
+                Iq::Error { id: got, error, .. } if got == id => {
+                    return Ok(Err(format!("{:?}", error.defined_condition)))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 async fn close(stream: &mut connect::Stream) {
     let _ = futures_util::SinkExt::<&XmppStreamElement>::close(stream).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imstatus_hub::config::Secret;
+
+    #[test]
+    fn contact_mode_adds_the_subscription_step() {
+        let mut c = XmppConfig::new("alice@example.test", Secret::Command("x".into()));
+        assert_eq!(
+            steps(&c),
+            ["dns", "tcp", "tls", "sasl", "roster", "visibility"]
+        );
+        c.watch_as = WatchAs::Contact {
+            watcher_jid: "watcher@example.test".into(),
+        };
+        assert_eq!(
+            steps(&c),
+            [
+                "dns",
+                "tcp",
+                "tls",
+                "sasl",
+                "roster",
+                "subscription",
+                "visibility"
+            ]
+        );
+    }
 }

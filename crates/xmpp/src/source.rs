@@ -1,43 +1,79 @@
-//! [`XmppSource`]: log in as the user with a resource of our own, watch the other resources.
+//! [`XmppSource`]: log in (as the user, or as a watcher account), hide the session, and watch
+//! the user's resources.
+//!
+//! One connection goes through these steps, each bounded by the login timeout but for the
+//! wait for a subscription approval (contact mode), which may take as long as the user takes:
+//!
+//! 1. DNS, TCP, STARTTLS, SASL, resource binding ([`crate::connect`]).
+//! 2. Discovery, in one flight: the server's disco#info (for invisibility) and the roster.
+//! 3. Contact mode: without a subscription to the user, ask for one and report
+//!    `access_denied` until it is approved.
+//! 4. Hiding ([`crate::visibility`]): probes to the watched JIDs, then XEP-0186 or the privacy
+//!    list, *before* the initial presence — on every (re)connect.
+//! 5. The initial presence (priority −1) and the census ([`crate::census`]), whose results and
+//!    the presences they announce end the login: then the roster marks the contacts not
+//!    heard from as offline, and the source reports `Synced`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use imstatus_core::{Backoff, ErrorCode, Observation, SourceKind};
-use imstatus_hub::config::{TlsMode, XmppConfig};
+use imstatus_hub::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_hub::{BoxFuture, Sink, Source};
+use tokio::time::Instant;
 use tokio_xmpp::xmlstream::{StreamElementError, XmppStreamElement};
+use xmpp_parsers::disco::{DiscoInfoQuery, DiscoItemsQuery};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ping::Ping;
-use xmpp_parsers::presence::Presence;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::roster::Roster;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
+use crate::census::Census;
 use crate::connect::{self, Failure, Next, Stream};
+use crate::subscription::{self, Subscription};
 use crate::tls::Roots;
-use crate::translate::{clip, Translator};
+use crate::translate::{clip, Translator, RESOURCE_PREFIX};
+use crate::visibility::{self, Method, Plan};
 
-/// How long a login (DNS, TCP, TLS, SASL, bind, initial presences) may take.
+/// How long a login (DNS, TCP, TLS, SASL, bind, hiding, initial presences) may take.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the login waits for the presence of a resource the server listed as online but
+/// that does not answer (the census of the module docs of `source`).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A session that lasted this long resets the reconnect backoff.
 const HELD: Duration = Duration::from_secs(10);
 /// At most this many stanzas already received are reported in one batch.
 const MAX_BATCH: usize = 256;
-/// The id of the roster request that doubles as the end-of-initial-presences barrier.
+/// The id of the roster request.
 const ROSTER_ID: &str = "imstatus-roster";
+/// The id of the server's disco#info request.
+const DISCO_ID: &str = "imstatus-disco";
+/// The ids of the census requests are this plus a number.
+const CENSUS_ID: &str = "imstatus-items-";
 
-/// Watches one XMPP account by logging in as the user (resource `imstatus-<random>`,
-/// priority −1) and translating the presence of the user's other resources.
+/// The outcome of one of our IQ requests: the result's payload, or the error.
+type Reply = Result<Option<Element>, StanzaError>;
+
+/// Watches one XMPP account: logs in as the user (resource `imstatus-<random>`, priority −1)
+/// or as a watcher account subscribed to the user, hidden from the contacts where the server
+/// allows it, and translates the presence of the user's resources.
 #[derive(Debug)]
 pub struct XmppSource {
     config: XmppConfig,
     backoff_seed: u64,
     login_timeout: Duration,
+    settle_timeout: Duration,
     /// System roots plus `ca_file`, loaded on the first TLS connection.
     roots: Mutex<Option<Roots>>,
+    /// Whether the "visible to contacts" warning has been reported (once per source).
+    warned_visible: AtomicBool,
 }
 
 impl XmppSource {
@@ -48,7 +84,9 @@ impl XmppSource {
             config: config.clone(),
             backoff_seed: random_u64(),
             login_timeout: LOGIN_TIMEOUT,
+            settle_timeout: SETTLE_TIMEOUT,
             roots: Mutex::new(None),
+            warned_visible: AtomicBool::new(false),
         }
     }
 
@@ -64,6 +102,12 @@ impl XmppSource {
         self
     }
 
+    /// Sets how long the login waits for listed resources that stay silent (default 1 s).
+    pub fn with_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.settle_timeout = timeout;
+        self
+    }
+
     /// The trust roots, loaded once (off the async threads: it reads many files).
     pub(crate) async fn roots(&self) -> Result<Roots, Failure> {
         if let Some(roots) = self.roots.lock().unwrap_or_else(|e| e.into_inner()).clone() {
@@ -76,25 +120,27 @@ impl XmppSource {
 
     async fn run_loop(self: Arc<Self>, sink: Sink) {
         let mut backoff = Backoff::new(self.backoff_seed);
-        let user = match BareJid::new(&self.config.jid) {
-            Ok(user) if user.node().is_some() => user,
-            _ => {
-                sink.observe(Observation::SourceDown(
-                    ErrorCode::AuthFailed,
-                    format!(
-                        "{:?} is not a bare JID like user@example.org",
-                        self.config.jid
-                    ),
-                ));
-                return;
-            }
+        let (Some(user), Some(login)) = (
+            bare_account(&self.config.jid),
+            bare_account(self.config.login_jid()),
+        ) else {
+            let bad = if bare_account(&self.config.jid).is_none() {
+                &self.config.jid
+            } else {
+                self.config.login_jid()
+            };
+            sink.observe(Observation::SourceDown(
+                ErrorCode::AuthFailed,
+                format!("{bad:?} is not a bare JID like user@example.org"),
+            ));
+            return;
         };
         loop {
-            let (failure, synced_at) = self.session(&user, &sink).await;
+            let (failure, synced_at) = self.session(&user, &login, &sink).await;
             tracing::debug!(jid = %user, code = %failure.code, detail = %failure.detail, "XMPP session ended");
             sink.observe(Observation::SourceDown(failure.code, failure.detail));
             if failure.fatal {
-                // Retrying cannot help until the config changes: stay down.
+                // Retrying cannot help until the config changes (or the user acts): stay down.
                 return;
             }
             if synced_at.is_some_and(|t| t.elapsed() >= HELD) {
@@ -105,7 +151,12 @@ impl XmppSource {
     }
 
     /// One connection, from DNS to its end; returns why it ended and when it synced.
-    async fn session(&self, user: &BareJid, sink: &Sink) -> (Failure, Option<Instant>) {
+    async fn session(
+        &self,
+        user: &BareJid,
+        login: &BareJid,
+        sink: &Sink,
+    ) -> (Failure, Option<Instant>) {
         // `password_command` may take a while (gpg): keep it off the async threads.
         let secret = self.config.password.clone();
         let read = tokio::task::spawn_blocking(move || secret.read().map_err(|e| e.to_string()))
@@ -124,15 +175,13 @@ impl XmppSource {
                 )
             }
         };
-        let mut translator = Translator::new(user.clone(), None, self.config.contacts);
         let mut step = "dns";
-        let login = tokio::time::timeout(
-            self.login_timeout,
-            self.login(user, password, &mut translator, &mut step),
-        )
-        .await;
-        let (mut stream, batch) = match login {
-            Ok(Ok(ok)) => ok,
+        let started = Instant::now();
+        let deadline = started + self.login_timeout;
+        let connected =
+            tokio::time::timeout_at(deadline, self.connect(login, user, password, &mut step)).await;
+        let mut conn = match connected {
+            Ok(Ok(conn)) => conn,
             Ok(Err(failure)) => return (failure, None),
             Err(_) => {
                 return (
@@ -147,10 +196,17 @@ impl XmppSource {
                 )
             }
         };
-        sink.observe_all(batch);
+        match self.prepare(&mut conn, user, sink, deadline).await {
+            Ok(()) => {}
+            Err(failure) => return (failure, None),
+        }
+        sink.observe_all(std::mem::take(&mut conn.batch));
+        if conn.warned_visible {
+            self.warned_visible.store(true, Ordering::Relaxed);
+        }
         let synced_at = Instant::now();
-        tracing::debug!(jid = %user, "XMPP source synced");
-        let mut failure = watch(&mut stream, &mut translator, sink).await;
+        tracing::debug!(jid = %user, took = ?synced_at - started, "XMPP source synced");
+        let mut failure = conn.watch(sink, self.contact_mode().then_some(user)).await;
         if failure.code == ErrorCode::Timeout {
             // The stream's hard timeout after an unanswered ping: the link is gone.
             failure.code = ErrorCode::Disconnected;
@@ -158,16 +214,19 @@ impl XmppSource {
         (failure, Some(synced_at))
     }
 
-    /// Connects, logs in, sends the initial presence and the roster request, and reads up to
-    /// the roster result. Returns the stream and the observations ending with `Synced`.
-    async fn login(
+    fn contact_mode(&self) -> bool {
+        matches!(self.config.watch_as, WatchAs::Contact { .. })
+    }
+
+    /// DNS, TCP, TLS, SASL and resource binding.
+    async fn connect(
         &self,
+        login: &BareJid,
         user: &BareJid,
         password: String,
-        translator: &mut Translator,
         step: &mut &'static str,
-    ) -> Result<(Stream, Vec<Observation>), Failure> {
-        let domain = user.domain().as_str();
+    ) -> Result<Conn, Failure> {
+        let domain = login.domain().as_str();
         *step = "dns";
         let resolved = connect::resolve(domain, self.config.server.as_deref()).await?;
         *step = "tcp";
@@ -183,194 +242,564 @@ impl XmppSource {
         let (features, stream, _) =
             connect::open(tcp, domain, self.config.tls, roots.as_ref()).await?;
         *step = "sasl";
-        let (_, mut stream) = connect::authenticate(stream, &features, user, password).await?;
+        let (_, mut stream) = connect::authenticate(stream, &features, login, password).await?;
         *step = "bind";
-        let resource = format!("imstatus-{:016x}", random_u64());
+        let resource = format!("{RESOURCE_PREFIX}{:016x}", random_u64());
         let own = connect::bind(&mut stream, &resource).await?;
-        translator.set_own(own);
-        *step = "initial presence";
-        connect::send(&mut stream, Presence::available().with_priority(-1).into()).await?;
-        // Prosody handles a stream's stanzas in order: when the roster result arrives, the
-        // presences our initial presence triggered have all been delivered before it.
-        connect::send(
-            &mut stream,
+        Ok(Conn {
+            stream,
+            translator: Translator::new(user.clone(), Some(own.clone()), self.config.contacts),
+            login: login.clone(),
+            own,
+            batch: Vec::new(),
+            census: Census::default(),
+            warned_visible: false,
+        })
+    }
+
+    /// Steps 2 to 5 of the module docs: everything between binding and `Synced`, which it
+    /// leaves at the end of `conn.batch`.
+    async fn prepare(
+        &self,
+        conn: &mut Conn,
+        user: &BareJid,
+        sink: &Sink,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let visibility = self.config.visibility;
+        let timed = |what: &'static str| {
+            let login_timeout = self.login_timeout;
+            move |_| {
+                Failure::retry(
+                    ErrorCode::Timeout,
+                    format!("login did not finish within {login_timeout:?} (stuck at: {what})"),
+                )
+            }
+        };
+
+        // 2. What the server can do, and the roster.
+        let (features, roster) =
+            tokio::time::timeout_at(deadline, conn.discover(visibility != Visibility::Visible))
+                .await
+                .map_err(timed("discovery"))??;
+
+        // 3. Contact mode: a subscription to the user's presence, or access_denied.
+        let mut deadline = deadline;
+        if self.contact_mode() {
+            let state = subscription::in_roster(&roster, user).unwrap_or(Subscription::None);
+            if state != Subscription::Approved {
+                if state == Subscription::None {
+                    let subscribe =
+                        Presence::new(PresenceType::Subscribe).with_to(Jid::from(user.clone()));
+                    conn.send(subscribe.into()).await?;
+                }
+                sink.observe(Observation::SourceDown(
+                    ErrorCode::AccessDenied,
+                    subscription::pending_detail(&conn.login, user),
+                ));
+                conn.await_approval(user).await?;
+                // The user may take hours: the rest of the login gets a fresh deadline.
+                deadline = Instant::now() + self.login_timeout;
+            }
+        }
+
+        // Whose presence we need: the user's and, when tracked, the contacts'.
+        let mut watched = vec![user.clone()];
+        if self.config.contacts {
+            watched.extend(
+                roster
+                    .items
+                    .iter()
+                    .filter(|i| {
+                        matches!(
+                            i.subscription,
+                            xmpp_parsers::roster::Subscription::To
+                                | xmpp_parsers::roster::Subscription::Both
+                        ) && i.jid != *user
+                    })
+                    .map(|i| i.jid.clone()),
+            );
+        }
+        // Only JIDs we are subscribed to may be probed; our own resources need no probe.
+        let probes: Vec<BareJid> = if self.contact_mode() {
+            vec![user.clone()]
+        } else {
+            watched.iter().skip(1).cloned().collect()
+        };
+
+        // 4. Hidden before the initial presence, on every connection.
+        let outcome = match visibility::plan(visibility, &features) {
+            Plan::Hide(methods) => {
+                match tokio::time::timeout_at(deadline, conn.hide(&methods, &probes))
+                    .await
+                    .map_err(timed("hiding the session"))??
+                {
+                    Ok(method) => {
+                        tracing::debug!(jid = %user, method = method.describe(), "XMPP session hidden");
+                        None
+                    }
+                    Err(why) => Some(visibility::cannot_hide(visibility, &why)),
+                }
+            }
+            other => Some(other),
+        };
+        match outcome {
+            Some(Plan::Refuse(detail)) => {
+                return Err(Failure {
+                    code: ErrorCode::Unsupported,
+                    detail,
+                    fatal: true,
+                })
+            }
+            Some(Plan::Fallback(warning)) if !self.warned_visible.load(Ordering::Relaxed) => {
+                // Once per source: marked as said when the login batch is reported.
+                conn.batch
+                    .push(Observation::Anomaly(ErrorCode::Unsupported, warning));
+                conn.warned_visible = true;
+            }
+            Some(Plan::Fallback(_) | Plan::Visible | Plan::Hide(_)) | None => {}
+        }
+
+        // 5. Online, and the end of the initial presences.
+        tokio::time::timeout_at(
+            deadline,
+            conn.go_online(&watched, self.settle_timeout.min(self.login_timeout)),
+        )
+        .await
+        .map_err(timed("initial presence"))??;
+        conn.translator.handle_roster(&roster, &mut conn.batch);
+        conn.batch.push(Observation::Synced);
+        Ok(())
+    }
+}
+
+/// A bare JID with a local part, or `None`.
+fn bare_account(jid: &str) -> Option<BareJid> {
+    BareJid::new(jid).ok().filter(|j| j.node().is_some())
+}
+
+/// What one read brought, beyond what [`Conn::next`] handles itself.
+enum Got {
+    /// Nothing for the caller (a presence was translated, a push or ping answered).
+    Other,
+    /// The result or error of one of our requests.
+    Reply(String, Reply),
+    /// A roster push from the server (already answered and translated).
+    RosterPush(Roster),
+    /// A subscription presence (`subscribed`, `unsubscribed`, …) from this bare JID.
+    Subscription(BareJid, PresenceType),
+}
+
+/// A bound connection and what it has seen.
+struct Conn {
+    stream: Stream,
+    translator: Translator,
+    /// The account we are logged in as (roster pushes come from it or from the server).
+    login: BareJid,
+    own: FullJid,
+    /// Observations not reported yet (the whole login is reported at once, with `Synced`).
+    batch: Vec<Observation>,
+    census: Census,
+    /// Whether `batch` carries the "visible to contacts" warning.
+    warned_visible: bool,
+}
+
+impl Conn {
+    async fn send(&mut self, stanza: Stanza) -> Result<(), Failure> {
+        connect::send(&mut self.stream, stanza).await
+    }
+
+    /// Sends `requests` and reads until each has its reply.
+    async fn request(
+        &mut self,
+        requests: Vec<(String, Iq)>,
+    ) -> Result<HashMap<String, Reply>, Failure> {
+        let mut waiting: Vec<String> = Vec::with_capacity(requests.len());
+        for (id, iq) in requests {
+            self.send(iq.into()).await?;
+            waiting.push(id);
+        }
+        let mut replies = HashMap::with_capacity(waiting.len());
+        while replies.len() < waiting.len() {
+            if let Got::Reply(id, reply) = self.next().await? {
+                if waiting.contains(&id) {
+                    replies.insert(id, reply);
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    /// The server's features (if asked for) and the roster, in one flight.
+    async fn discover(
+        &mut self,
+        features: bool,
+    ) -> Result<(std::collections::BTreeSet<String>, Roster), Failure> {
+        let domain = Jid::from(BareJid::from_parts(None, self.login.domain()));
+        let mut requests = Vec::new();
+        if features {
+            requests.push((
+                DISCO_ID.to_owned(),
+                Iq::from_get(DISCO_ID, DiscoInfoQuery { node: None }).with_to(domain),
+            ));
+        }
+        requests.push((
+            ROSTER_ID.to_owned(),
             Iq::from_get(
                 ROSTER_ID,
                 Roster {
                     ver: None,
                     items: Vec::new(),
                 },
-            )
-            .into(),
-        )
-        .await?;
-        let mut batch = Vec::new();
-        loop {
-            let next = connect::next(&mut stream).await?;
-            if handle(next, &mut stream, translator, &mut batch).await? {
-                batch.push(Observation::Synced);
-                return Ok((stream, batch));
-            }
-        }
-    }
-}
-
-/// Reads until the stream ends, reporting what is already received in batches.
-async fn watch(stream: &mut Stream, translator: &mut Translator, sink: &Sink) -> Failure {
-    let mut batch = Vec::new();
-    loop {
-        let result = async {
-            let next = connect::next(stream).await?;
-            handle(next, stream, translator, &mut batch).await?;
-            for _ in 1..MAX_BATCH {
-                let Some(next) = connect::next(stream).now_or_never() else {
-                    break;
-                };
-                handle(next?, stream, translator, &mut batch).await?;
-            }
-            Ok::<(), Failure>(())
-        }
-        .await;
-        if !batch.is_empty() {
-            sink.observe_all(std::mem::take(&mut batch));
-        }
-        if let Err(failure) = result {
-            return failure;
-        }
-    }
-}
-
-/// Handles one read item; returns whether it was the roster result (the sync barrier).
-async fn handle(
-    next: Next,
-    stream: &mut Stream,
-    translator: &mut Translator,
-    out: &mut Vec<Observation>,
-) -> Result<bool, Failure> {
-    match next {
-        Next::Element(XmppStreamElement::Stanza(Stanza::Presence(presence))) => {
-            translator.handle_presence(&presence, out);
-        }
-        Next::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => {
-            return handle_iq(iq, stream, translator, out).await;
-        }
-        Next::Element(XmppStreamElement::StreamError(e)) => {
-            return Err(connect::stream_error(&e.0))
-        }
-        // Messages go to the user's real clients (we have priority −1); nonzas are not ours.
-        Next::Element(_) => {}
-        Next::Invalid(StreamElementError::InvalidStanza {
-            name,
-            header,
-            error,
-            ..
-        }) => match name.to_string().as_str() {
-            "presence" => translator.handle_invalid_presence(header.from.as_deref(), &error, out),
-            "iq" => out.push(Observation::Anomaly(
-                ErrorCode::ProtocolError,
-                format!("invalid iq: {}", clip(&error.to_string(), 200)),
-            )),
-            _ => {}
-        },
-        Next::Invalid(e @ StreamElementError::InvalidNonza { .. }) => out.push(
-            Observation::Anomaly(ErrorCode::ProtocolError, clip(&e.to_string(), 200)),
-        ),
-        Next::Anomaly(detail) => out.push(Observation::Anomaly(ErrorCode::ProtocolError, detail)),
-        Next::Idle => {
-            // Silence for a long time: ask the server for a sign of life (the stream's hard
-            // timeout ends the session if none comes).
-            connect::send(stream, Iq::from_get("imstatus-ping", Ping).into()).await?;
-        }
-    }
-    Ok(false)
-}
-
-async fn handle_iq(
-    iq: Iq,
-    stream: &mut Stream,
-    translator: &mut Translator,
-    out: &mut Vec<Observation>,
-) -> Result<bool, Failure> {
-    match iq {
-        Iq::Result { id, payload, .. } if id == ROSTER_ID => {
-            match payload.map(Roster::try_from) {
-                Some(Ok(roster)) => translator.handle_roster(&roster, out),
-                Some(Err(e)) => out.push(Observation::Anomaly(
+            ),
+        ));
+        let mut replies = self.request(requests).await?;
+        let features = match replies.remove(DISCO_ID) {
+            Some(Ok(payload)) => visibility::features(payload),
+            _ => Default::default(),
+        };
+        let roster = match replies.remove(ROSTER_ID) {
+            Some(Ok(Some(payload))) => Roster::try_from(payload).unwrap_or_else(|e| {
+                self.batch.push(Observation::Anomaly(
                     ErrorCode::ProtocolError,
                     format!("invalid roster: {}", clip(&e.to_string(), 200)),
-                )),
-                None => {}
+                ));
+                empty_roster()
+            }),
+            Some(Ok(None)) | None => empty_roster(),
+            Some(Err(error)) => {
+                self.batch.push(Observation::Anomaly(
+                    ErrorCode::ProtocolError,
+                    format!(
+                        "the server refused the roster: {:?}",
+                        error.defined_condition
+                    ),
+                ));
+                empty_roster()
             }
-            Ok(true)
+        };
+        Ok((features, roster))
+    }
+
+    /// Contact mode: reads until the user approves the subscription (`Ok`) or refuses it.
+    async fn await_approval(&mut self, user: &BareJid) -> Result<(), Failure> {
+        loop {
+            match self.next().await? {
+                Got::RosterPush(push) => match subscription::in_roster(&push, user) {
+                    Some(Subscription::Approved) => return Ok(()),
+                    Some(Subscription::None) => return Err(self.refused(user, "refused")),
+                    Some(Subscription::Pending) | None => {}
+                },
+                Got::Subscription(from, PresenceType::Subscribed) if from == *user => return Ok(()),
+                Got::Subscription(from, PresenceType::Unsubscribed) if from == *user => {
+                    return Err(self.refused(user, "refused"))
+                }
+                _ => {}
+            }
         }
-        Iq::Error { id, error, .. } if id == ROSTER_ID => {
-            out.push(Observation::Anomaly(
-                ErrorCode::ProtocolError,
-                format!(
-                    "the server refused the roster: {:?}",
-                    error.defined_condition
-                ),
+    }
+
+    fn refused(&self, user: &BareJid, when: &str) -> Failure {
+        Failure {
+            code: ErrorCode::AccessDenied,
+            detail: subscription::refused_detail(&self.login, user, when),
+            fatal: true,
+        }
+    }
+
+    /// Probes `probes`, then hides the session with the first method the server accepts.
+    /// `Ok(Err(why))` when every method was refused.
+    async fn hide(
+        &mut self,
+        methods: &[Method],
+        probes: &[BareJid],
+    ) -> Result<Result<Method, String>, Failure> {
+        for to in probes {
+            self.send(visibility::probe(to).into()).await?;
+        }
+        let mut refusals = Vec::new();
+        for &method in methods {
+            let requests: Vec<(String, Iq)> = method
+                .requests()
+                .into_iter()
+                .map(|(id, iq)| (id.to_owned(), iq))
+                .collect();
+            let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
+            let replies = self.request(requests).await?;
+            let errors: Vec<String> = ids
+                .iter()
+                .filter_map(|id| match replies.get(id) {
+                    Some(Err(e)) => Some(condition(e)),
+                    _ => None,
+                })
+                .collect();
+            if errors.is_empty() {
+                return Ok(Ok(method));
+            }
+            refusals.push(format!(
+                "the server refused the {} ({})",
+                method.describe(),
+                errors.join(", ")
             ));
-            Ok(true)
         }
-        Iq::Set {
-            from, id, payload, ..
-        } if payload.is("query", xmpp_parsers::ns::ROSTER)
-            && from_server(from.as_ref(), translator) =>
-        {
-            if let Ok(roster) = Roster::try_from(payload) {
-                translator.handle_roster(&roster, out);
+        Ok(Err(refusals.join("; ")))
+    }
+
+    /// Sends the initial presence and the census, and reads until every listed resource has
+    /// spoken (or `settle` has passed since the census results).
+    async fn go_online(&mut self, watched: &[BareJid], settle: Duration) -> Result<(), Failure> {
+        self.send(Presence::available().with_priority(-1).into())
+            .await?;
+        let requests: Vec<(String, Iq)> = watched
+            .iter()
+            .enumerate()
+            .map(|(i, jid)| {
+                let id = format!("{CENSUS_ID}{i}");
+                let iq = Iq::from_get(
+                    id.clone(),
+                    DiscoItemsQuery {
+                        node: None,
+                        rsm: None,
+                    },
+                )
+                .with_to(Jid::from(jid.clone()));
+                (id, iq)
+            })
+            .collect();
+        let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
+        let mut replies = self.request(requests).await?;
+        for (id, jid) in ids.iter().zip(watched) {
+            if let Some(Ok(payload)) = replies.remove(id) {
+                let own = self.own.clone();
+                self.census.expect(jid, &own, payload);
             }
-            reply(stream, from, id, None).await?;
-            Ok(false)
         }
-        Iq::Get {
-            from, id, payload, ..
-        } if payload.is("ping", xmpp_parsers::ns::PING) => {
-            reply(stream, from, id, None).await?;
-            Ok(false)
+        let settled = Instant::now() + settle;
+        while !self.census.missing().is_empty() {
+            match tokio::time::timeout_at(settled, self.next()).await {
+                Ok(got) => {
+                    got?;
+                }
+                Err(_) => {
+                    tracing::debug!(missing = ?self.census.missing(), "listed resources did not send a presence");
+                    break;
+                }
+            }
         }
-        Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
-            let error = StanzaError::new(
-                ErrorType::Cancel,
-                DefinedCondition::ServiceUnavailable,
-                "en",
-                "",
-            );
-            reply(stream, from, id, Some(error)).await?;
-            Ok(false)
+        Ok(())
+    }
+
+    /// Reads until the stream ends, reporting what is already received in batches. In contact
+    /// mode (`user` given) a cancelled subscription ends the session for good.
+    async fn watch(&mut self, sink: &Sink, user: Option<&BareJid>) -> Failure {
+        loop {
+            let result = async {
+                let mut got = vec![self.next().await?];
+                for _ in 1..MAX_BATCH {
+                    let Some(next) = self.next().now_or_never() else {
+                        break;
+                    };
+                    got.push(next?);
+                }
+                Ok::<_, Failure>(got)
+            }
+            .await;
+            let mut revoked = None;
+            if let (Ok(got), Some(user)) = (&result, user) {
+                revoked = got.iter().find_map(|g| match g {
+                    Got::RosterPush(push)
+                        if subscription::in_roster(push, user)
+                            .is_some_and(|s| s != Subscription::Approved) =>
+                    {
+                        Some(self.refused(user, "cancelled"))
+                    }
+                    Got::Subscription(from, PresenceType::Unsubscribed) if from == user => {
+                        Some(self.refused(user, "cancelled"))
+                    }
+                    _ => None,
+                });
+            }
+            if let Some(failure) = revoked {
+                // What came with the cancellation (the user's resources going "unavailable"
+                // for us) is not the user signing out: report none of it.
+                self.batch.clear();
+                return failure;
+            }
+            if !self.batch.is_empty() {
+                sink.observe_all(std::mem::take(&mut self.batch));
+            }
+            if let Err(failure) = result {
+                return failure;
+            }
         }
-        Iq::Result { .. } | Iq::Error { .. } => Ok(false),
+    }
+
+    /// Reads one item: presences are translated (into `batch`) and counted for the census,
+    /// roster pushes, privacy-list pushes and pings are answered.
+    async fn next(&mut self) -> Result<Got, Failure> {
+        match connect::next(&mut self.stream).await? {
+            Next::Element(XmppStreamElement::Stanza(Stanza::Presence(presence))) => {
+                if let Some(from) = &presence.from {
+                    self.census.saw(from.as_str());
+                    if matches!(
+                        presence.type_,
+                        PresenceType::Subscribe
+                            | PresenceType::Subscribed
+                            | PresenceType::Unsubscribe
+                            | PresenceType::Unsubscribed
+                    ) {
+                        return Ok(Got::Subscription(from.to_bare(), presence.type_));
+                    }
+                }
+                self.translator.handle_presence(&presence, &mut self.batch);
+            }
+            Next::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => {
+                return self.handle_iq(iq).await
+            }
+            Next::Element(XmppStreamElement::StreamError(e)) => {
+                return Err(connect::stream_error(&e.0))
+            }
+            // Messages go to the user's real clients (we have priority −1); nonzas are not ours.
+            Next::Element(_) => {}
+            Next::Invalid(StreamElementError::InvalidStanza {
+                name,
+                header,
+                error,
+                ..
+            }) => match name.to_string().as_str() {
+                "presence" => {
+                    if let Some(from) = header.from.as_deref() {
+                        self.census.saw(from);
+                    }
+                    self.translator.handle_invalid_presence(
+                        header.from.as_deref(),
+                        &error,
+                        &mut self.batch,
+                    );
+                }
+                "iq" => self.batch.push(Observation::Anomaly(
+                    ErrorCode::ProtocolError,
+                    format!("invalid iq: {}", clip(&error.to_string(), 200)),
+                )),
+                _ => {}
+            },
+            Next::Invalid(e @ StreamElementError::InvalidNonza { .. }) => self.batch.push(
+                Observation::Anomaly(ErrorCode::ProtocolError, clip(&e.to_string(), 200)),
+            ),
+            Next::Anomaly(detail) => self
+                .batch
+                .push(Observation::Anomaly(ErrorCode::ProtocolError, detail)),
+            Next::Idle => {
+                // Silence for a long time: ask the server for a sign of life (the stream's hard
+                // timeout ends the session if none comes).
+                self.send(Iq::from_get("imstatus-ping", Ping).into())
+                    .await?;
+            }
+        }
+        Ok(Got::Other)
+    }
+
+    async fn handle_iq(&mut self, iq: Iq) -> Result<Got, Failure> {
+        match iq {
+            Iq::Result { id, payload, .. } => Ok(Got::Reply(id, Ok(payload))),
+            Iq::Error { id, error, .. } => Ok(Got::Reply(id, Err(error))),
+            Iq::Set {
+                from, id, payload, ..
+            } if payload.is("query", xmpp_parsers::ns::ROSTER)
+                && self.pushed_by_server(from.as_ref()) =>
+            {
+                self.reply(from, id, None).await?;
+                match Roster::try_from(payload) {
+                    Ok(roster) => {
+                        self.translator.handle_roster(&roster, &mut self.batch);
+                        Ok(Got::RosterPush(roster))
+                    }
+                    Err(_) => Ok(Got::Other),
+                }
+            }
+            // XEP-0016: the server tells every session that a list changed (ours, too).
+            Iq::Set {
+                from, id, payload, ..
+            } if payload.is("query", visibility::NS_PRIVACY)
+                && self.pushed_by_server(from.as_ref()) =>
+            {
+                self.reply(from, id, None).await?;
+                Ok(Got::Other)
+            }
+            Iq::Get {
+                from, id, payload, ..
+            } if payload.is("ping", xmpp_parsers::ns::PING) => {
+                self.reply(from, id, None).await?;
+                Ok(Got::Other)
+            }
+            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
+                let error = StanzaError::new(
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                    "en",
+                    "",
+                );
+                self.reply(from, id, Some(error)).await?;
+                Ok(Got::Other)
+            }
+        }
+    }
+
+    /// Pushes must come from the server: no `from`, or the account's bare JID.
+    fn pushed_by_server(&self, from: Option<&Jid>) -> bool {
+        from.is_none_or(|j| j.resource().is_none() && j.to_bare() == self.login)
+    }
+
+    async fn reply(
+        &mut self,
+        to: Option<Jid>,
+        id: String,
+        error: Option<StanzaError>,
+    ) -> Result<(), Failure> {
+        let iq = match error {
+            None => Iq::Result {
+                from: None,
+                to,
+                id,
+                payload: None,
+            },
+            Some(error) => Iq::Error {
+                from: None,
+                to,
+                id,
+                error,
+                payload: None,
+            },
+        };
+        self.send(iq.into()).await
     }
 }
 
-/// Roster pushes must come from the server (no `from`, or the account's bare JID).
-fn from_server(from: Option<&Jid>, translator: &Translator) -> bool {
-    from.is_none_or(|j| j.resource().is_none() && translator.is_user(j))
+fn empty_roster() -> Roster {
+    Roster {
+        ver: None,
+        items: Vec::new(),
+    }
 }
 
-async fn reply(
-    stream: &mut Stream,
-    to: Option<Jid>,
-    id: String,
-    error: Option<StanzaError>,
-) -> Result<(), Failure> {
-    let iq = match error {
-        None => Iq::Result {
-            from: None,
-            to,
-            id,
-            payload: None,
-        },
-        Some(error) => Iq::Error {
-            from: None,
-            to,
-            id,
-            error,
-            payload: None,
-        },
-    };
-    connect::send(stream, iq.into()).await
+/// A stanza error's condition as its element name, with the server's text if any.
+fn condition(e: &StanzaError) -> String {
+    let name = format!("{:?}", e.defined_condition);
+    let mut out = String::new();
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    match e.texts.values().next() {
+        Some(text) if !text.is_empty() => format!("{out}: {}", clip(text, 200)),
+        _ => out,
+    }
 }
 
 /// Loads the trust roots on a blocking thread.
@@ -389,7 +818,7 @@ pub(crate) async fn load_roots(ca_file: Option<std::path::PathBuf>) -> Result<Ro
 /// (resource names and backoff jitter need variety, not cryptographic strength).
 pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -407,5 +836,35 @@ impl Source for XmppSource {
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {
         Box::pin(self.run_loop(sink))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stanza_error_conditions_read_like_their_elements() {
+        let mut e = StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::FeatureNotImplemented,
+            "en",
+            "",
+        );
+        assert_eq!(condition(&e), "feature-not-implemented");
+        e = StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::Conflict,
+            "en",
+            "in use",
+        );
+        assert_eq!(condition(&e), "conflict: in use");
+    }
+
+    #[test]
+    fn account_jids_need_a_local_part() {
+        assert!(bare_account("alice@example.test").is_some());
+        assert!(bare_account("example.test").is_none());
+        assert!(bare_account("alice@example.test/desk").is_none());
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! [`Translator`] knows the user's bare JID, our own full JID and whether contacts are
 //! tracked. A presence from one of the user's *other* resources becomes a part
-//! ([`Observation::Presence`] / [`Observation::Absent`]); our own reflected presence is
-//! ignored; a presence from anyone else is a contact, aggregated over its resources (highest
-//! priority, then most available) into one [`Observation::Contact`]. Anything malformed becomes
-//! an [`Observation::Anomaly`] with [`ErrorCode::ProtocolError`], and the next stanza is
-//! translated as if nothing happened.
+//! ([`Observation::Presence`] / [`Observation::Absent`]); our own reflected presence, and that
+//! of any other imstatus session (a resource named `imstatus-…`, [`RESOURCE_PREFIX`]), is
+//! ignored, so that a one-shot `imstatus status` never shows up as the user signing in to a
+//! running `imstatus watch`; a presence from anyone else is a contact, aggregated over its
+//! resources (highest priority, then most available) into one [`Observation::Contact`].
+//! Anything malformed becomes an [`Observation::Anomaly`] with [`ErrorCode::ProtocolError`],
+//! and the next stanza is translated as if nothing happened.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +26,10 @@ pub const MAX_STATUS_CHARS: usize = 1024;
 
 /// How much of a peer-supplied string (a JID, an error) an anomaly's detail quotes.
 const MAX_DETAIL_CHARS: usize = 200;
+
+/// The start of every resource imstatus binds (`imstatus-<random>`, `imstatus-doctor-…`):
+/// such resources are watchers, never the user's clients.
+pub const RESOURCE_PREFIX: &str = "imstatus-";
 
 /// Prosody's status text on the `unavailable` it sends for a session that ended without one
 /// (connection dropped, client killed, server shutdown).
@@ -145,7 +151,9 @@ impl Translator {
             }
         }
         let Some(resource) = from.resource() else {
-            if presence.type_ != Type::Error {
+            // A bare `unavailable` is a server's answer to a probe when the user has no
+            // available resource (what a watcher account sees); nothing to report.
+            if !matches!(presence.type_, Type::Error | Type::Unavailable) {
                 out.push(anomaly(format!(
                     "presence from the account's bare JID {} without a resource",
                     clip(from.as_str(), MAX_DETAIL_CHARS)
@@ -153,6 +161,9 @@ impl Translator {
             }
             return;
         };
+        if resource.as_str().starts_with(RESOURCE_PREFIX) {
+            return;
+        }
         let part = PartId::new(resource.as_str());
         match presence.type_ {
             Type::None => {
@@ -406,6 +417,34 @@ mod tests {
         );
         assert_eq!(
             one("<presence xmlns='jabber:client' from='alice@example.test/imstatus-1'><show>zzz</show></presence>"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn other_imstatus_sessions_of_the_user_are_not_the_user() {
+        let mut t = translator(false);
+        for xml in [
+            "<presence xmlns='jabber:client' from='alice@example.test/imstatus-0123456789abcdef'><priority>-1</priority></presence>",
+            "<presence xmlns='jabber:client' from='alice@example.test/imstatus-doctor-1234'/>",
+            "<presence xmlns='jabber:client' from='alice@example.test/imstatus-0123456789abcdef' type='unavailable'/>",
+        ] {
+            assert_eq!(run(&mut t, xml), vec![], "{xml}");
+        }
+        assert_eq!(
+            run(
+                &mut t,
+                "<presence xmlns='jabber:client' from='alice@example.test/imstatusbox'/>"
+            ),
+            vec![presence("imstatusbox", Availability::Available, None, 0)],
+            "only the exact prefix marks a watcher"
+        );
+    }
+
+    #[test]
+    fn a_bare_unavailable_from_the_user_is_a_probe_answer_and_says_nothing() {
+        assert_eq!(
+            one("<presence xmlns='jabber:client' from='alice@example.test' type='unavailable'/>"),
             vec![]
         );
     }

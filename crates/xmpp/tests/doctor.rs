@@ -1,12 +1,12 @@
-//! `doctor` against a real Prosody: every step passing, and each kind of failure stopping at
-//! the right step with a hint.
+//! `doctor` against a real Prosody (and ejabberd): every step passing, and each kind of failure
+//! stopping at the right step with a hint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 
-use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
+use imstatus_hub::config::{Secret, TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_hub::Check;
-use imstatus_testkit::{free_port, Prosody, ProsodyOptions};
+use imstatus_testkit::{free_port, Ejabberd, EjabberdOptions, Prosody, ProsodyOptions};
 use imstatus_xmpp::doctor;
 use tempfile::NamedTempFile;
 
@@ -17,12 +17,14 @@ fn config(
     ca: Option<&std::path::Path>,
 ) -> XmppConfig {
     XmppConfig {
-        jid: "alice@example.test".to_owned(),
-        password: Secret::File(password.path().to_owned()),
         server: Some(format!("127.0.0.1:{port}")),
         tls,
         ca_file: ca.map(ToOwned::to_owned),
         contacts: true,
+        ..XmppConfig::new(
+            "alice@example.test",
+            Secret::File(password.path().to_owned()),
+        )
     }
 }
 
@@ -36,7 +38,7 @@ fn summary(checks: &[Check]) -> Vec<(&'static str, bool)> {
     checks.iter().map(|c| (c.name, c.ok)).collect()
 }
 
-const ALL: [&str; 5] = ["dns", "tcp", "tls", "sasl", "roster"];
+const ALL: [&str; 6] = ["dns", "tcp", "tls", "sasl", "roster", "visibility"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_step_passes_over_tls_with_ca_file() {
@@ -58,6 +60,13 @@ async fn every_step_passes_over_tls_with_ca_file() {
         "{:?}",
         checks[4]
     );
+    assert!(
+        checks[5]
+            .detail
+            .starts_with("warning: visible to the user's contacts"),
+        "no privacy lists, visibility auto: {:?}",
+        checks[5]
+    );
     for c in &checks {
         eprintln!("{:6} {} {}", c.name, c.ok, c.detail);
     }
@@ -75,7 +84,8 @@ async fn an_untrusted_certificate_fails_at_tls_naming_the_subject_and_the_fix() 
             ("tcp", true),
             ("tls", false),
             ("sasl", false),
-            ("roster", false)
+            ("roster", false),
+            ("visibility", false)
         ]
     );
     let tls = &checks[2];
@@ -110,7 +120,8 @@ async fn a_wrong_password_fails_at_sasl_and_plaintext_is_flagged() {
             ("tcp", true),
             ("tls", true),
             ("sasl", false),
-            ("roster", false)
+            ("roster", false),
+            ("visibility", false)
         ]
     );
     assert!(
@@ -138,7 +149,8 @@ async fn a_closed_port_fails_at_tcp() {
             ("tcp", false),
             ("tls", false),
             ("sasl", false),
-            ("roster", false)
+            ("roster", false),
+            ("visibility", false)
         ]
     );
     assert!(
@@ -163,5 +175,128 @@ async fn an_unknown_host_fails_at_dns() {
         "{:?}",
         checks[0]
     );
-    assert_eq!(checks.len(), 5);
+    assert_eq!(checks.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_privacy_lists_the_visibility_check_says_invisible_on_prosody_and_ejabberd() {
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
+    let ejabberd = Ejabberd::start(EjabberdOptions::default()).unwrap();
+    let pw = password("alicepw");
+    for (name, port) in [("prosody", prosody.port()), ("ejabberd", ejabberd.port())] {
+        let checks = doctor(&config(port, &pw, TlsMode::InsecurePlaintext, None)).await;
+        assert_eq!(
+            summary(&checks),
+            ALL.map(|n| (n, true)),
+            "{name}: {checks:#?}"
+        );
+        assert_eq!(
+            checks[5].detail,
+            "invisible to the user's contacts via the XEP-0016 privacy list (jabber:iq:privacy)",
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_required_without_support_fails_at_visibility_with_a_hint() {
+    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let pw = password("alicepw");
+    let cfg = XmppConfig {
+        visibility: Visibility::Invisible,
+        ..config(prosody.port(), &pw, TlsMode::InsecurePlaintext, None)
+    };
+    let checks = doctor(&cfg).await;
+    let mut expected = ALL.map(|n| (n, true));
+    expected[5].1 = false;
+    assert_eq!(summary(&checks), expected, "{checks:#?}");
+    assert!(
+        checks[5]
+            .detail
+            .starts_with("unsupported (0x80004001): visibility = \"invisible\""),
+        "{:?}",
+        checks[5]
+    );
+    assert!(
+        checks[5]
+            .hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("mod_privacy_lists"),
+        "{:?}",
+        checks[5]
+    );
+    let visible = XmppConfig {
+        visibility: Visibility::Visible,
+        ..config(prosody.port(), &pw, TlsMode::InsecurePlaintext, None)
+    };
+    let checks = doctor(&visible).await;
+    assert!(checks[5].ok, "{:?}", checks[5]);
+    assert!(
+        checks[5].detail.starts_with("visible on purpose"),
+        "{:?}",
+        checks[5]
+    );
+}
+
+fn contact_config(port: u16, password: &NamedTempFile) -> XmppConfig {
+    XmppConfig {
+        contacts: false,
+        watch_as: WatchAs::Contact {
+            watcher_jid: "watcher@example.test".to_owned(),
+        },
+        ..config(port, password, TlsMode::InsecurePlaintext, None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_mode_logs_in_as_the_watcher_and_checks_the_subscription() {
+    // Default accounts: watcher and alice are 'both'.
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
+    let pw = password("watcherpw");
+    let checks = doctor(&contact_config(prosody.port(), &pw)).await;
+    let names = [
+        "dns",
+        "tcp",
+        "tls",
+        "sasl",
+        "roster",
+        "subscription",
+        "visibility",
+    ];
+    assert_eq!(summary(&checks), names.map(|n| (n, true)), "{checks:#?}");
+    assert!(
+        checks[3]
+            .detail
+            .starts_with("authenticated as watcher@example.test"),
+        "{:?}",
+        checks[3]
+    );
+    assert_eq!(
+        checks[5].detail,
+        "watcher@example.test is subscribed to the presence of alice@example.test"
+    );
+
+    // Without a subscription: access_denied at that step, with what to do.
+    let lonely = Prosody::start(ProsodyOptions {
+        both: vec![("alice".into(), "bob".into())],
+        ..ProsodyOptions::default()
+    })
+    .unwrap();
+    let checks = doctor(&contact_config(lonely.port(), &pw)).await;
+    let mut expected = names.map(|n| (n, true));
+    expected[5].1 = false;
+    expected[6].1 = false;
+    assert_eq!(summary(&checks), expected, "{checks:#?}");
+    assert!(
+        checks[5].detail.starts_with("access_denied (0x80070005): watcher@example.test has no presence subscription to alice@example.test"),
+        "{:?}",
+        checks[5]
+    );
+    assert!(checks[5]
+        .hint
+        .as_deref()
+        .unwrap_or_default()
+        .contains("approve"));
+    assert!(checks[6].detail.contains("skipped"));
 }

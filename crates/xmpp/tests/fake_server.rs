@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imstatus_core::{AccountId, Availability, ErrorCode, Event, EventKind, Session, Snapshot};
-use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
+use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
 use imstatus_hub::{Hub, Subscription};
 use imstatus_xmpp::XmppSource;
 use tempfile::NamedTempFile;
@@ -23,6 +23,8 @@ const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' 
 const SASL_FEATURES: &str =
     "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
     <mechanism>PLAIN</mechanism></mechanisms></stream:features>";
+/// The census result: the end of the initial presences.
+const BARRIER: &str = "<iq type='result' id='imstatus-items-0'/>";
 const BIND_FEATURES: &str =
     "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>";
 
@@ -35,10 +37,14 @@ struct Peer {
 impl Peer {
     /// Reads until `marker` has arrived (consuming everything up to it).
     async fn expect(&mut self, marker: &str) {
+        self.take(marker).await;
+    }
+
+    /// Reads until `marker` has arrived and returns everything up to and including it.
+    async fn take(&mut self, marker: &str) -> String {
         loop {
             if let Some(at) = self.received.find(marker) {
-                self.received.drain(..at + marker.len());
-                return;
+                return self.received.drain(..at + marker.len()).collect();
             }
             let mut buf = [0u8; 4096];
             let n = tokio::time::timeout(STEP, self.stream.read(&mut buf))
@@ -56,6 +62,27 @@ impl Peer {
 
     async fn send(&mut self, text: &str) {
         self.stream.write_all(text.as_bytes()).await.expect("write");
+    }
+
+    /// The plaintext login up to the bound resource; returns what the client sent after it.
+    async fn bind(&mut self) {
+        self.expect("<stream:stream").await;
+        self.expect(">").await;
+        self.send(HEADER).await;
+        self.send(SASL_FEATURES).await;
+        self.expect("</auth>").await;
+        self.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+            .await;
+        self.expect("<stream:stream").await;
+        self.expect(">").await;
+        self.send(HEADER).await;
+        self.send(BIND_FEATURES).await;
+        self.expect("</iq>").await;
+        self.send(
+            "<iq type='result' id='imstatus-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <jid>alice@example.test/imstatus-fake</jid></bind></iq>",
+        )
+        .await;
     }
 
     /// The plaintext login up to the bound resource.
@@ -77,7 +104,11 @@ impl Peer {
              <jid>alice@example.test/imstatus-fake</jid></bind></iq>",
         )
         .await;
-        // Initial presence and the roster request.
+        // The roster request (visibility = "visible": no service discovery).
+        self.expect("</iq>").await;
+        self.send("<iq type='result' id='imstatus-roster'/>").await;
+        // The initial presence and the census request.
+        self.expect("</presence>").await;
         self.expect("</iq>").await;
     }
 }
@@ -116,15 +147,17 @@ struct Watch {
 }
 
 fn watch(port: u16, login_timeout: Option<Duration>) -> Watch {
+    watch_with(port, login_timeout, Visibility::Visible)
+}
+
+fn watch_with(port: u16, login_timeout: Option<Duration>, visibility: Visibility) -> Watch {
     let mut file = NamedTempFile::new().unwrap();
     writeln!(file, "alicepw").unwrap();
     let config = XmppConfig {
-        jid: "alice@example.test".to_owned(),
-        password: Secret::File(file.path().to_owned()),
         server: Some(format!("127.0.0.1:{port}")),
         tls: TlsMode::InsecurePlaintext,
-        ca_file: None,
-        contacts: false,
+        visibility,
+        ..XmppConfig::new("alice@example.test", Secret::File(file.path().to_owned()))
     };
     let mut source = XmppSource::new(&config).with_backoff_seed(1);
     if let Some(t) = login_timeout {
@@ -222,10 +255,10 @@ async fn malformed_stanzas_after_login_are_anomalies_and_later_ones_still_count(
             "<presence><show>away</show></presence>".to_owned(),
             "<presence from='alice@example.test/b'><priority>999</priority></presence>".to_owned(),
             format!("<presence from='alice@example.test/big'><status>{huge}</status></presence>"),
-            // A good one, then the roster result (the barrier).
+            // A good one, then the census result (the barrier).
             "<presence from='alice@example.test/desk'><show>dnd</show><priority>3</priority></presence>"
                 .to_owned(),
-            "<iq type='result' id='imstatus-roster'><query xmlns='jabber:iq:roster'/></iq>".to_owned(),
+            BARRIER.to_owned(),
             // After sync: a valid change.
             "<presence from='alice@example.test/desk'><show>xa</show><priority>3</priority></presence>"
                 .to_owned(),
@@ -312,7 +345,7 @@ async fn a_system_shutdown_stream_error_is_server_shutdown() {
             let _ = peer.stream.read(&mut [0u8; 1024]).await;
             return;
         }
-        peer.send("<iq type='result' id='imstatus-roster'/>").await;
+        peer.send(BARRIER).await;
         peer.send(
             "<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
              </stream:error></stream:stream>",
@@ -343,7 +376,7 @@ async fn after_a_reconnect_only_real_differences_are_reported() {
         peer.login().await;
         peer.send("<presence from='alice@example.test/desk'><show>dnd</show><status>busy</status></presence>")
             .await;
-        peer.send("<iq type='result' id='imstatus-roster'/>").await;
+        peer.send(BARRIER).await;
         if n == 0 {
             // The server closes the stream cleanly: the source lost sight of the account.
             peer.send("</stream:stream>").await;
@@ -384,4 +417,160 @@ async fn after_a_reconnect_only_real_differences_are_reported() {
     // Same resource, same status: nothing else to say.
     assert!(w.sub.try_recv().is_none());
     assert_eq!(w.state.availability, Availability::Busy);
+}
+
+/// A disco#info result with these features.
+fn disco_result(features: &[&str]) -> String {
+    let features: String = features
+        .iter()
+        .map(|f| format!("<feature var='{f}'/>"))
+        .collect();
+    format!(
+        "<iq type='result' id='imstatus-disco' from='example.test'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'>\
+         <identity category='server' type='im'/>{features}</query></iq>"
+    )
+}
+
+/// A fake server offering `features`, answering the requests whose id contains a key of
+/// `errors` with that error condition and the others with a result; it sends what the client
+/// sent after binding, up to its initial presence, into the returned channel.
+async fn hiding_server(
+    features: &'static [&'static str],
+    errors: &'static [(&'static str, &'static str)],
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (port, _count) = serve(move |mut peer, n| {
+        let tx = tx.clone();
+        async move {
+            if n > 0 {
+                let _ = peer.stream.read(&mut [0u8; 1024]).await;
+                return;
+            }
+            peer.bind().await;
+            // disco#info and the roster, in one flight.
+            let mut transcript = peer.take("</iq>").await;
+            transcript.push_str(&peer.take("</iq>").await);
+            peer.send(&disco_result(features)).await;
+            peer.send("<iq type='result' id='imstatus-roster'/>").await;
+            // Requests until the initial presence.
+            loop {
+                let next = peer.take(">").await;
+                transcript.push_str(&next);
+                if next.trim_start().starts_with("<presence") && !next.contains("type=") {
+                    break;
+                }
+                let Some(id) = next
+                    .split("id='")
+                    .nth(1)
+                    .and_then(|rest| rest.split('\'').next())
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                transcript.push_str(&peer.take("</iq>").await);
+                match errors.iter().find(|(key, _)| id.contains(key)) {
+                    Some((_, condition)) => {
+                        peer.send(&format!(
+                            "<iq type='error' id='{id}'><error type='cancel'>\
+                             <{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+                        ))
+                        .await
+                    }
+                    None => peer.send(&format!("<iq type='result' id='{id}'/>")).await,
+                }
+            }
+            let _ = tx.send(transcript);
+            peer.expect("</iq>").await;
+            peer.send(BARRIER).await;
+            let _ = peer.stream.read(&mut [0u8; 1024]).await;
+        }
+    })
+    .await;
+    (port, rx)
+}
+
+async fn transcript(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(STEP, rx.recv())
+        .await
+        .expect("the client went online")
+        .expect("a transcript")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_xep_0186_gets_the_invisible_command_before_the_initial_presence() {
+    let (port, mut rx) = hiding_server(&["jabber:iq:privacy", "urn:xmpp:invisible:0"], &[]).await;
+    let mut w = watch_with(port, None, Visibility::Auto);
+    let events = w
+        .until("the first status_changed", |e| {
+            e.kind.name() == "status_changed"
+        })
+        .await;
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        names,
+        ["snapshot", "signed_out", "status_changed"],
+        "no warning"
+    );
+    let sent = transcript(&mut rx).await;
+    let invisible = sent
+        .find("<invisible xmlns='urn:xmpp:invisible:0' probe='true'>")
+        .unwrap_or_else(|| panic!("the invisible command: {sent}"));
+    let presence = sent.rfind("<presence").expect("the initial presence");
+    assert!(invisible < presence, "{sent}");
+    assert!(
+        !sent.contains("jabber:iq:privacy"),
+        "XEP-0186 is enough: {sent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_invisible_command_falls_back_to_the_privacy_list() {
+    let (port, mut rx) = hiding_server(
+        &["urn:xmpp:invisible:0", "jabber:iq:privacy"],
+        &[("invisible", "feature-not-implemented")],
+    )
+    .await;
+    let mut w = watch_with(port, None, Visibility::Invisible);
+    let events = w
+        .until("the first status_changed", |e| {
+            e.kind.name() == "status_changed"
+        })
+        .await;
+    assert!(
+        events.iter().all(|e| source_error(e).is_none()),
+        "{events:#?}"
+    );
+    let sent = transcript(&mut rx).await;
+    let list = sent
+        .find("<list name='imstatus-invisible'>")
+        .expect("the list");
+    let active = sent
+        .find("<active name='imstatus-invisible'>")
+        .expect("activated");
+    let presence = sent.rfind("<presence").expect("the initial presence");
+    assert!(list < active && active < presence, "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_privacy_list_means_visible_with_a_warning_under_auto() {
+    let (port, _rx) =
+        hiding_server(&["jabber:iq:privacy"], &[("privacy-list", "not-allowed")]).await;
+    let mut w = watch_with(port, None, Visibility::Auto);
+    let events = w
+        .until("the first status_changed", |e| {
+            e.kind.name() == "status_changed"
+        })
+        .await;
+    let warnings: Vec<(ErrorCode, &str)> = events.iter().filter_map(|e| source_error(e)).collect();
+    assert_eq!(warnings.len(), 1, "{events:#?}");
+    assert_eq!(warnings[0].0, ErrorCode::Unsupported);
+    assert!(
+        warnings[0].1.contains(
+            "the server refused the XEP-0016 privacy list (jabber:iq:privacy) (not-allowed)"
+        ),
+        "{}",
+        warnings[0].1
+    );
+    assert_eq!(w.state.session, Session::SignedOut);
 }

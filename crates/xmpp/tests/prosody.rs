@@ -1,6 +1,7 @@
 //! End to end against a real Prosody (started by imstatus-testkit): the source runs inside a
 //! real hub, the user's "other client" is testkit's raw XMPP client, and the assertions are on
-//! the hub's event stream.
+//! the hub's event stream. Prosody runs with `mod_privacy_lists`, so the source takes its
+//! default path: invisible via a privacy list (`tests/visibility.rs` covers the other paths).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
@@ -39,12 +40,10 @@ fn xmpp_account(
     writeln!(file, "{password}").unwrap();
     Account {
         config: XmppConfig {
-            jid: "alice@example.test".to_owned(),
-            password: Secret::File(file.path().to_owned()),
             server: Some(server),
             tls,
             ca_file: ca_file.map(ToOwned::to_owned),
-            contacts: false,
+            ..XmppConfig::new("alice@example.test", Secret::File(file.path().to_owned()))
         },
         _password: file,
     }
@@ -150,7 +149,7 @@ fn login(prosody: &Prosody, resource: &str) -> XmppClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_in_when_the_users_other_client_signs_in_and_signed_out_when_it_leaves() {
     let t = Instant::now();
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut w = Watch::start(plain_account(&prosody));
     let events = w.synced().await;
     assert_eq!(names(&events), ["snapshot", "signed_out", "status_changed"]);
@@ -188,7 +187,7 @@ async fn signed_in_when_the_users_other_client_signs_in_and_signed_out_when_it_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_already_signed_in_client_is_seen_at_login() {
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut desk = login(&prosody, "desk");
     desk.presence(Some("away"), Some("lunch"), Some(5)).unwrap();
     // The server has handled desk's presence once desk can read its own reflection.
@@ -206,7 +205,7 @@ async fn an_already_signed_in_client_is_seen_at_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_show_value_gives_its_availability_and_mistatus() {
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut w = Watch::start(plain_account(&prosody));
     w.synced().await;
     let mut desk = login(&prosody, "desk");
@@ -235,7 +234,7 @@ async fn each_show_value_gives_its_availability_and_mistatus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_resource_is_listed_and_the_higher_priority_one_sets_the_status() {
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut w = Watch::start(plain_account(&prosody));
     w.synced().await;
     let mut desk = login(&prosody, "desk");
@@ -282,7 +281,7 @@ async fn a_second_resource_is_listed_and_the_higher_priority_one_sets_the_status
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_connection_is_reset_is_signed_out() {
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut w = Watch::start(plain_account(&prosody));
     w.synced().await;
     let mut desk = login(&prosody, "desk");
@@ -304,7 +303,7 @@ async fn a_client_whose_connection_is_reset_is_signed_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prosody_restart_makes_the_session_unknown_until_the_source_is_back() {
     let t = Instant::now();
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut w = Watch::start(plain_account(&prosody));
     w.synced().await;
     let mut desk = login(&prosody, "desk");
@@ -358,7 +357,7 @@ fn connections(prosody: &Prosody) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_auth_failed_and_never_retried() {
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut account = plain_account(&prosody);
     let mut file = std::fs::File::create(account._password.path()).unwrap();
     writeln!(file, "wrong").unwrap();
@@ -424,7 +423,7 @@ async fn an_unresolvable_server_is_dns_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_the_self_signed_certificate_trusted_via_ca_file_works() {
-    let prosody = Prosody::start(ProsodyOptions::tls()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::tls().with_privacy_lists()).unwrap();
     let ca = prosody.ca_cert().unwrap().to_owned();
     let mut w = Watch::start(xmpp_account(
         format!("127.0.0.1:{}", prosody.port()),
@@ -443,7 +442,7 @@ async fn tls_with_the_self_signed_certificate_trusted_via_ca_file_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_ca_file_is_invalid_certificate() {
-    let prosody = Prosody::start(ProsodyOptions::tls()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::tls().with_privacy_lists()).unwrap();
     let mut w = Watch::start(xmpp_account(
         format!("127.0.0.1:{}", prosody.port()),
         "alicepw",
@@ -459,7 +458,7 @@ async fn tls_without_ca_file_is_invalid_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_against_a_server_that_requires_tls_is_tls_failed() {
-    let prosody = Prosody::start(ProsodyOptions::tls()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::tls().with_privacy_lists()).unwrap();
     let mut w = Watch::start(plain_account(&prosody));
     let events = w.until("source_error", |e| source_error(e).is_some()).await;
     let (code, detail, _) = source_error(&events[events.len() - 1]).unwrap();
@@ -471,7 +470,7 @@ async fn plaintext_against_a_server_that_requires_tls_is_tls_failed() {
 async fn a_contact_flapping_a_thousand_times_ends_in_the_right_state_with_ordered_events() {
     const FLAPS: usize = 1000;
     let t = Instant::now();
-    let prosody = Prosody::start(ProsodyOptions::default()).unwrap();
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
     let mut account = plain_account(&prosody);
     account.config.contacts = true;
     let mut w = Watch::start(account);
