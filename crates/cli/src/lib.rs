@@ -121,6 +121,10 @@ pub enum Command {
     },
     /// Check every configured account step by step and say what to fix.
     Doctor,
+    /// Serve the HTTP/SSE/WebSocket gateway and the dashboard (config: [serve]) until Ctrl-C
+    /// or SIGTERM, then drain.
+    #[cfg(feature = "gateway")]
+    Serve,
     /// Print a shell completion script (bash, zsh, fish).
     Completions {
         /// The shell.
@@ -251,7 +255,7 @@ pub async fn run(
     factory: &Factory,
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> u8 {
     // Commands that need no config.
     match &cli.command {
@@ -339,6 +343,8 @@ pub async fn run(
             contacts(&config, factory, account.as_deref(), json, out, err).await
         }
         Command::Doctor => doctor(&config, out).await,
+        #[cfg(feature = "gateway")]
+        Command::Serve => serve(&config, factory, err, stop).await,
         Command::Completions { .. } | Command::Man => Ok(EXIT_OK),
     };
     match result {
@@ -529,6 +535,15 @@ async fn watch(
     // Start from a settled state so the first snapshot is the real answer, not "unknown".
     hub.wait_settled(&ids, SETTLE).await;
     let mut sub = hub.subscribe_to(Some(ids.iter().cloned().collect::<HashSet<AccountId>>()));
+    // Warnings given while the sources started (e.g. "working visibly") came before the
+    // subscription: show them once, on stderr, so that stdout keeps the documented stream.
+    if !view.json {
+        for id in &ids {
+            for e in hub.recent_source_errors(id) {
+                writeln!(err, "warning: {}", format::event_line(&e, false))?;
+            }
+        }
+    }
     // Each account's state after every event, for the hook's environment.
     let mut states: std::collections::HashMap<AccountId, Snapshot> = Default::default();
     tokio::pin!(stop);
@@ -706,6 +721,102 @@ async fn contacts(
         }
     }
     Ok(code)
+}
+
+#[cfg(feature = "gateway")]
+async fn serve(
+    config: &Config,
+    factory: &Factory,
+    err: &mut (dyn Write + Send),
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<u8, Failure> {
+    let serve = match &config.serve {
+        Some(s) => s.clone(),
+        None => imstatus_hub::config::ServeConfig {
+            listen: imstatus_hub::config::DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?,
+            tokens: Vec::new(),
+        },
+    };
+    // Refuse a public address without tokens before starting any source.
+    if let Err(e) = imstatus_gateway::check_listen(serve.listen, !serve.tokens.is_empty()) {
+        return Err(Failure::Usage(format!("serve: {e}")));
+    }
+    let all: Vec<&AccountConfig> = config.accounts.iter().collect();
+    let hub = Arc::new(start_hub(&all, factory)?);
+    writeln!(
+        err,
+        "imstatus: serving {} account(s) on http://{}/ ({})",
+        all.len(),
+        serve.listen,
+        if serve.tokens.is_empty() {
+            "loopback only, no tokens"
+        } else {
+            "bearer tokens required"
+        }
+    )?;
+    // MQTT runs beside HTTP on its own subscription: a broker that is down never holds up the
+    // gateway. Both stop on the same signal; MQTT then publishes `offline`.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mqtt = match &config.mqtt {
+        Some(cfg) => {
+            let settings = mqtt_settings(cfg)?;
+            writeln!(err, "imstatus: publishing to MQTT at {}", cfg.url)?;
+            Some(tokio::spawn(imstatus_gateway::run_mqtt(
+                hub.clone(),
+                settings,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
+    let served = imstatus_gateway::serve(hub, &serve, stopped(stop_rx)).await;
+    if let Some(task) = mqtt {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Err(e))) => writeln!(err, "imstatus: mqtt: {e}")?,
+            Ok(_) => {}
+            Err(_) => writeln!(err, "imstatus: mqtt: did not stop within 5 s")?,
+        }
+    }
+    match served {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e @ imstatus_gateway::Error::Bind { .. }) => Err(Failure::Usage(format!("serve: {e}"))),
+        Err(e) => Err(Failure::Other(e.into())),
+    }
+}
+
+/// The MQTT client's settings from `[mqtt]`; any problem is a config error (exit 2).
+#[cfg(feature = "gateway")]
+fn mqtt_settings(
+    cfg: &imstatus_hub::config::MqttConfig,
+) -> Result<imstatus_gateway::MqttSettings, Failure> {
+    let bad = |e: &dyn std::fmt::Display| Failure::Usage(format!("config: [mqtt]: {e}"));
+    let mut s = imstatus_gateway::MqttSettings::new(&cfg.url)
+        .map_err(|e| bad(&e))?
+        .with_discovery_prefix(cfg.discovery_prefix.clone())
+        .with_topic_prefix(cfg.topic_prefix.clone());
+    if let Some(id) = &cfg.client_id {
+        s = s.with_client_id(id.clone());
+    }
+    if let Some(user) = &cfg.username {
+        s = s.with_username(user.clone());
+    }
+    if let Some(password) = &cfg.password {
+        s = s.with_password(password.read().map_err(|e| bad(&e))?);
+    }
+    if let Some(ca) = &cfg.ca_file {
+        s = s.with_ca_file(ca.clone());
+    }
+    s.validate().map_err(|e| bad(&e))?;
+    Ok(s)
 }
 
 async fn doctor(config: &Config, out: &mut (dyn Write + Send)) -> Result<u8, Failure> {

@@ -208,3 +208,78 @@ fn man_page_is_roff_generated_from_the_cli_definition() {
         assert!(page.contains(command), "the page lists `{command}`");
     }
 }
+
+/// One HTTP/1.1 GET over a plain socket; returns the whole response.
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn serve_answers_on_loopback_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = imstatus_testkit::free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbus = \"unix:path={}/no-bus\"\n\n[serve]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().display()
+        ),
+    );
+    let mut child = imstatus()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let health =
+        imstatus_testkit::wait_until("the gateway to answer", Duration::from_secs(10), || {
+            http_get(port, "/healthz").ok()
+        });
+    let accounts = http_get(port, "/v1/accounts/desktop");
+    // SIGTERM: a graceful drain, exit 0.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = imstatus_testkit::wait_until("serve to exit", Duration::from_secs(15), || {
+        child.try_wait().ok().flatten()
+    });
+    if status.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let health = health.expect("healthz answered");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let accounts = accounts.expect("account answered");
+    assert!(accounts.starts_with("HTTP/1.1 200"), "{accounts}");
+    assert!(
+        accounts.contains("\"client\":\"not_running\""),
+        "{accounts}"
+    );
+    assert_eq!(status.expect("exited").code(), Some(0));
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        "[[account]]\nname = \"desktop\"\nsource = \"purple\"\n\n[serve]\nlisten = \"0.0.0.0:8470\"\n",
+    );
+    let out = run(imstatus().arg("--config").arg(&cfg).arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0:8470 without tokens"),
+        "{err}"
+    );
+}

@@ -69,7 +69,7 @@ async fn run(
     args: &[&str],
     setup: &Setup,
     factory: &Factory,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (u8, String, String) {
     let mut argv = vec![
         "imstatus",
@@ -314,4 +314,43 @@ async fn unknown_account_is_a_usage_error() {
         err.contains("no account `laptop` in the config (accounts: desk)"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn watch_shows_warnings_the_source_gave_before_it_settled() {
+    let setup = config(&["desk"]);
+    let (f, _script) = factory(vec![
+        Observation::Anomaly(
+            ErrorCode::Unsupported,
+            "the server hides nobody: imstatus is visible to contacts".into(),
+        ),
+        Observation::ClientAppeared,
+        Observation::Synced,
+    ]);
+    let out = Shared::default();
+    let probe = out.clone();
+    let stop = async move {
+        while probe.text().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let cli = Cli::try_parse_from([
+        "imstatus",
+        "--config",
+        setup.config.to_str().expect("utf-8"),
+        "watch",
+    ])
+    .expect("args");
+    let (mut o, mut err) = (out.clone(), Shared::default());
+    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &f, &mut o, &mut err, stop))
+        .await
+        .expect("watch ends");
+    assert_eq!(code, 0);
+    let err = err.text();
+    assert!(
+        err.contains("warning:")
+            && err.contains("unsupported (0x80004001): the server hides nobody"),
+        "{err}"
+    );
+    assert!(out.text().contains("client running"), "{}", out.text());
 }

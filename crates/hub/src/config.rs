@@ -297,10 +297,20 @@ pub struct TokenConfig {
 /// MQTT settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
-    /// Broker URL (`mqtt://host:port`).
+    /// Broker URL (`mqtt://host:port`, or `mqtts://host:port` for TLS).
     pub url: String,
-    /// Home Assistant discovery prefix.
+    /// Home Assistant discovery prefix (`homeassistant`).
     pub discovery_prefix: String,
+    /// Prefix of imstatus's own topics (`imstatus`).
+    pub topic_prefix: String,
+    /// MQTT client id; `None` = `imstatus-<pid>-<random>`.
+    pub client_id: Option<String>,
+    /// User name for the broker.
+    pub username: Option<String>,
+    /// Password for the broker (needs `username`).
+    pub password: Option<Secret>,
+    /// Extra trusted root for `mqtts://` (PEM).
+    pub ca_file: Option<PathBuf>,
 }
 
 // ------------------------------------------------------------------ raw (as written)
@@ -358,6 +368,12 @@ struct RawToken {
 struct RawMqtt {
     url: Spanned<String>,
     discovery_prefix: Option<Spanned<String>>,
+    topic_prefix: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_command: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// The default gateway address.
@@ -700,6 +716,58 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    /// `[mqtt]`: the broker and Home Assistant discovery. The URL and topic syntax are checked
+    /// by the MQTT client when it starts; here, which keys go together.
+    fn mqtt(&self, m: RawMqtt) -> Result<MqttConfig, ConfigError> {
+        let password = match (m.password_file, m.password_command) {
+            (Some(_), Some(c)) => {
+                return Err(self.err(
+                    c.span(),
+                    "keys `password_file` and `password_command`: give only one",
+                ))
+            }
+            (Some(f), None) => {
+                let p = self.path_value(&f);
+                check_private(&p)
+                    .map_err(|e| self.err(f.span(), format!("key `password_file`: {e}")))?;
+                Some((Secret::File(p), f.span()))
+            }
+            (None, Some(c)) => {
+                let span = c.span();
+                Some((Secret::Command(c.into_inner()), span))
+            }
+            (None, None) => None,
+        };
+        if let (Some((_, span)), None) = (&password, &m.username) {
+            return Err(self.err(
+                span.clone(),
+                "key `password_file`/`password_command` needs `username`",
+            ));
+        }
+        let tls = m.url.get_ref().starts_with("mqtts://") || m.url.get_ref().starts_with("ssl://");
+        if let (Some(ca), false) = (&m.ca_file, tls) {
+            return Err(self.err(
+                ca.span(),
+                "key `ca_file` needs a TLS `url` (mqtts://host:port)",
+            ));
+        }
+        Ok(MqttConfig {
+            url: m.url.into_inner(),
+            discovery_prefix: m
+                .discovery_prefix
+                .map_or_else(|| "homeassistant".to_owned(), Spanned::into_inner),
+            topic_prefix: m
+                .topic_prefix
+                .map_or_else(|| "imstatus".to_owned(), Spanned::into_inner),
+            client_id: m.client_id.map(Spanned::into_inner),
+            username: m.username.map(Spanned::into_inner),
+            password: password.map(|(p, _)| p),
+            ca_file: m.ca_file.as_ref().map(|c| self.path_value(c)),
+        })
+    }
+}
+
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
@@ -761,12 +829,7 @@ impl Config {
             accounts.push(account);
         }
         let serve = raw.serve.map(|s| r.serve(s)).transpose()?;
-        let mqtt = raw.mqtt.map(|m| MqttConfig {
-            url: m.url.into_inner(),
-            discovery_prefix: m
-                .discovery_prefix
-                .map_or_else(|| "homeassistant".to_owned(), Spanned::into_inner),
-        });
+        let mqtt = raw.mqtt.map(|m| r.mqtt(m)).transpose()?;
         Ok(Config {
             accounts,
             serve,
@@ -1108,6 +1171,39 @@ mod tests {
         assert_eq!(c.visibility, Visibility::Auto);
         assert_eq!(c.watch_as, WatchAs::User);
         assert!(!c.contacts && c.server.is_none() && c.ca_file.is_none());
+    }
+
+    #[test]
+    fn mqtt_keys_and_their_combinations() {
+        let c = parse("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n").expect("valid");
+        let m = c.mqtt.expect("mqtt");
+        assert_eq!(
+            (m.discovery_prefix.as_str(), m.topic_prefix.as_str()),
+            ("homeassistant", "imstatus")
+        );
+        assert_eq!((m.username, m.password, m.ca_file), (None, None, None));
+        let e = err("[mqtt]\nurl = \"mqtt://h:1\"\npassword_command = \"pass mqtt\"\n");
+        assert!(
+            e.starts_with("cfg.toml:3: key `password_file`/`password_command` needs `username`"),
+            "{e}"
+        );
+        let e = err("[mqtt]\nurl = \"mqtt://h:1\"\nca_file = \"/ca.pem\"\n");
+        assert!(
+            e.starts_with("cfg.toml:3: key `ca_file` needs a TLS `url`"),
+            "{e}"
+        );
+        let e = err("[mqtt]\nurl = \"mqtt://h:1\"\nretain = true\n");
+        assert!(e.starts_with("cfg.toml:3: unknown key `retain`"), "{e}");
+        let c = parse(
+            "[mqtt]\nurl = \"mqtts://h:8883\"\nusername = \"ha\"\npassword_command = \"echo pw\"\nca_file = \"/ca.pem\"\ntopic_prefix = \"desk\"\n",
+        )
+        .expect("valid");
+        let m = c.mqtt.expect("mqtt");
+        assert_eq!(
+            m.password.expect("password").read().expect("command runs"),
+            "pw"
+        );
+        assert_eq!(m.topic_prefix, "desk");
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! `imstatus serve` with `[mqtt]` against a real mosquitto: the real binary publishes
+//! `online`, and when it is killed with `kill -9` the broker publishes its last will,
+//! `offline`. (Discovery payloads, state topics, birth messages and reconnects are tested in
+//! the gateway crate.)
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use imstatus_testkit::{free_port, wait_until};
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// A private mosquitto on a free loopback port; stopped by PID on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        // `user root` keeps mosquitto from switching to a user that cannot read the temp dir
+        // when the tests run as root; it does nothing otherwise.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto (Debian package `mosquitto`) must be installed");
+        let broker = Broker {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until("mosquitto to listen", STEP, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("mosquitto listens");
+        broker
+    }
+
+    /// The retained message of `topic`, if any (mosquitto_sub, 1 s at most).
+    fn retained(&self, topic: &str) -> Option<String> {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic])
+            .args(["-C", "1", "-W", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!text.is_empty()).then_some(text)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, broker: &Broker) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbus = \"unix:path={}/no-bus\"\n\n\
+             [serve]\nlisten = \"127.0.0.1:{}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
+            dir.display(),
+            free_port(),
+            broker.port
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+#[test]
+fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut imstatus = Command::new(env!("CARGO_BIN_EXE_imstatus"))
+        .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
+        .arg("--config")
+        .arg(config(dir.path(), &broker))
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn imstatus serve");
+    let online = wait_until("imstatus/status = online", STEP, || {
+        broker.retained("imstatus/status").filter(|s| s == "online")
+    });
+    let running = wait_until("the running topic of the account", STEP, || {
+        broker.retained("imstatus/desktop/running")
+    });
+    imstatus.kill().expect("kill -9");
+    let _ = imstatus.wait();
+    let offline = wait_until("the last will: imstatus/status = offline", STEP, || {
+        broker
+            .retained("imstatus/status")
+            .filter(|s| s == "offline")
+    });
+    online.expect("imstatus announced itself online");
+    assert_eq!(
+        running.expect("state published"),
+        "OFF",
+        "no client on that bus"
+    );
+    offline.expect("the broker published the last will");
+}
+
+#[test]
+fn sigterm_publishes_offline_itself_and_exits_0() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut imstatus = Command::new(env!("CARGO_BIN_EXE_imstatus"))
+        .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
+        .arg("--config")
+        .arg(config(dir.path(), &broker))
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn imstatus serve");
+    let online = wait_until("imstatus/status = online", STEP, || {
+        broker.retained("imstatus/status").filter(|s| s == "online")
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(imstatus.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let exited = wait_until("imstatus to exit", Duration::from_secs(15), || {
+        imstatus.try_wait().ok().flatten()
+    });
+    if exited.is_err() {
+        let _ = imstatus.kill();
+        let _ = imstatus.wait();
+    }
+    online.expect("online first");
+    assert_eq!(exited.expect("exited").code(), Some(0));
+    assert_eq!(
+        broker.retained("imstatus/status").as_deref(),
+        Some("offline")
+    );
+}

@@ -1,0 +1,306 @@
+// imstatus dashboard: one card per account, kept up to date from /v1/events (Server-Sent
+// Events). Every message is one event JSON (design §1); the page folds the events into the
+// last snapshot exactly like Snapshot::apply in imstatus-core. No framework, no build step.
+//
+// On a lost connection it shows "reconnecting…", closes the EventSource and opens a fresh one
+// (without Last-Event-ID: seqs restart when the gateway restarts, and a fresh stream always
+// begins with snapshots), with a backoff of 0.5 s doubling up to 5 s; once connected again it
+// shows a "reconnected" note.
+"use strict";
+
+(function () {
+  const cardsEl = document.getElementById("cards");
+  const emptyEl = document.getElementById("empty");
+  const connEl = document.getElementById("conn");
+  const noteEl = document.getElementById("note");
+
+  const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
+  const accounts = new Map(); // name -> { state, card }
+
+  let source = null;
+  let everOpen = false;
+  let lost = false;
+  let delay = 500;
+  let retryTimer = null;
+  let noteTimer = null;
+
+  const LABEL = {
+    not_running: "not running",
+    starting: "starting",
+    running: "running",
+    signed_out: "signed out",
+    signing_in: "signing in…",
+    signed_in: "signed in",
+    signing_out: "signing out…",
+    extended_away: "extended away",
+    unknown: "unknown",
+  };
+  const label = (v) => (v == null ? "unknown" : LABEL[v] || String(v).replace(/_/g, " "));
+
+  function setConn(state, text) {
+    connEl.dataset.state = state;
+    document.body.dataset.conn = state;
+    connEl.textContent = text;
+  }
+
+  function showNote(text, kind, ms) {
+    clearTimeout(noteTimer);
+    noteEl.textContent = text;
+    noteEl.dataset.kind = kind;
+    noteEl.hidden = false;
+    if (ms) {
+      noteTimer = setTimeout(() => { noteEl.hidden = true; }, ms);
+    }
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  }
+
+  function emptyState() {
+    return {
+      source: "", seq: 0, time: null, client: "unknown", session: "unknown",
+      availability: "unknown", message: null, resources: [], contacts: [], error: null,
+    };
+  }
+
+  function upsert(list, key, name, item) {
+    const i = list.findIndex((x) => x[key] === name);
+    if (item == null) {
+      if (i >= 0) list.splice(i, 1);
+      return;
+    }
+    if (i >= 0) list[i] = item; else list.push(item);
+    list.sort((a, b) => (a[key] < b[key] ? -1 : a[key] > b[key] ? 1 : 0));
+  }
+
+  // Folds one event into an account's state (mirrors Snapshot::apply).
+  function apply(s, ev) {
+    s.seq = Math.max(s.seq, ev.seq || 0);
+    s.time = ev.time || s.time;
+    if (ev.source) s.source = ev.source;
+    switch (ev.event) {
+      case "snapshot":
+        s.client = ev.client;
+        s.session = ev.session;
+        s.availability = ev.availability;
+        s.message = ev.message || null;
+        s.resources = Array.isArray(ev.resources) ? ev.resources.slice() : [];
+        s.contacts = Array.isArray(ev.contacts) ? ev.contacts.slice() : [];
+        s.error = ev.source_error ? ev.source_error.code + ": " + ev.source_error.detail : null;
+        s.resync = !!ev.resync;
+        break;
+      case "client_starting": s.client = "starting"; break;
+      case "client_started": s.client = "running"; break;
+      case "client_shutdown": s.client = "not_running"; break;
+      case "signing_in": s.session = "signing_in"; break;
+      case "signed_in":
+        if (ev.result === "ok") {
+          s.session = "signed_in";
+          s.error = null;
+        } else {
+          s.session = "signed_out";
+          s.error = "sign-in failed: " + ev.result;
+        }
+        break;
+      case "signing_out": s.session = "signing_out"; break;
+      case "signed_out": s.session = "signed_out"; break;
+      case "status_changed":
+        if (ev.to) {
+          s.availability = ev.to.availability;
+          s.message = ev.to.message || null;
+        }
+        break;
+      case "resource_changed":
+        upsert(s.resources, "resource", ev.resource, ev.to || null);
+        break;
+      case "contact_status_changed":
+        if (ev.to) {
+          upsert(s.contacts, "contact", ev.contact, {
+            contact: ev.contact, availability: ev.to.availability, message: ev.to.message || null,
+          });
+        }
+        break;
+      case "source_error":
+        s.error = ev.code + ": " + ev.detail;
+        if (ev.session_unknown) s.session = "unknown";
+        break;
+      default:
+        break; // a newer gateway's event: ignore
+    }
+  }
+
+  function makeCard(name) {
+    const card = el("article", "card");
+    card.dataset.account = name;
+    const head = el("div", "card-head");
+    head.append(el("h2", "name", name), el("span", "source"));
+    const avail = el("div", "avail");
+    const message = el("p", "message");
+    const axes = el("dl", "axes");
+    for (const axis of ["client", "session"]) {
+      axes.append(el("dt", null, axis), el("dd", axis));
+    }
+    const error = el("p", "error");
+    error.hidden = true;
+    const res = el("section", "resources");
+    res.append(el("h3", null, "Resources"), el("ul", "list"));
+    const contacts = el("details", "contacts");
+    contacts.append(el("summary"), el("ul", "list"));
+    const meta = el("div", "meta");
+    card.append(head, avail, message, axes, error, res, contacts, meta);
+    return card;
+  }
+
+  function fillList(ul, items, key, empty) {
+    ul.replaceChildren();
+    if (!items.length) {
+      ul.append(el("li", "none", empty));
+      return;
+    }
+    for (const item of items) {
+      const li = el("li");
+      li.dataset.name = item[key];
+      li.dataset.availability = item.availability;
+      let state = label(item.availability);
+      if (item.priority != null) state += " · prio " + item.priority;
+      const nameEl = el("span", "name", item[key]);
+      li.append(nameEl, el("span", "state", state));
+      if (item.message) nameEl.append(el("span", "message", " “" + item.message + "”"));
+      ul.append(li);
+    }
+  }
+
+  function render(name) {
+    const entry = accounts.get(name);
+    const s = entry.state;
+    const c = entry.card;
+    c.dataset.client = s.client;
+    c.dataset.session = s.session;
+    c.dataset.availability = s.availability;
+    c.dataset.seq = String(s.seq);
+    c.querySelector(".source").textContent = s.source;
+    c.querySelector(".avail").textContent = label(s.availability);
+    c.querySelector(".message").textContent = s.message || "";
+    c.querySelector("dd.client").textContent = label(s.client);
+    c.querySelector("dd.session").textContent = label(s.session);
+    const err = c.querySelector(".error");
+    err.hidden = !s.error;
+    err.textContent = s.error ? "source error — " + s.error : "";
+    fillList(c.querySelector(".resources ul"), s.resources, "resource", "no resources");
+    const contacts = c.querySelector(".contacts");
+    contacts.hidden = s.contacts.length === 0;
+    if (!entry.contactsShown && s.contacts.length > 0) {
+      // Short rosters start open; long ones stay folded.
+      entry.contactsShown = true;
+      contacts.open = s.contacts.length <= 8;
+    }
+    contacts.querySelector("summary").textContent = "Contacts (" + s.contacts.length + ")";
+    fillList(contacts.querySelector("ul"), s.contacts, "contact", "no contacts");
+    const when = s.time ? new Date(s.time).toLocaleTimeString() : "";
+    c.querySelector(".meta").textContent = "seq " + s.seq + (when ? " · " + when : "");
+  }
+
+  function handle(ev) {
+    if (!ev || typeof ev.account !== "string") return;
+    let entry = accounts.get(ev.account);
+    if (!entry) {
+      entry = { state: emptyState(), card: makeCard(ev.account) };
+      accounts.set(ev.account, entry);
+      cardsEl.append(entry.card);
+      emptyEl.hidden = true;
+    }
+    entry.fresh = true;
+    apply(entry.state, ev);
+    render(ev.account);
+  }
+
+  function authHeaders() {
+    return token ? { Authorization: "Bearer " + token } : {};
+  }
+
+  // After a (re)connect, drop cards of accounts the gateway no longer has.
+  function prune() {
+    fetch("/v1/accounts", { headers: authHeaders(), cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((list) => {
+        if (!Array.isArray(list)) return;
+        const names = new Set(list.map((s) => s.account));
+        for (const [name, entry] of accounts) {
+          if (!names.has(name)) {
+            entry.card.remove();
+            accounts.delete(name);
+          }
+        }
+        emptyEl.hidden = accounts.size > 0;
+      })
+      .catch(() => {});
+  }
+
+  // Why did the stream fail? EventSource cannot tell a 401 from a dead server.
+  function diagnose() {
+    fetch("/v1/accounts", { headers: authHeaders(), cache: "no-store" })
+      .then((r) => {
+        if (r.status === 401 || r.status === 403) {
+          setConn("denied", "access denied");
+          showNote(
+            token
+              ? "The token was refused. Open this page as /#token=<a valid token>."
+              : "This gateway needs a token. Open this page as /#token=<your token>.",
+            "error",
+          );
+        }
+      })
+      .catch(() => {});
+  }
+
+  function connect() {
+    retryTimer = null;
+    const url = "/v1/events" + (token ? "?access_token=" + encodeURIComponent(token) : "");
+    const es = new EventSource(url);
+    source = es;
+    es.onopen = () => {
+      if (source !== es) return;
+      delay = 500;
+      setConn("live", "live");
+      if (lost) {
+        lost = false;
+        showNote("reconnected at " + new Date().toLocaleTimeString(), "ok", 30000);
+        prune();
+      }
+      everOpen = true;
+    };
+    es.onmessage = (m) => {
+      if (source !== es) return;
+      let ev;
+      try {
+        ev = JSON.parse(m.data);
+      } catch (e) {
+        return;
+      }
+      handle(ev);
+    };
+    es.onerror = () => {
+      if (source !== es) return;
+      es.close();
+      source = null;
+      if (everOpen) {
+        lost = true;
+        setConn("reconnecting", "reconnecting…");
+        showNote("Connection lost; reconnecting…", "warn");
+      } else {
+        setConn("connecting", "connecting…");
+      }
+      diagnose();
+      if (!retryTimer) {
+        retryTimer = setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    };
+  }
+
+  connect();
+})();

@@ -1,0 +1,372 @@
+//! Bearer tokens: stored as SHA-256, compared in constant time, each limited to accounts.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Uri};
+use imstatus_core::AccountId;
+use imstatus_hub::config::TokenConfig;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::gateway::GatewayState;
+
+/// The SHA-256 of a token, as `[[serve.token]] sha256` stores it (hex-encode it for the
+/// config, e.g. with [`hash_token_hex`]).
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The SHA-256 of a token as 64 lowercase hex digits, ready for `sha256 = "…"`.
+pub fn hash_token_hex(token: &str) -> String {
+    hash_token(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Which accounts a token may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `*`: every account.
+    All,
+    /// Only these.
+    Only(HashSet<AccountId>),
+}
+
+/// One configured token.
+#[derive(Debug)]
+pub(crate) struct Token {
+    pub(crate) name: String,
+    sha256: [u8; 32],
+    pub(crate) scope: Scope,
+    pub(crate) write: bool,
+}
+
+/// The configured tokens; empty = open (loopback-only) mode.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    tokens: Vec<Arc<Token>>,
+}
+
+impl Tokens {
+    pub(crate) fn new(config: &[TokenConfig]) -> Self {
+        let tokens = config
+            .iter()
+            .map(|t| {
+                let scope = if t.accounts.iter().any(|a| a.trim() == "*") {
+                    Scope::All
+                } else {
+                    Scope::Only(
+                        t.accounts
+                            .iter()
+                            .map(|a| AccountId::new(a.trim()))
+                            .collect(),
+                    )
+                };
+                Arc::new(Token {
+                    name: t.name.clone(),
+                    sha256: t.sha256,
+                    scope,
+                    write: t.write,
+                })
+            })
+            .collect();
+        Tokens { tokens }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Token> {
+        self.tokens.iter().map(|t| &**t)
+    }
+
+    /// The token whose hash matches, comparing against every configured hash in constant time
+    /// (no early exit, no data-dependent comparison of hash bytes).
+    fn find(&self, presented: &str) -> Option<Arc<Token>> {
+        let hash = hash_token(presented);
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.sha256.ct_eq(&hash)) {
+                found = Some(t.clone());
+            }
+        }
+        found
+    }
+}
+
+/// Who is asking: a configured token, or anyone in open mode (no tokens configured, loopback
+/// only). Extracted from `Authorization: Bearer <token>` or, for clients that cannot set
+/// headers (`EventSource`, `<img src>`, browser WebSockets), the `access_token` query
+/// parameter (RFC 6750 §2.3).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// `None` in open mode.
+    token: Option<Arc<Token>>,
+}
+
+impl Caller {
+    /// A caller that may do everything (open mode).
+    pub(crate) fn open() -> Self {
+        Caller { token: None }
+    }
+
+    /// May this caller see `account`? (It may still not exist.)
+    pub fn can_see(&self, account: &AccountId) -> bool {
+        match &self.token {
+            None => true,
+            Some(t) => match &t.scope {
+                Scope::All => true,
+                Scope::Only(set) => set.contains(account),
+            },
+        }
+    }
+
+    /// May this caller set status?
+    pub fn can_write(&self) -> bool {
+        self.token.as_ref().is_none_or(|t| t.write)
+    }
+
+    /// May this caller see every account?
+    pub fn sees_all(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_none_or(|t| matches!(t.scope, Scope::All))
+    }
+
+    /// The token's name, for logs.
+    pub fn name(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.name.as_str())
+    }
+
+    /// Authenticates a request by its headers and URI.
+    pub(crate) fn authenticate(
+        tokens: &Tokens,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Caller, ApiError> {
+        if tokens.is_empty() {
+            check_loopback_host(headers)?;
+            return Ok(Caller::open());
+        }
+        let presented = match bearer(headers)? {
+            Some(t) => t,
+            None => match query_token(uri) {
+                Some(t) => t,
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "this gateway needs a bearer token (Authorization: Bearer <token>)",
+                    ))
+                }
+            },
+        };
+        tokens
+            .find(&presented)
+            .map(|token| Caller { token: Some(token) })
+            .ok_or_else(ApiError::invalid_token)
+    }
+}
+
+impl FromRequestParts<GatewayState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::authenticate(&state.tokens, &parts.headers, &parts.uri)
+    }
+}
+
+/// The token of an `Authorization: Bearer` header, `None` without the header.
+fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
+    let mut parts = value.trim().splitn(2, ' ');
+    let scheme = parts.next().unwrap_or_default();
+    let token = parts.next().unwrap_or_default().trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// The `access_token` query parameter, percent-decoded.
+fn query_token(uri: &Uri) -> Option<String> {
+    query_param(uri, "access_token").filter(|t| !t.is_empty())
+}
+
+/// One query parameter, percent-decoded (`+` is a space); `None` if absent or badly encoded.
+pub(crate) fn query_param(uri: &Uri, key: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k).as_deref() == Some(key) {
+            percent_decode(v)
+        } else {
+            None
+        }
+    })
+}
+
+/// Every query parameter, percent-decoded; an error names the first badly encoded one.
+pub(crate) fn query_params(uri: &Uri) -> Result<Vec<(String, String)>, String> {
+    let Some(query) = uri.query() else {
+        return Ok(Vec::new());
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match (percent_decode(k), percent_decode(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(format!(
+                    "the query parameter `{}` is not valid percent-encoded UTF-8",
+                    crate::error::printable(k)
+                )),
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// In open mode, only answer requests addressed to a loopback name: a web page whose DNS name
+/// was rebound to 127.0.0.1 sends its own name in `Host` and is refused.
+fn check_loopback_host(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(host) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    let ok = host.to_str().ok().is_some_and(is_loopback_host);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "without tokens the gateway answers only requests addressed to localhost or a \
+             loopback address (Host header); configure [[serve.token]] to serve other names",
+        ))
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    // Strip the port: `[::1]:8470`, `127.0.0.1:8470`, `localhost:8470`.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inner, _)) => inner,
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_matches_sha256_test_vector() {
+        assert_eq!(
+            hash_token_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for h in [
+            "localhost",
+            "localhost:8470",
+            "LOCALHOST.",
+            "app.localhost:1",
+            "127.0.0.1",
+            "127.0.0.1:8470",
+            "127.1.2.3:80",
+            "[::1]:8470",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8470",
+            "10.0.0.1",
+            "[::2]:1",
+            "[::1",
+            "localhost.evil",
+            "",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let uri: Uri = "/v1/events?a=1&access_token=s%2Fe+c&x"
+            .parse()
+            .expect("uri");
+        assert_eq!(query_param(&uri, "access_token").as_deref(), Some("s/e c"));
+        assert_eq!(query_param(&uri, "x").as_deref(), Some(""));
+        assert_eq!(query_param(&uri, "y"), None);
+        let bad: Uri = "/?access_token=%zz".parse().expect("uri");
+        assert_eq!(query_param(&bad, "access_token"), None);
+        let plus: Uri = "/?access_token=%+1".parse().expect("uri");
+        assert_eq!(query_param(&plus, "access_token"), None);
+        let cut: Uri = "/?access_token=%4".parse().expect("uri");
+        assert_eq!(query_param(&cut, "access_token"), None);
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h).ok(), Some(None));
+        h.insert(
+            header::AUTHORIZATION,
+            "bearer  tok ".parse().expect("value"),
+        );
+        assert_eq!(bearer(&h).ok(), Some(Some("tok".to_owned())));
+        h.insert(header::AUTHORIZATION, "Basic dTpw".parse().expect("value"));
+        assert!(bearer(&h).is_err());
+        h.insert(header::AUTHORIZATION, "Bearer".parse().expect("value"));
+        assert!(bearer(&h).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The gateway's shared state: the hub, the tokens, the metrics, the options and the shutdown
+//! signal every stream watches.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use imstatus_hub::config::{ServeConfig, TokenConfig};
+use imstatus_hub::Hub;
+use tokio::sync::watch;
+
+use crate::auth::Tokens;
+use crate::metrics::Metrics;
+
+/// How often an idle SSE stream gets a keep-alive comment, by default.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long one WebSocket send may take before the client is closed as too slow, by default.
+pub const DEFAULT_WS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`crate::serve`] waits for requests and streams to finish after shutdown, by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `PUT …/status` may wait for the source, by default.
+pub const DEFAULT_SET_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shared state behind every route; build one, wrap it in an `Arc` ([`GatewayState`]) and
+/// hand it to [`crate::app`] or [`crate::serve_on`].
+pub struct Gateway {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) tokens: Tokens,
+    pub(crate) metrics: Metrics,
+    pub(crate) keep_alive: Duration,
+    pub(crate) ws_send_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) set_status_timeout: Duration,
+    shutdown: watch::Sender<bool>,
+    /// Open SSE and WebSocket streams, for the drain.
+    streams: watch::Sender<usize>,
+}
+
+/// What the router holds: the gateway, shared.
+pub type GatewayState = Arc<Gateway>;
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("accounts", &self.hub.accounts())
+            .field(
+                "tokens",
+                &self.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over `hub` accepting `tokens` (none = open mode: every request allowed; only
+    /// serve it on loopback, which [`crate::serve`] enforces).
+    pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig]) -> Gateway {
+        let routes: Vec<&'static str> = crate::routes().into_iter().map(|(_, p)| p).collect();
+        for t in tokens {
+            for a in &t.accounts {
+                let a = a.trim();
+                if a != "*" && !hub.accounts().iter().any(|x| x.as_str() == a) {
+                    tracing::warn!(token = %t.name, account = %a, "token names an account that is not configured");
+                }
+            }
+        }
+        Gateway {
+            hub,
+            tokens: Tokens::new(tokens),
+            metrics: Metrics::new(&routes),
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            ws_send_timeout: DEFAULT_WS_SEND_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
+            shutdown: watch::channel(false).0,
+            streams: watch::channel(0).0,
+        }
+    }
+
+    /// A gateway with the tokens of a `[serve]` section.
+    pub fn from_config(hub: Arc<Hub>, config: &ServeConfig) -> Gateway {
+        Gateway::new(hub, &config.tokens)
+    }
+
+    /// Sets the keep-alive interval of SSE streams ([`DEFAULT_KEEP_ALIVE`]).
+    pub fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets how long one WebSocket send may block before the client is closed as too slow
+    /// ([`DEFAULT_WS_SEND_TIMEOUT`]).
+    pub fn with_ws_send_timeout(mut self, timeout: Duration) -> Self {
+        self.ws_send_timeout = timeout;
+        self
+    }
+
+    /// Sets how long [`crate::serve`] drains after shutdown ([`DEFAULT_DRAIN_TIMEOUT`]).
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets how long `PUT …/status` waits for the source ([`DEFAULT_SET_STATUS_TIMEOUT`]).
+    pub fn with_set_status_timeout(mut self, timeout: Duration) -> Self {
+        self.set_status_timeout = timeout;
+        self
+    }
+
+    /// Wraps it for [`crate::app`].
+    pub fn into_state(self) -> GatewayState {
+        Arc::new(self)
+    }
+
+    /// The hub it serves.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Whether tokens are configured (otherwise: open, loopback-only mode).
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Starts the shutdown: every SSE stream ends with a final `: shutting down` comment, every
+    /// WebSocket gets a close frame (1001), new streams are refused with 503, and a running
+    /// [`crate::serve_on`] stops accepting and drains.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether [`Gateway::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once [`Gateway::shutdown`] was called.
+    pub async fn shutdown_started(&self) {
+        let mut rx = self.shutdown.subscribe();
+        // The sender lives as long as `self`; an error cannot happen while we borrow it.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// How many SSE and WebSocket streams are open.
+    pub fn open_streams(&self) -> usize {
+        *self.streams.borrow()
+    }
+
+    /// Resolves once no SSE or WebSocket stream is open.
+    pub async fn streams_closed(&self) {
+        let mut rx = self.streams.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// How many WebSocket clients were closed for not reading.
+    pub fn ws_slow_disconnects(&self) -> u64 {
+        self.metrics.ws_slow_disconnects.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn open_stream(self: &Arc<Self>, kind: StreamKind) -> StreamGuard {
+        let (gauge, total) = self.stream_counters(kind);
+        gauge.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(1, Ordering::Relaxed);
+        self.streams.send_modify(|n| *n += 1);
+        StreamGuard {
+            gateway: self.clone(),
+            kind,
+        }
+    }
+
+    fn stream_counters(&self, kind: StreamKind) -> (&AtomicUsize, &AtomicU64) {
+        match kind {
+            StreamKind::Sse => (&self.metrics.sse_streams, &self.metrics.sse_total),
+            StreamKind::Ws => (&self.metrics.ws_streams, &self.metrics.ws_total),
+        }
+    }
+}
+
+/// A transport of the event stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    Sse,
+    Ws,
+}
+
+/// Counts one open stream until dropped.
+pub(crate) struct StreamGuard {
+    gateway: GatewayState,
+    kind: StreamKind,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let (gauge, _) = self.gateway.stream_counters(self.kind);
+        gauge.fetch_sub(1, Ordering::Relaxed);
+        self.gateway
+            .streams
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

@@ -1,0 +1,361 @@
+//! Prometheus metrics: hub counters, stream gauges, per-account source state and a request
+//! latency histogram per route, rendered as the text exposition format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use imstatus_core::Client;
+use imstatus_hub::Hub;
+
+use crate::auth::Caller;
+use crate::gateway::GatewayState;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Label for requests that matched no route.
+const OTHER: &str = "other";
+
+struct RouteMetrics {
+    route: &'static str,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+    /// Responses by status class: 1xx … 5xx.
+    classes: [AtomicU64; 5],
+}
+
+impl RouteMetrics {
+    fn new(route: &'static str) -> Self {
+        RouteMetrics {
+            route,
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+            classes: Default::default(),
+        }
+    }
+
+    fn record(&self, elapsed: Duration, status: StatusCode) {
+        let secs = elapsed.as_secs_f64();
+        // Cumulative buckets are computed when rendering; store each observation once.
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.classes[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The gateway's own counters.
+pub(crate) struct Metrics {
+    routes: Vec<RouteMetrics>,
+    pub(crate) sse_streams: AtomicUsize,
+    pub(crate) ws_streams: AtomicUsize,
+    pub(crate) sse_total: AtomicU64,
+    pub(crate) ws_total: AtomicU64,
+    pub(crate) ws_slow_disconnects: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn new(routes: &[&'static str]) -> Self {
+        let mut list: Vec<RouteMetrics> = routes.iter().map(|r| RouteMetrics::new(r)).collect();
+        list.push(RouteMetrics::new(OTHER));
+        Metrics {
+            routes: list,
+            sse_streams: AtomicUsize::new(0),
+            ws_streams: AtomicUsize::new(0),
+            sse_total: AtomicU64::new(0),
+            ws_total: AtomicU64::new(0),
+            ws_slow_disconnects: AtomicU64::new(0),
+        }
+    }
+
+    fn route(&self, path: Option<&str>) -> &RouteMetrics {
+        let found = path.and_then(|p| self.routes.iter().find(|r| r.route == p));
+        // The last entry is always `other`.
+        found.unwrap_or_else(|| &self.routes[self.routes.len() - 1])
+    }
+
+    /// Renders everything the caller may see: per-account series only for its accounts.
+    pub(crate) fn render(&self, hub: &Hub, caller: &Caller) -> String {
+        let mut out = String::with_capacity(4096);
+        family(
+            &mut out,
+            "imstatus_events_published_total",
+            "counter",
+            "Events the hub has published.",
+        );
+        let _ = writeln!(out, "imstatus_events_published_total {}", hub.event_count());
+        family(
+            &mut out,
+            "imstatus_subscribers",
+            "gauge",
+            "Open hub subscriptions (gateway streams and any other subscriber).",
+        );
+        let _ = writeln!(out, "imstatus_subscribers {}", hub.subscriber_count());
+        family(
+            &mut out,
+            "imstatus_lagged_resyncs_total",
+            "counter",
+            "Subscribers that fell behind the hub's ring and were resynchronised with a snapshot.",
+        );
+        let _ = writeln!(out, "imstatus_lagged_resyncs_total {}", hub.resync_count());
+        family(
+            &mut out,
+            "imstatus_gateway_streams",
+            "gauge",
+            "Open event streams of the gateway, by transport.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_streams{{transport=\"sse\"}} {}\nimstatus_gateway_streams{{transport=\"ws\"}} {}",
+            self.sse_streams.load(Ordering::Relaxed),
+            self.ws_streams.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "imstatus_gateway_streams_opened_total",
+            "counter",
+            "Event streams the gateway has opened, by transport.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_streams_opened_total{{transport=\"sse\"}} {}\nimstatus_gateway_streams_opened_total{{transport=\"ws\"}} {}",
+            self.sse_total.load(Ordering::Relaxed),
+            self.ws_total.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "imstatus_gateway_ws_slow_disconnects_total",
+            "counter",
+            "WebSocket clients closed because a send did not complete within the send timeout.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_ws_slow_disconnects_total {}",
+            self.ws_slow_disconnects.load(Ordering::Relaxed)
+        );
+
+        let accounts: Vec<_> = hub
+            .snapshots()
+            .into_iter()
+            .filter(|e| caller.can_see(&e.account))
+            .collect();
+        family(
+            &mut out,
+            "imstatus_account_source_up",
+            "gauge",
+            "1 while the account's source sees the account, 0 while it is down.",
+        );
+        for e in &accounts {
+            let up = u8::from(hub.source_error(&e.account).is_none());
+            let _ = writeln!(
+                out,
+                "imstatus_account_source_up{{account=\"{}\",source=\"{}\"}} {up}",
+                label(e.account.as_str()),
+                e.source
+            );
+        }
+        family(
+            &mut out,
+            "imstatus_account_source_error",
+            "gauge",
+            "1 with the error code that keeps the account's source down.",
+        );
+        for e in &accounts {
+            if let Some(err) = hub.source_error(&e.account) {
+                let _ = writeln!(
+                    out,
+                    "imstatus_account_source_error{{account=\"{}\",code=\"{}\"}} 1",
+                    label(e.account.as_str()),
+                    err.code
+                );
+            }
+        }
+        family(
+            &mut out,
+            "imstatus_account_state",
+            "gauge",
+            "1 with the account's current client, session and availability as labels.",
+        );
+        for e in &accounts {
+            if let Some(s) = e.snapshot() {
+                let _ = writeln!(
+                    out,
+                    "imstatus_account_state{{account=\"{}\",source=\"{}\",client=\"{}\",session=\"{}\",availability=\"{}\"}} 1",
+                    label(e.account.as_str()),
+                    e.source,
+                    s.client,
+                    s.session,
+                    s.availability
+                );
+            }
+        }
+        family(
+            &mut out,
+            "imstatus_account_client_running",
+            "gauge",
+            "1 while the account's IM client runs (like UpAndRunning = 2), 0 otherwise or unknown.",
+        );
+        for e in &accounts {
+            if let Some(s) = e.snapshot() {
+                let _ = writeln!(
+                    out,
+                    "imstatus_account_client_running{{account=\"{}\"}} {}",
+                    label(e.account.as_str()),
+                    u8::from(s.client == Client::Running)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "imstatus_account_signed_in",
+            "gauge",
+            "1 while the user is signed in (mistatus & MISTATUS_ONLINE).",
+        );
+        for e in &accounts {
+            if let Some(s) = e.snapshot() {
+                let _ = writeln!(
+                    out,
+                    "imstatus_account_signed_in{{account=\"{}\"}} {}",
+                    label(e.account.as_str()),
+                    u8::from(imstatus_core::is_signed_in(s.mistatus))
+                );
+            }
+        }
+
+        family(
+            &mut out,
+            "imstatus_http_request_duration_seconds",
+            "histogram",
+            "Time to answer a request (for /v1/events and /v1/ws: until the stream starts), by route.",
+        );
+        for r in &self.routes {
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += r.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "imstatus_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{b}\"}} {cumulative}",
+                    r.route
+                );
+            }
+            let count = r.count.load(Ordering::Relaxed);
+            let sum = r.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "imstatus_http_request_duration_seconds_bucket{{route=\"{0}\",le=\"+Inf\"}} {count}\n\
+                 imstatus_http_request_duration_seconds_sum{{route=\"{0}\"}} {sum}\n\
+                 imstatus_http_request_duration_seconds_count{{route=\"{0}\"}} {count}",
+                r.route
+            );
+        }
+        family(
+            &mut out,
+            "imstatus_http_responses_total",
+            "counter",
+            "Responses by route and status class.",
+        );
+        for r in &self.routes {
+            for (i, c) in r.classes.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "imstatus_http_responses_total{{route=\"{}\",code=\"{}xx\"}} {n}",
+                        r.route,
+                        i + 1
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Middleware: times every routed request and counts its status class under its route.
+pub(crate) async fn track(
+    State(gw): State<GatewayState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let response = next.run(request).await;
+    gw.metrics
+        .route(route.as_ref().map(|m| m.as_str()))
+        .record(start.elapsed(), response.status());
+    response
+}
+
+/// Records a request that matched no route (fallbacks run outside the route layer).
+pub(crate) fn record_unmatched(gw: &GatewayState, status: StatusCode) {
+    gw.metrics.route(None).record(Duration::ZERO, status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn observations_land_in_one_bucket_and_one_class() {
+        let m = Metrics::new(&["/x"]);
+        m.route(Some("/x"))
+            .record(Duration::from_micros(300), StatusCode::OK);
+        m.route(Some("/nope"))
+            .record(Duration::from_secs(60), StatusCode::NOT_FOUND);
+        let x = m.route(Some("/x"));
+        assert_eq!(x.buckets[2].load(Ordering::Relaxed), 1);
+        assert_eq!(x.classes[1].load(Ordering::Relaxed), 1);
+        let other = m.route(None);
+        assert_eq!(other.route, OTHER);
+        assert_eq!(other.count.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            other
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .sum::<u64>(),
+            0
+        );
+        assert_eq!(other.classes[3].load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,346 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver +
+//! fantoccini): a card per account with the right state, live updates without a reload, a
+//! visible "reconnecting…" state and a "reconnected" note across a gateway restart on the same
+//! port, and a layout that fits a phone. Screenshots are kept in `target/tmp/`.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver`; a missing one is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder};
+use imstatus_core::{Availability, ContactId, Observation, PartId, Status};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The real binary; `/usr/bin/chromium` is a shell wrapper.
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+/// chromedriver on a free loopback port, in its own process group (so that the browsers it
+/// starts are stopped with it).
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Chromedriver {
+    fn start() -> Chromedriver {
+        for program in [CHROMEDRIVER, CHROMIUM] {
+            assert!(
+                Path::new(program).exists(),
+                "{program} is missing: apt-get install -y chromium chromium-driver"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("imstatus-chromedriver-")
+            .tempdir()
+            .unwrap();
+        let port = imstatus_testkit::free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg(format!(
+                "--log-path={}",
+                dir.path().join("chromedriver.log").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Chromedriver { child, port, dir };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        imstatus_testkit::wait_until("chromedriver to listen", STEP, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .expect("chromedriver listens");
+        driver
+    }
+
+    async fn browser(&self) -> Client {
+        let profile = self.dir.path().join("profile");
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("a Chromium session: {e}\n{}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chromedriver.log"))
+            .map(|l| l.lines().rev().take(30).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        // SIGTERM to chromedriver's group (its PID), so browsers it left are stopped too.
+        let pgid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything the test looks at, read in one round trip.
+const PAGE_STATE: &str = r#"
+const q = (s) => document.querySelector(s);
+const text = (e) => (e ? e.textContent.trim() : null);
+const cards = [...document.querySelectorAll('.card')].map((c) => ({
+  account: c.dataset.account,
+  client: c.dataset.client,
+  session: c.dataset.session,
+  availability: c.dataset.availability,
+  shown: text(c.querySelector('.avail')),
+  message: text(c.querySelector('.message')),
+  sessionText: text(c.querySelector('dd.session')),
+  resources: [...c.querySelectorAll('.resources li')].map(text),
+  contacts: [...c.querySelectorAll('.contacts li')].map(text),
+}));
+return {
+  conn: q('#conn').dataset.state,
+  connText: text(q('#conn')),
+  note: q('#note').hidden ? null : text(q('#note')),
+  cards,
+  marker: window.__notReloaded === true,
+  scrollWidth: document.documentElement.scrollWidth,
+  innerWidth: window.innerWidth,
+};
+"#;
+
+async fn page(client: &Client) -> Value {
+    client
+        .execute(PAGE_STATE, vec![])
+        .await
+        .expect("page state")
+}
+
+fn card<'a>(state: &'a Value, account: &str) -> Option<&'a Value> {
+    state["cards"]
+        .as_array()?
+        .iter()
+        .find(|c| c["account"] == account)
+}
+
+/// Polls the page until `pred` holds; panics with the last state after `d`.
+async fn wait_page(
+    client: &Client,
+    what: &str,
+    d: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + d;
+    loop {
+        let state = page(client).await;
+        if pred(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; page: {state:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) -> PathBuf {
+    let png = client.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, png).expect("write the screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+fn available_desk(message: &str) -> Observation {
+    Observation::Presence {
+        part: PartId::new("desk"),
+        status: Status::with_message(Availability::Available, message),
+        priority: Some(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_each_account_updates_live_and_survives_a_gateway_restart() {
+    let driver = Chromedriver::start();
+    limit(LIMIT, async {
+        let s = scripted_hub().await;
+        let server = Server::start(gateway(&s.hub, &[])).await;
+        let addr = server.addr;
+        let browser = driver.browser().await;
+        browser
+            .goto(&server.url("/"))
+            .await
+            .expect("load the dashboard");
+
+        // One card per account, with the hub's state.
+        let state = wait_page(&browser, "three live cards", STEP, |p| {
+            p["conn"] == "live"
+                && p["cards"].as_array().is_some_and(|c| c.len() == 3)
+                && card(p, "alice").is_some_and(|c| c["availability"] == "away")
+        })
+        .await;
+        let alice = card(&state, "alice").unwrap();
+        assert_eq!(alice["shown"], "away");
+        assert_eq!(alice["message"], "lunch");
+        assert_eq!(alice["session"], "signed_in");
+        assert_eq!(alice["sessionText"], "signed in");
+        assert_eq!(alice["client"], "unknown");
+        let resources = alice["resources"].to_string();
+        assert!(
+            resources.contains("desk") && resources.contains("prio 5"),
+            "{resources}"
+        );
+        assert_eq!(alice["contacts"].as_array().unwrap().len(), 2, "{alice}");
+        assert!(alice["contacts"].to_string().contains("carol@example.test"));
+        assert_eq!(card(&state, "bob").unwrap()["availability"], "available");
+        assert_eq!(card(&state, "carol").unwrap()["availability"], "available");
+        assert_eq!(state["connText"], "live");
+        screenshot(&browser, "imstatus-gateway-dashboard.png").await;
+
+        // A status change shows up without a reload.
+        browser
+            .execute("window.__notReloaded = true; return true;", vec![])
+            .await
+            .unwrap();
+        s.alice.send([Observation::Presence {
+            part: PartId::new("desk"),
+            status: Status::with_message(Availability::Busy, "in a call"),
+            priority: Some(5),
+        }]);
+        s.alice.send([Observation::Contact(
+            ContactId::new("bob@example.test"),
+            Status::with_message(Availability::Away, "coffee"),
+        )]);
+        let state = wait_page(&browser, "alice busy", STEP, |p| {
+            card(p, "alice").is_some_and(|c| {
+                c["availability"] == "busy" && c["contacts"].to_string().contains("coffee")
+            })
+        })
+        .await;
+        let alice = card(&state, "alice").unwrap();
+        assert_eq!(alice["shown"], "busy");
+        assert_eq!(alice["message"], "in a call");
+        assert_eq!(state["marker"], true, "the page was not reloaded");
+
+        // The gateway stops: the page says it is reconnecting.
+        server.stop().await.expect("graceful stop");
+        let state = wait_page(&browser, "reconnecting", STEP, |p| {
+            p["conn"] == "reconnecting"
+        })
+        .await;
+        assert_eq!(state["connText"], "reconnecting…");
+        assert!(
+            state["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("reconnecting"),
+            "{state:#}"
+        );
+        screenshot(&browser, "imstatus-gateway-dashboard-reconnecting.png").await;
+
+        // A new gateway (and hub, with new state) on the same port: reconnected, fresh state.
+        let s2 = scripted_hub_with(
+            vec![available_desk("back"), Observation::Synced],
+            vec![
+                Observation::Presence {
+                    part: PartId::new("phone"),
+                    status: Status::new(Availability::ExtendedAway),
+                    priority: Some(0),
+                },
+                Observation::Synced,
+            ],
+        )
+        .await;
+        let server = Server::start_on(gateway(&s2.hub, &[]), addr).await;
+        let state = wait_page(
+            &browser,
+            "reconnected with the new state",
+            Duration::from_secs(20),
+            |p| {
+                p["conn"] == "live"
+                    && p["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("reconnected"))
+                    && card(p, "alice").is_some_and(|c| c["availability"] == "available")
+                    && card(p, "bob").is_some_and(|c| c["availability"] == "extended_away")
+            },
+        )
+        .await;
+        let alice = card(&state, "alice").unwrap();
+        assert_eq!(alice["message"], "back");
+        assert_eq!(
+            alice["contacts"],
+            json!(["no contacts"]),
+            "contacts from the new snapshot"
+        );
+        assert_eq!(card(&state, "bob").unwrap()["shown"], "extended away");
+        assert_eq!(state["marker"], true, "reconnected without a reload");
+        assert_eq!(state["cards"].as_array().unwrap().len(), 3);
+        screenshot(&browser, "imstatus-gateway-dashboard-reconnected.png").await;
+
+        // Live again after the reconnect.
+        s2.alice.send([available_desk("still here")]);
+        wait_page(&browser, "the next change", STEP, |p| {
+            card(p, "alice").is_some_and(|c| c["message"] == "still here")
+        })
+        .await;
+
+        // Readable on a phone: nothing wider than the screen.
+        browser.set_window_size(390, 844).await.expect("resize");
+        let state = wait_page(&browser, "the phone layout", STEP, |p| {
+            p["innerWidth"].as_u64().is_some_and(|w| w < 500)
+        })
+        .await;
+        assert!(
+            state["scrollWidth"].as_u64() <= state["innerWidth"].as_u64(),
+            "no horizontal scrolling: {state:#}"
+        );
+        screenshot(&browser, "imstatus-gateway-dashboard-phone.png").await;
+
+        browser.close().await.expect("close the browser");
+        server.stop().await.unwrap();
+    })
+    .await;
+}
