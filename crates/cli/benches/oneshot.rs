@@ -74,7 +74,7 @@ fn main() {
     )
     .unwrap();
     measure(
-        "imstatus status, xmpp account (login + roster barrier, plaintext)",
+        "imstatus status, xmpp account (login + census barrier, plaintext, visible)",
         &xmpp,
         0,
     );
