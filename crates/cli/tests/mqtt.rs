@@ -89,14 +89,12 @@ fn config(dir: &Path, broker: &Broker) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut imstatus = Command::new(env!("CARGO_BIN_EXE_imstatus"))
+/// Starts `imstatus serve` publishing to `broker`; waits for it to announce itself online.
+fn serve(dir: &Path, broker: &Broker) -> (Child, imstatus_testkit::Result<String>) {
+    let imstatus = Command::new(env!("CARGO_BIN_EXE_imstatus"))
         .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
         .arg("--config")
-        .arg(config(dir.path(), &broker))
+        .arg(config(dir, broker))
         .arg("serve")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -106,6 +104,14 @@ fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
     let online = wait_until("imstatus/status = online", STEP, || {
         broker.retained("imstatus/status").filter(|s| s == "online")
     });
+    (imstatus, online)
+}
+
+#[test]
+fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut imstatus, online) = serve(dir.path(), &broker);
     let running = wait_until("the running topic of the account", STEP, || {
         broker.retained("imstatus/desktop/running")
     });
@@ -129,19 +135,7 @@ fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
 fn sigterm_publishes_offline_itself_and_exits_0() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut imstatus = Command::new(env!("CARGO_BIN_EXE_imstatus"))
-        .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
-        .arg("--config")
-        .arg(config(dir.path(), &broker))
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn imstatus serve");
-    let online = wait_until("imstatus/status = online", STEP, || {
-        broker.retained("imstatus/status").filter(|s| s == "online")
-    });
+    let (mut imstatus, online) = serve(dir.path(), &broker);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(imstatus.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let exited = wait_until("imstatus to exit", Duration::from_secs(15), || {

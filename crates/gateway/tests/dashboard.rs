@@ -111,13 +111,10 @@ impl Drop for Chromedriver {
         // SIGTERM to chromedriver's group (its PID), so browsers it left are stopped too.
         let pgid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         let _ = killpg(pgid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let _ =
+            imstatus_testkit::wait_until("chromedriver to exit", Duration::from_secs(5), || {
+                self.child.try_wait().ok().flatten()
+            });
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = self.child.wait();
     }

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -141,25 +141,24 @@ impl Mosquitto {
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + BROKER_STEP;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "mosquitto exited ({status}) before listening on {addr}:\n{}",
-                    self.log()
-                );
+        let log_path = self.dir.path().join("mosquitto.log");
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let child = self.child.as_mut().unwrap();
+        // The log says so once the listener is open; a probe connection would be noise.
+        let outcome = imstatus_testkit::wait_until("mosquitto to listen", BROKER_STEP, || {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(Err(status));
             }
-            // The log says so once the listener is open; a probe connection would be noise.
-            if self.log().contains(" running") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {addr} within {BROKER_STEP:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
+            log().contains(" running").then_some(Ok(()))
+        });
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => panic!(
+                "mosquitto exited ({status}) before listening on {addr}:\n{}",
+                log()
+            ),
+            Err(e) => panic!("{e} ({addr}):\n{}", log()),
         }
     }
 
@@ -190,31 +189,17 @@ impl Mosquitto {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + BROKER_STEP;
-        let mut killed = false;
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if !killed && Instant::now() + BROKER_STEP / 2 > deadline {
-                let _ = kill(pid, Signal::SIGKILL);
-                killed = true;
-            }
-            assert!(Instant::now() < deadline, "mosquitto {pid} did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // SIGTERM, SIGKILL after half the step; returns once it is gone, then we reap it.
+        imstatus_testkit::stop_pid(child.id(), BROKER_STEP / 2).expect("mosquitto stops");
+        let _ = child.wait();
         // Nothing may still listen on the port (a restart on it must bind).
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + BROKER_STEP;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "{addr} still accepts connections"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        imstatus_testkit::wait_until("the broker's port to be free", BROKER_STEP, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+                .is_err()
+                .then_some(())
+        })
+        .expect("the port is free");
     }
 }
 
