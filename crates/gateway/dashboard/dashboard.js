@@ -3,8 +3,8 @@
 // last snapshot exactly like Snapshot::apply in imstatus-core. No framework, no build step.
 //
 // On a lost connection it shows "reconnecting…", closes the EventSource and opens a fresh one
-// (without Last-Event-ID: seqs restart when the gateway restarts, and a fresh stream always
-// begins with snapshots), with a backoff of 0.5 s doubling up to 5 s; once connected again it
+// (without Last-Event-ID: a fresh stream always begins with snapshots, so the page never has
+// to trust a replay), with a backoff of 0.5 s doubling up to 5 s; once connected again it
 // shows a "reconnected" note.
 "use strict";
 
@@ -201,7 +201,8 @@
     contacts.querySelector("summary").textContent = "Contacts (" + s.contacts.length + ")";
     fillList(contacts.querySelector("ul"), s.contacts, "contact", "no contacts");
     const when = s.time ? new Date(s.time).toLocaleTimeString() : "";
-    c.querySelector(".meta").textContent = "seq " + s.seq + (when ? " · " + when : "");
+    // The seq stays in data-seq for scripts; people get the time of the last change.
+    c.querySelector(".meta").textContent = when ? "updated " + when : "";
   }
 
   function handle(ev) {
