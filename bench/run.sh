@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# imstatus benchmark suite: imstatus side by side with its peers, one command.
+#
+#   bench/run.sh [quick|full] [B1 B3 B8 ...]      (default: quick, all implemented benchmarks)
+#
+# Installs what it needs when missing (prosody via apt; python3 venv in bench/.venv with
+# slixmpp==1.17), builds the release binaries, runs each selected benchmark RUNS times (3) per
+# implementation, writes bench/results/<timestamp>.json (raw runs + medians) and prints a
+# markdown table. Everything listens on and talks to 127.0.0.1 only; every loop is bounded in
+# count and time; every process started here is stopped by its PID on exit.
+#
+# Implemented: B1 (own-resource presence latency), B3 (client-only ingest ceiling, replay),
+# B8 (memory: idle RSS, bytes per roster contact). See docs/benchmarks.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+MODE=quick
+SEL=()
+for a in "$@"; do
+  case "$a" in
+    quick|full) MODE=$a ;;
+    B[0-9]*) SEL+=("$a") ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $a" >&2; exit 2 ;;
+  esac
+done
+[ ${#SEL[@]} -eq 0 ] && SEL=(B1 B3 B8)
+RUNS=${RUNS:-3}
+if [ "$MODE" = quick ]; then B1_N=${B1_N:-200}; B3_M=${B3_M:-100000}; else B1_N=${B1_N:-500}; B3_M=${B3_M:-300000}; fi
+B3_K=${B3_K:-2000}; B8_N=${B8_N:-5000}
+export BENCH_PROSODY_PORT=${BENCH_PROSODY_PORT:-25322} BENCH_REPLAY_PORT=${BENCH_REPLAY_PORT:-25390}
+
+WORK=$(mktemp -d /tmp/imstatus-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null || true; fi
+  done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -9 "$p" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+
+# ---------------------------------------------------------------- dependencies
+if ! command -v prosody >/dev/null; then
+  log "installing prosody"
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody >/dev/null
+fi
+PY=$HERE/.venv/bin/python
+if ! [ -x "$PY" ] || ! "$PY" -c 'import slixmpp' 2>/dev/null; then
+  log "creating bench/.venv with slixmpp==1.17"
+  python3 -m venv "$HERE/.venv"
+  "$HERE/.venv/bin/pip" install -q slixmpp==1.17
+fi
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --locked -q -p imstatus -p imstatus-xmpp --benches --bins)
+# The bench executables of imstatus-xmpp (built with the bench profile), run directly so that
+# `timeout` and the EXIT trap reach the measuring process itself.
+bench_exe() {
+  (cd "$ROOT" && cargo bench --locked -q -p imstatus-xmpp --bench "$1" --no-run --message-format=json 2>/dev/null) |
+    "$PY" -c 'import json,sys
+for l in sys.stdin:
+    d = json.loads(l)
+    if d.get("reason") == "compiler-artifact" and d.get("executable") and d["target"]["name"] == sys.argv[1]:
+        print(d["executable"])' "$1" | tail -1
+}
+LATENCY_BIN=$(bench_exe latency); INGEST_BIN=$(bench_exe ingest)
+[ -x "$LATENCY_BIN" ] && [ -x "$INGEST_BIN" ] || { echo "bench executables not found" >&2; exit 1; }
+IMSTATUS=$ROOT/target/release/imstatus
+
+wait_port() { # port pid
+  for _ in $(seq 100); do
+    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+ts() { date -u +%Y%m%dT%H%M%SZ; }
+RAW=$WORK/raw.jsonl; : > "$RAW"
+emit() { # bench impl run json-object-line  -> adds bench/impl/run
+  local line; line=$(echo "$4" | tail -1)
+  echo "$line" | "$PY" -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(bench=sys.argv[1], impl=sys.argv[2], run=int(sys.argv[3])); print(json.dumps(d))' "$1" "$2" "$3" >> "$RAW"
+}
+
+# ---------------------------------------------------------------- prosody (private, loopback)
+PROSODY_PID=
+start_prosody() {
+  local d=$WORK/prosody
+  mkdir -p "$d/data" "$d/certs"
+  cat > "$d/prosody.cfg.lua" <<LUA
+-- bench/run.sh: private Prosody, loopback only; like shared/bench-reference/configs/prosody-nodelay.cfg.lua
+pidfile = "$d/prosody.pid"
+data_path = "$d/data"
+certificates = "$d/certs"
+run_as_root = true
+daemonize = false
+network_backend = "epoll"
+network_settings = { nagle = false }
+interfaces = { "127.0.0.1" }; local_interfaces = { "127.0.0.1" }
+c2s_ports = { $BENCH_PROSODY_PORT }; c2s_direct_tls_ports = { }; s2s_ports = { }; http_ports = { }; https_ports = { }
+modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "carbons"; "lastactivity"; "posix" }
+modules_disabled = { "s2s"; "s2s_auth_certs"; "offline" }
+allow_registration = false
+c2s_require_encryption = false; s2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+storage = "internal"
+c2s_timeout = 600
+log = { warn = "$d/prosody.log" }
+VirtualHost "p.test"
+LUA
+  "$PY" "$HERE/py/mk_prosody_users.py" "$d/data" p.test "$B8_N" >&2
+  prosody --config "$d/prosody.cfg.lua" -F > "$d/stdout.log" 2>&1 < /dev/null &
+  PROSODY_PID=$!; PIDS+=("$PROSODY_PID")
+  wait_port "$BENCH_PROSODY_PORT" "$PROSODY_PID" || { cat "$d/stdout.log" >&2; echo "prosody did not start" >&2; exit 1; }
+  log "prosody pid $PROSODY_PID on 127.0.0.1:$BENCH_PROSODY_PORT ($B8_N contacts provisioned)"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# ---------------------------------------------------------------- B1
+b1() {
+  local r out
+  for r in $(seq "$RUNS"); do
+    log "B1 run $r/$RUNS: imstatus, raw, slixmpp ($B1_N toggles each)"
+    out=$(timeout 120 "$LATENCY_BIN" --bench --port "$BENCH_PROSODY_PORT" --domain p.test --n "$B1_N" --gap-ms 5)
+    emit B1 imstatus "$r" "$out"
+    for impl in raw slix; do
+      out=$(timeout 120 "$PY" "$HERE/py/latency.py" prosody --observer self --impl $impl --n "$B1_N" --gap-ms 5 --states away,available)
+      emit B1 "$impl" "$r" "$out"
+    done
+  done
+}
+
+# ---------------------------------------------------------------- B3
+replay_server() { # -> REPLAY_PID
+  "$PY" "$HERE/py/replay_server.py" --port "$BENCH_REPLAY_PORT" --k "$B3_K" --m "$B3_M" > "$WORK/replay.log" 2>&1 &
+  REPLAY_PID=$!; PIDS+=("$REPLAY_PID")
+  wait_port "$BENCH_REPLAY_PORT" "$REPLAY_PID" || { echo "replay server did not start" >&2; exit 1; }
+}
+b3() {
+  local r out
+  for r in $(seq "$RUNS"); do
+    log "B3 run $r/$RUNS: imstatus and slixmpp against replay_server.py (K=$B3_K, M=$B3_M)"
+    replay_server
+    out=$(timeout 180 "$INGEST_BIN" --bench --port "$BENCH_REPLAY_PORT" --k "$B3_K" --m "$B3_M")
+    kill "$REPLAY_PID"; wait "$REPLAY_PID" 2>/dev/null || true
+    emit B3 imstatus "$r" "$out"
+    for impl in slix raw; do
+      out=$(timeout 300 "$PY" "$HERE/py/replay_run.py" --impl $impl --k "$B3_K" --m "$B3_M")
+      out=$(echo "$out" | tail -1 | "$PY" -c 'import json,sys; d=json.loads(sys.stdin.read()); d["rate"]=d["rate_first_last"]; print(json.dumps(d))')
+      emit B3 "$impl" "$r" "$out"
+    done
+  done
+}
+
+# ---------------------------------------------------------------- B8
+imstatus_rss() { # user contacts(true|false) -> prints RSS KB after settle + 2 s idle
+  local user=$1 contacts=$2 d=$WORK/b8-$1-$2 pid
+  mkdir -p "$d"; echo pw > "$d/pw"; chmod 600 "$d/pw"
+  cat > "$d/config.toml" <<TOML
+[[account]]
+name = "$user"
+source = "xmpp"
+jid = "$user@p.test"
+password_file = "$d/pw"
+server = "127.0.0.1:$BENCH_PROSODY_PORT"
+tls = "insecure-plaintext"
+visibility = "visible"
+contacts = $contacts
+TOML
+  "$IMSTATUS" --config "$d/config.toml" watch --json > "$d/out.jsonl" 2> "$d/err.log" &
+  pid=$!; PIDS+=("$pid")
+  for _ in $(seq 100); do grep -q '"snapshot"' "$d/out.jsonl" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  sleep 3
+  rss_kb $pid
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+}
+slix_rss() { # user -> READY rss_kb of watcher.py (slixmpp, roster fetched, presence sent)
+  local user=$1 pid f=$WORK/slix-$1.out
+  WATCHER_USER=$user "$PY" "$HERE/py/watcher.py" prosody --impl slix > "$f" 2>&1 &
+  pid=$!; PIDS+=("$pid")
+  for _ in $(seq 300); do grep -q '^READY' "$f" && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  sleep 3
+  rss_kb $pid
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+}
+b8() {
+  local r idle small big
+  for r in $(seq "$RUNS"); do
+    log "B8 run $r/$RUNS: RSS of imstatus and slixmpp, idle and with a $((B8_N + 1))-item roster"
+    idle=$(imstatus_rss alice false); small=$(imstatus_rss alice true); big=$(imstatus_rss watcher true)
+    emit B8 imstatus "$r" "{\"idle_rss_kb\": $idle, \"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / B8_N ))}"
+    small=$(slix_rss alice); big=$(slix_rss watcher)
+    emit B8 slix "$r" "{\"idle_rss_kb\": $small, \"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / B8_N ))}"
+  done
+}
+
+# ---------------------------------------------------------------- run
+need_prosody=0
+for b in "${SEL[@]}"; do case $b in B1|B8) need_prosody=1 ;; B3) ;; *) echo "$b: not implemented yet (see docs/benchmarks.md)" >&2 ;; esac; done
+[ $need_prosody = 1 ] && start_prosody
+for b in "${SEL[@]}"; do
+  case $b in B1) b1 ;; B3) b3 ;; B8) b8 ;; esac
+done
+mkdir -p "$HERE/results"
+OUT=$HERE/results/$(ts).json
+"$PY" "$HERE/py/summarize.py" "$RAW" "$OUT" "$MODE"

@@ -1,0 +1,118 @@
+//! B3 of the benchmark suite (`bench/run.sh`): client-side ingest ceiling with no XMPP server
+//! in the path. `bench/py/replay_server.py` (a fake c2s server: PLAIN, bind, a K-item roster)
+//! streams M pre-rendered contact presences over loopback TCP as fast as the client reads;
+//! here the full imstatus path consumes them: the XMPP source's stream (tokio-xmpp's XML
+//! parser, xmpp-parsers), the translator, the hub and the core tracker (contacts tracked).
+//! Every stanza carries a unique status marker, so each one is one `contact_status_changed`.
+//!
+//! ```sh
+//! python3 bench/py/replay_server.py --port 25390 --k 2000 --m 100000 &
+//! cargo bench -p imstatus-xmpp --bench ingest -- --port 25390 --m 100000
+//! ```
+//!
+//! Prints one JSON line: presences/s from the first to the last event, CPU µs per stanza
+//! (this process's user+system time over the same window) and RSS. Without `--bench` (i.e.
+//! under `cargo test --all-targets`) it does nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imstatus_core::AccountId;
+use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
+use imstatus_hub::Hub;
+use imstatus_xmpp::XmppSource;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// (user+system CPU seconds, RSS in KB) of this process, from /proc.
+fn cpu_rss() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the ')'; clock ticks of 1/100 s.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("ingest: run through bench/run.sh (needs replay_server.py); skipped");
+        return;
+    }
+    let port: u16 = arg(&args, "--port", "25390").parse().unwrap();
+    let m: u64 = arg(&args, "--m", "100000").parse().unwrap();
+    let k: u64 = arg(&args, "--k", "2000").parse().unwrap();
+
+    let mut pwfile = tempfile::NamedTempFile::new().unwrap();
+    writeln!(pwfile, "pw").unwrap();
+    let config = XmppConfig {
+        server: Some(format!("127.0.0.1:{port}")),
+        tls: TlsMode::InsecurePlaintext,
+        contacts: true,
+        visibility: Visibility::Visible,
+        ..XmppConfig::new("watcher@r.test", Secret::File(pwfile.path().to_owned()))
+    };
+    let account = AccountId::new("watcher");
+    let t_login = Instant::now();
+    let hub = Hub::builder()
+        .with_source(account.clone(), Arc::new(XmppSource::new(&config)))
+        .start();
+    assert!(
+        hub.wait_settled(std::slice::from_ref(&account), Duration::from_secs(20))
+            .await,
+        "the XMPP source did not sign in: {:?}",
+        hub.source_error(&account)
+    );
+    let ready_s = t_login.elapsed().as_secs_f64();
+    let base = hub.event_count();
+    // Wait for the first replayed presence (the replay server starts 1 s after our presence).
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while hub.event_count() == base && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let (c0, _) = cpu_rss();
+    let t0 = Instant::now();
+    let first = hub.event_count();
+    let (mut last_count, mut t_last) = (first, t0);
+    let hard = t0 + Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let now = Instant::now();
+        let c = hub.event_count();
+        if c != last_count {
+            last_count = c;
+            t_last = now;
+        }
+        if c - base >= m || now.duration_since(t_last) > Duration::from_secs(1) || now > hard {
+            break;
+        }
+    }
+    let (c1, rss_kb) = cpu_rss();
+    let events = last_count - base;
+    let span = t_last.duration_since(t0).as_secs_f64();
+    // Events counted inside the window (the first ones arrived before t0).
+    let in_window = last_count - first;
+    println!(
+        "{{\"impl\": \"imstatus\", \"k\": {k}, \"m\": {m}, \"events\": {events}, \"ready_s\": {ready_s:.3}, \"rate\": {:.0}, \"cpu_us_per_stanza\": {:.2}, \"rss_mb\": {:.1}}}",
+        in_window as f64 / span.max(1e-9),
+        (c1 - c0) * 1e6 / in_window.max(1) as f64,
+        rss_kb as f64 / 1024.0
+    );
+}

@@ -1,0 +1,131 @@
+//! B1 of the benchmark suite (`bench/run.sh`): own-resource presence latency through the XMPP
+//! source and the hub. imstatus logs in as alice (priority −1, visible, no contacts) to a
+//! server that `bench/run.sh` started; a raw XMPP client (imstatus-testkit's) logs in as
+//! alice/desk and toggles between away and available, closed loop, N times. Every toggle
+//! carries `<status>x SEQ</status>`; a hub subscriber stamps each `status_changed` whose new
+//! message is that marker. Latency = `Instant` just before the write (as latency.py) → `Instant` when the
+//! subscriber received the event (same process, same clock).
+//!
+//! ```sh
+//! cargo bench -p imstatus-xmpp --bench latency -- --port 25322 --domain p.test --n 500
+//! ```
+//!
+//! Prints one JSON line (µs). Without `--bench` (i.e. under `cargo test --all-targets`) it does
+//! nothing: it needs a server the suite starts.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imstatus_core::{AccountId, Availability, EventKind};
+use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
+use imstatus_hub::Hub;
+use imstatus_testkit::XmppClient;
+use imstatus_xmpp::XmppSource;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let k = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[k.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("latency: run through bench/run.sh (needs a server); skipped");
+        return;
+    }
+    let port: u16 = arg(&args, "--port", "25322").parse().unwrap();
+    let domain = arg(&args, "--domain", "p.test");
+    let n: usize = arg(&args, "--n", "500").parse().unwrap();
+    let gap = Duration::from_secs_f64(arg(&args, "--gap-ms", "5").parse::<f64>().unwrap() / 1000.0);
+    let password = arg(&args, "--password", "pw");
+
+    let mut pwfile = tempfile::NamedTempFile::new().unwrap();
+    writeln!(pwfile, "{password}").unwrap();
+    let config = XmppConfig {
+        server: Some(format!("127.0.0.1:{port}")),
+        tls: TlsMode::InsecurePlaintext,
+        contacts: false,
+        visibility: Visibility::Visible,
+        ..XmppConfig::new(
+            format!("alice@{domain}"),
+            Secret::File(pwfile.path().to_owned()),
+        )
+    };
+    let alice = AccountId::new("alice");
+    let hub = Hub::builder()
+        .with_source(alice.clone(), Arc::new(XmppSource::new(&config)))
+        .start();
+    assert!(
+        hub.wait_settled(std::slice::from_ref(&alice), Duration::from_secs(10))
+            .await,
+        "the XMPP source did not sign in: {:?}",
+        hub.source_error(&alice)
+    );
+    let mut sub = hub.subscribe();
+    let mut desk = XmppClient::connect(port, "alice", &domain, &password, "desk").unwrap();
+    desk.presence(None, Some("x start"), None).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while sub.try_recv().is_some() {}
+
+    let mut lat = Vec::with_capacity(n);
+    let mut lost = 0usize;
+    for seq in 0..n {
+        let marker = format!("x {seq}");
+        let show = if seq % 2 == 0 { Some("away") } else { None };
+        let sent = Instant::now();
+        desk.presence(show, Some(&marker), None).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let got = loop {
+            match tokio::time::timeout_at(deadline, sub.recv()).await {
+                Ok(Some(ev)) => {
+                    if let EventKind::StatusChanged { to, .. } = &ev.kind {
+                        if to.message.as_deref() == Some(marker.as_str())
+                            && (to.availability == Availability::Away) == show.is_some()
+                        {
+                            break Some(Instant::now());
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => break None,
+            }
+        };
+        match got {
+            Some(t) => lat.push(t.duration_since(sent).as_secs_f64() * 1e6),
+            None => lost += 1,
+        }
+        if seq % 64 == 63 {
+            // Drain what the server reflects to desk so its socket never fills.
+            let _ = desk.read_for(Duration::from_millis(1));
+        }
+        tokio::time::sleep(gap).await;
+    }
+    lat.sort_by(f64::total_cmp);
+    let mean = if lat.is_empty() {
+        f64::NAN
+    } else {
+        lat.iter().sum::<f64>() / lat.len() as f64
+    };
+    println!(
+        "{{\"impl\": \"imstatus\", \"n\": {n}, \"lost\": {lost}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \"max_us\": {:.1}, \"mean_us\": {:.1}}}",
+        pct(&lat, 50.0),
+        pct(&lat, 90.0),
+        pct(&lat, 99.0),
+        lat.last().copied().unwrap_or(f64::NAN),
+        mean
+    );
+    let _ = desk.close();
+}
