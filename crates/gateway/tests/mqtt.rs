@@ -21,7 +21,7 @@ use imstatus_core::{
 };
 use imstatus_gateway::mqtt::{run_mqtt, SHUTDOWN_TIMEOUT};
 use imstatus_gateway::{MqttError, MqttSettings};
-use imstatus_hub::config::{Secret, TlsMode, Visibility, WatchAs, XmppConfig};
+use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::Hub;
 use imstatus_testkit::{free_port, Prosody, ProsodyOptions, XmppClient};
@@ -800,14 +800,12 @@ async fn a_real_xmpp_accounts_changes_reach_mqtt_within_a_second() {
         let mut password = tempfile::NamedTempFile::new().unwrap();
         writeln!(password, "alicepw").unwrap();
         let config = XmppConfig {
-            jid: "alice@example.test".to_owned(),
-            password: Secret::File(password.path().to_owned()),
             server: Some(format!("127.0.0.1:{}", prosody.port())),
             tls: TlsMode::InsecurePlaintext,
-            ca_file: None,
-            contacts: false,
-            visibility: Visibility::default(),
-            watch_as: WatchAs::default(),
+            ..XmppConfig::new(
+                "alice@example.test",
+                Secret::File(password.path().to_owned()),
+            )
         };
         let source = XmppSource::new(&config).with_backoff_seed(3);
         let hub = Arc::new(

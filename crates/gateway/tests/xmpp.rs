@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::StreamExt as _;
 use imstatus_core::{AccountId, Availability, Session};
-use imstatus_hub::config::{Secret, TlsMode, Visibility, WatchAs, XmppConfig};
+use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
 use imstatus_hub::Hub;
 use imstatus_testkit::{Prosody, ProsodyOptions, XmppClient};
 use imstatus_xmpp::XmppSource;
@@ -37,14 +37,12 @@ async fn setup() -> Setup {
     let mut password = NamedTempFile::new().unwrap();
     writeln!(password, "alicepw").unwrap();
     let config = XmppConfig {
-        jid: "alice@example.test".to_owned(),
-        password: Secret::File(password.path().to_owned()),
         server: Some(format!("127.0.0.1:{}", prosody.port())),
         tls: TlsMode::InsecurePlaintext,
-        ca_file: None,
-        contacts: false,
-        visibility: Visibility::default(),
-        watch_as: WatchAs::default(),
+        ..XmppConfig::new(
+            "alice@example.test",
+            Secret::File(password.path().to_owned()),
+        )
     };
     let source = XmppSource::new(&config).with_backoff_seed(3);
     let hub = Arc::new(
