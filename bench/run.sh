@@ -9,8 +9,11 @@
 # markdown table. Everything listens on and talks to 127.0.0.1 only; every loop is bounded in
 # count and time; every process started here is stopped by its PID on exit.
 #
-# Implemented: B1 (own-resource presence latency), B3 (client-only ingest ceiling, replay),
-# B8 (memory: idle RSS, bytes per roster contact). See docs/benchmarks.md.
+# Benchmarks: B1, B3 and B8 are defined here; every other one lives in bench/parts/<name>.sh,
+# which defines a function `bN` (lower-case) and may set NEEDS_BN="prosody ejabberd wrk ...".
+# Results: one JSON line per run via `emit BENCH IMPL RUN JSON`; IMPL may be "name@variant"
+# (ratios are then taken against "imstatus@variant"). Columns of the table:
+# bench/parts/<BENCH>.cols.json (see summarize.py). See docs/benchmarks.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -20,12 +23,13 @@ SEL=()
 for a in "$@"; do
   case "$a" in
     quick|full) MODE=$a ;;
-    B[0-9]*) SEL+=("$a") ;;
+    B[0-9]*|P) SEL+=("$a") ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SEL[@]} -eq 0 ] && SEL=(B1 B3 B8)
+ALL=(B1 B2 B3 B4 B5 B6 B7 B8 B9 P)
+[ ${#SEL[@]} -eq 0 ] && SEL=("${ALL[@]}")
 RUNS=${RUNS:-3}
 if [ "$MODE" = quick ]; then B1_N=${B1_N:-200}; B3_M=${B3_M:-100000}; else B1_N=${B1_N:-500}; B3_M=${B3_M:-300000}; fi
 B3_K=${B3_K:-2000}; B8_N=${B8_N:-5000}
@@ -50,10 +54,16 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 
 # ---------------------------------------------------------------- dependencies
-if ! command -v prosody >/dev/null; then
-  log "installing prosody"
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody >/dev/null
-fi
+# ensure_apt COMMAND PACKAGE...: install the Debian packages when COMMAND is missing.
+APT_UPDATED=0
+ensure_apt() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null && return 0
+  log "installing $*"
+  [ $APT_UPDATED = 1 ] || { $SUDO apt-get update -qq; APT_UPDATED=1; }
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+ensure_apt prosody prosody
 PY=$HERE/.venv/bin/python
 if ! [ -x "$PY" ] || ! "$PY" -c 'import slixmpp' 2>/dev/null; then
   log "creating bench/.venv with slixmpp==1.17"
@@ -94,6 +104,7 @@ emit() { # bench impl run json-object-line  -> adds bench/impl/run
 # ---------------------------------------------------------------- prosody (private, loopback)
 PROSODY_PID=
 start_prosody() {
+  [ -n "$PROSODY_PID" ] && return 0
   local d=$WORK/prosody
   mkdir -p "$d/data" "$d/certs"
   cat > "$d/prosody.cfg.lua" <<LUA
@@ -205,13 +216,29 @@ b8() {
   done
 }
 
+# ---------------------------------------------------------------- parts
+NEEDS_B1=prosody; NEEDS_B3=; NEEDS_B8=prosody
+for f in "$HERE"/parts/*.sh; do [ -e "$f" ] && . "$f"; done
+
 # ---------------------------------------------------------------- run
-need_prosody=0
-for b in "${SEL[@]}"; do case $b in B1|B8) need_prosody=1 ;; B3) ;; *) echo "$b: not implemented yet (see docs/benchmarks.md)" >&2 ;; esac; done
-[ $need_prosody = 1 ] && start_prosody
+RUN_SEL=(); NEEDS=" "
 for b in "${SEL[@]}"; do
-  case $b in B1) b1 ;; B3) b3 ;; B8) b8 ;; esac
+  fn=$(echo "$b" | tr 'A-Z' 'a-z')
+  if declare -F "$fn" >/dev/null; then
+    RUN_SEL+=("$b"); v=NEEDS_$b; NEEDS+="${!v:-} "
+  else
+    echo "$b: not implemented yet (see docs/benchmarks.md)" >&2
+  fi
+done
+# Services a benchmark needs are started once, before the first benchmark; a part may define
+# start_<service> (e.g. start_ejabberd) and install its own packages in it.
+for svc in $(echo $NEEDS | tr ' ' '\n' | sort -u); do
+  declare -F "start_$svc" >/dev/null || { echo "no start_$svc for a benchmark's NEEDS" >&2; exit 1; }
+  "start_$svc"
+done
+for b in "${RUN_SEL[@]}"; do
+  fn=$(echo "$b" | tr 'A-Z' 'a-z'); "$fn"
 done
 mkdir -p "$HERE/results"
 OUT=$HERE/results/$(ts).json
-"$PY" "$HERE/py/summarize.py" "$RAW" "$OUT" "$MODE"
+"$PY" "$HERE/py/summarize.py" "$RAW" "$OUT" "$MODE" "$HERE/parts"

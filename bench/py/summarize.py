@@ -2,10 +2,15 @@
 """bench/run.sh helper: reads the raw JSON lines of one suite run (one line per benchmark run:
 {"bench", "impl", "run", metrics...}), takes the median of every numeric metric per (bench, impl),
 writes the machine-readable result and prints a markdown table with ratios to imstatus.
-  summarize.py RAW.jsonl OUT.json MODE"""
+  summarize.py RAW.jsonl OUT.json MODE [PARTS_DIR]
+
+An impl may be "name@variant" (e.g. "imstatus@c64"); its ratios are then taken against
+"imstatus@variant". Table columns for a benchmark not in COLS come from PARTS_DIR/<bench>.cols.json,
+a list of [metric, label, lower_is_better]; without one, every numeric metric is shown."""
 import json, statistics, sys, platform, os, time
 
 raw, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+parts = sys.argv[4] if len(sys.argv) > 4 else None
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 cells = {}
 for r in rows:
@@ -31,14 +36,20 @@ COLS = {  # bench -> (metric, label, lower_is_better)
 }
 print('\n%s, %s, median of runs (%s)\n' % (meta['time'], mode, ', '.join('%s=%s' % kv for kv in meta['machine'].items())))
 for b in sorted(med):
-    cols = COLS.get(b, [])
-    base = med[b].get('imstatus', {})
+    cols = COLS.get(b)
+    if cols is None and parts and os.path.exists(os.path.join(parts, b + '.cols.json')):
+        cols = [tuple(c) for c in json.load(open(os.path.join(parts, b + '.cols.json')))]
+    if cols is None:
+        cols = [(k, k, True) for k in sorted({k for m in med[b].values() for k in m if k != 'runs'})]
     print('### %s\n' % b)
     print('| impl | runs | ' + ' | '.join(c[1] for c in cols) + ' | ' +
           ' | '.join('%s ÷ imstatus' % c[1] for c in cols[:2]) + ' |')
     print('|---' * (2 + len(cols) + min(2, len(cols))) + '|')
-    for i in sorted(med[b], key=lambda x: (x != 'imstatus', x)):
+    def variant(i):
+        return i.split('@', 1)[1] if '@' in i else ''
+    for i in sorted(med[b], key=lambda x: (variant(x), x.split('@')[0] != 'imstatus', x)):
         m = med[b][i]
+        base = med[b].get('imstatus' + ('@' + variant(i) if variant(i) else ''), {})
         vals = ['%.1f' % m[c[0]] if isinstance(m.get(c[0]), float) else str(m.get(c[0], '—')) for c in cols]
         rat = []
         for c in cols[:2]:

@@ -89,6 +89,8 @@ pub enum SourceConfig {
     Xmpp(XmppConfig),
     /// The local libpurple client over D-Bus.
     Purple(PurpleConfig),
+    /// A Windows IM client through `IM Providers` and its COM automation object.
+    Windows(WindowsConfig),
 }
 
 impl SourceConfig {
@@ -97,6 +99,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Xmpp(_) => SourceKind::Xmpp,
             SourceConfig::Purple(_) => SourceKind::Purple,
+            SourceConfig::Windows(_) => SourceKind::Windows,
         }
     }
 }
@@ -272,6 +275,16 @@ pub struct PurpleConfig {
     pub contacts: bool,
 }
 
+/// The Windows source's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowsConfig {
+    /// The `IM Providers` subkey to watch (`Communicator`, `Lync`, `Teams`, ...); `None` = the
+    /// one named by `HKCU\Software\IM Providers\DefaultIMApp`, followed when it changes.
+    pub app: Option<String>,
+    /// Also track contacts' presence (`OnContactStatusChange`).
+    pub contacts: bool,
+}
+
 /// The gateway's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
@@ -343,6 +356,7 @@ struct RawAccount {
     watcher_password_command: Option<Spanned<String>>,
     bus: Option<Spanned<String>>,
     accounts: Option<Spanned<Vec<String>>>,
+    app: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -436,6 +450,8 @@ impl Resolver<'_> {
             ("bus", raw.bus.as_ref().map(Spanned::span)),
             ("accounts", raw.accounts.as_ref().map(Spanned::span)),
         ];
+        let windows_only: [(&str, Option<Range<usize>>); 1] =
+            [("app", raw.app.as_ref().map(Spanned::span))];
         let not_for = |keys: &[(&str, Option<Range<usize>>)], what: &str| {
             keys.iter()
                 .find_map(|(k, span)| span.clone().map(|s| (*k, s)))
@@ -444,13 +460,17 @@ impl Resolver<'_> {
         let contacts = raw.contacts.as_ref().is_some_and(|c| *c.get_ref());
         let source = match raw.source.get_ref().as_str() {
             "xmpp" => {
-                if let Some(e) = not_for(&purple_only, "source \"xmpp\"") {
+                if let Some(e) = not_for(&purple_only, "source \"xmpp\"")
+                    .or_else(|| not_for(&windows_only, "source \"xmpp\""))
+                {
                     return Err(e);
                 }
                 SourceConfig::Xmpp(self.xmpp(&name, raw, contacts)?)
             }
             "purple" => {
-                if let Some(e) = not_for(&xmpp_only, "source \"purple\"") {
+                if let Some(e) = not_for(&xmpp_only, "source \"purple\"")
+                    .or_else(|| not_for(&windows_only, "source \"purple\""))
+                {
                     return Err(e);
                 }
                 SourceConfig::Purple(PurpleConfig {
@@ -459,11 +479,22 @@ impl Resolver<'_> {
                     contacts,
                 })
             }
+            "windows" => {
+                if let Some(e) = not_for(&xmpp_only, "source \"windows\"")
+                    .or_else(|| not_for(&purple_only, "source \"windows\""))
+                {
+                    return Err(e);
+                }
+                SourceConfig::Windows(WindowsConfig {
+                    app: raw.app.map(Spanned::into_inner),
+                    contacts,
+                })
+            }
             other => {
                 return Err(self.err(
                     raw.source.span(),
                     format!(
-                        "key `source`: unknown source `{other}` (expected \"xmpp\" or \"purple\")"
+                        "key `source`: unknown source `{other}` (expected \"xmpp\", \"purple\" or \"windows\")"
                     ),
                 ))
             }
@@ -921,6 +952,32 @@ mod tests {
         assert_eq!(
             e,
             "cfg.toml:5: key `jid` does not apply to source \"purple\""
+        );
+    }
+
+    #[test]
+    fn windows_source_takes_app_and_contacts_and_nothing_of_the_others() {
+        let c = parse(
+            "[[account]]\nname = \"desk\"\nsource = \"windows\"\napp = \"Lync\"\ncontacts = true\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.accounts[0].source,
+            SourceConfig::Windows(WindowsConfig {
+                app: Some("Lync".into()),
+                contacts: true
+            })
+        );
+        assert_eq!(c.accounts[0].source.kind(), SourceKind::Windows);
+        let e = err("[[account]]\nname = \"a\"\nsource = \"windows\"\nbus = \"unix:path=/x\"\n");
+        assert_eq!(
+            e,
+            "cfg.toml:4: key `bus` does not apply to source \"windows\""
+        );
+        let e = err("[[account]]\nname = \"a\"\nsource = \"purple\"\napp = \"Teams\"\n");
+        assert_eq!(
+            e,
+            "cfg.toml:4: key `app` does not apply to source \"purple\""
         );
     }
 
