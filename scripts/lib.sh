@@ -54,3 +54,44 @@ ensure_rust() {
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   fi
 }
+
+# The Windows cross-build (x86_64-pc-windows-gnu) and wine: Debian's rustc-web/cargo-web 1.96
+# with std's sources, so that std is built for the target with -Zbuild-std (rustup cannot add
+# targets here), MinGW-w64 to link, and wine to run the result.
+ensure_windows_packages() {
+  ensure_debs rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine wine64
+}
+
+WINDOWS_TARGET=x86_64-pc-windows-gnu
+WINDOWS_TARGET_DIR=${WINDOWS_TARGET_DIR:-$PWD/target/windows}
+# The exe scripts/windows-build.sh builds (relative to the repository root).
+WINDOWS_EXE="$WINDOWS_TARGET_DIR/$WINDOWS_TARGET/release/imstatus.exe"
+
+# Runs Debian's cargo for the Windows target: `windows_cargo build -p imstatus …`. Uses
+# /usr/bin/cargo and /usr/bin/rustc explicitly, whatever rustup puts first on PATH; the
+# target directory is separate from the Linux one so the two never invalidate each other.
+windows_cargo() {
+  local sub=$1
+  shift
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$WINDOWS_TARGET_DIR" \
+    CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
+    /usr/bin/cargo "$sub" --release -Zbuild-std=std,panic_abort --target "$WINDOWS_TARGET" "$@"
+}
+
+# Creates (once) a wine prefix that runs Rust programs: `ensure_wine_prefix DIR`. Wine 8 has no
+# bcryptprimitives.dll, whose ProcessPrng Rust's std imports; scripts/windows/bcryptprimitives.c
+# is a shim over RtlGenRandom, compiled and copied into the prefix's system32. Test plumbing
+# only, never shipped.
+ensure_wine_prefix() {
+  local prefix=$1 shim=scripts/windows/bcryptprimitives.c
+  mkdir -p "$prefix"
+  if [ ! -f "$prefix/system.reg" ]; then
+    echo "creating wine prefix $prefix" >&2
+    WINEPREFIX="$prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" wineboot --init >/dev/null 2>&1
+    WINEPREFIX="$prefix" wineserver -w
+  fi
+  local dll="$prefix/drive_c/windows/system32/bcryptprimitives.dll"
+  if [ ! -f "$dll" ] || [ "$shim" -nt "$dll" ]; then
+    x86_64-w64-mingw32-gcc -shared -O2 -o "$dll" "$shim" -ladvapi32 -Wl,--kill-at
+  fi
+}

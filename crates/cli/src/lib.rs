@@ -5,6 +5,10 @@
 //! Exit codes are part of the interface: `status` exits 0 signed in, 3 running but signed
 //! out, 4 client not running, 1 on an error, 2 on a usage or config error; `wait` exits 124
 //! on timeout. A closed stdout (`imstatus watch --json | head -1`) ends `watch` with 0.
+//!
+//! The same code builds for Windows (`x86_64-pc-windows-gnu`): the platform-specific parts are
+//! [`stop_signal`] (SIGTERM vs. the console's close/shutdown events), the closed-stdout check,
+//! and `watch --exec` ([`hook`]: process group vs. process tree).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -45,8 +49,9 @@ const SETTLE: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "imstatus", version, about, long_about = None)]
 pub struct Cli {
-    /// Config file (default: $IMSTATUS_CONFIG, then $XDG_CONFIG_HOME/imstatus/config.toml;
-    /// with none, the local libpurple client on the session bus).
+    /// Config file (default: $IMSTATUS_CONFIG, then $XDG_CONFIG_HOME/imstatus/config.toml,
+    /// on Windows %APPDATA%\imstatus\config.toml; with none, the local IM client: libpurple
+    /// on the session bus, on Windows the `IM Providers` default client).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The command.
@@ -82,7 +87,8 @@ pub enum Command {
         /// environment variables (see docs/hooks.md).
         #[arg(long, value_name = "CMD")]
         exec: Option<String>,
-        /// Time limit of one --exec run; the hook's process group is killed after it.
+        /// Time limit of one --exec run; the hook's process group (on Windows: process tree)
+        /// is killed after it.
         #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
         exec_timeout: Duration,
     },
@@ -199,24 +205,62 @@ pub fn init_logging() {
 }
 
 /// Resolves on Ctrl-C or SIGTERM, or when stdout's reader goes away.
+///
+/// On Windows: on Ctrl-C or Ctrl-Break, or when the console window is closed, the user logs
+/// off or the system shuts down (`CTRL_CLOSE_EVENT` & co.; Windows ends the process a few
+/// seconds after those, so the drain must be quick). A closed stdout is noticed by the next
+/// write failing (`ERROR_NO_DATA`, a broken pipe, which `watch` treats as the end).
 pub async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+            () = stdout_closed() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-        () = stdout_closed() => {}
+    }
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows;
+        // A listener that cannot be installed (no console, e.g. under a service manager) just
+        // never fires.
+        macro_rules! on {
+            ($listener:expr) => {
+                async {
+                    match $listener {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                }
+            };
+        }
+        tokio::select! {
+            () = on!(windows::ctrl_c()) => {}
+            () = on!(windows::ctrl_break()) => {}
+            () = on!(windows::ctrl_close()) => {}
+            () = on!(windows::ctrl_logoff()) => {}
+            () = on!(windows::ctrl_shutdown()) => {}
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 /// Resolves when stdout is a pipe whose reader has gone (POLLERR/POLLHUP), so that
 /// `imstatus watch | head -1` ends even if no further event comes.
+#[cfg(unix)]
 async fn stdout_closed() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
@@ -268,7 +312,7 @@ pub async fn run(
             let cmd = <Cli as clap::CommandFactory>::command();
             return match clap_mangen::Man::new(cmd).render(out) {
                 Ok(()) => EXIT_OK,
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+                Err(e) if reader_gone(&e) => EXIT_OK,
                 Err(e) => {
                     let _ = writeln!(err, "imstatus: {e}");
                     EXIT_ERROR
@@ -353,7 +397,7 @@ pub async fn run(
             let _ = writeln!(err, "imstatus: {msg}");
             EXIT_USAGE
         }
-        Err(Failure::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(Failure::Io(e)) if reader_gone(&e) => EXIT_OK,
         Err(Failure::Io(e)) => {
             let _ = writeln!(err, "imstatus: {e}");
             EXIT_ERROR
@@ -363,6 +407,21 @@ pub async fn run(
             EXIT_ERROR
         }
     }
+}
+
+/// Did a write fail because stdout's reader has gone (`imstatus watch | head -1`)? A broken
+/// pipe; on Windows also `ERROR_PIPE_NOT_CONNECTED` (233), which is what wine reports there
+/// (Windows itself says `ERROR_NO_DATA`, 232, which Rust already calls a broken pipe).
+fn reader_gone(e: &io::Error) -> bool {
+    const ERROR_BROKEN_PIPE: i32 = 109;
+    const ERROR_NO_DATA: i32 = 232;
+    const ERROR_PIPE_NOT_CONNECTED: i32 = 233;
+    e.kind() == io::ErrorKind::BrokenPipe
+        || (cfg!(windows)
+            && matches!(
+                e.raw_os_error(),
+                Some(ERROR_BROKEN_PIPE | ERROR_NO_DATA | ERROR_PIPE_NOT_CONNECTED)
+            ))
 }
 
 /// Why a command stopped early.

@@ -15,8 +15,10 @@ use imstatus_core::{AccountId, SourceKind};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// The account name used when there is no config file.
+/// The account name used when there is no config file (on Unix: the libpurple client).
 pub const DEFAULT_ACCOUNT: &str = "purple";
+/// The account name used when there is no config file on Windows (the `IM Providers` client).
+pub const DEFAULT_WINDOWS_ACCOUNT: &str = "windows";
 
 /// A configuration problem; the CLI exits 2 on these.
 #[derive(Debug, thiserror::Error)]
@@ -135,9 +137,7 @@ impl Secret {
                 Ok(text.trim_end_matches(['\r', '\n']).to_owned())
             }
             Secret::Command(cmd) => {
-                let out = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
+                let out = shell_command(cmd)
                     .stdin(std::process::Stdio::null())
                     .output()
                     .map_err(|source| ConfigError::Io {
@@ -160,18 +160,52 @@ impl Secret {
     }
 }
 
-/// Refuses a secret file that group or others can read.
+/// A command that runs `cmd` through the platform's shell: `sh -c CMD` on Unix; on Windows
+/// `cmd.exe /D /V:ON /S /C "CMD"` (no AutoRun, delayed expansion so that `!VAR!` expands a
+/// variable after the line is parsed, and the line passed to cmd verbatim rather than quoted
+/// by Rust's argument rules, which cmd does not follow).
+pub fn shell_command(cmd: &str) -> std::process::Command {
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        let mut c = std::process::Command::new("cmd.exe");
+        c.raw_arg(format!("/D /V:ON /S /C \"{cmd}\""));
+        c
+    }
+    #[cfg(not(windows))]
+    {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(cmd);
+        c
+    }
+}
+
+/// Refuses a secret file that group or others can read (Unix: any of the mode bits 0o077).
+///
+/// On Windows there are no mode bits, and the ACL is not inspected: the file only has to exist
+/// and be a file. Keep it under the user's profile (`%APPDATA%\imstatus\`), whose default ACL
+/// grants only the user, SYSTEM and Administrators.
 pub fn check_private(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::Permissions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    if !meta.is_file() {
+        return Err(ConfigError::Io {
             path: path.to_owned(),
-            mode,
+            source: std::io::Error::other("not a file"),
         });
     }
     Ok(())
@@ -810,15 +844,49 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Expands a leading `~/` to `$HOME/`.
+/// Expands a leading `~/` to `$HOME/` (on Windows also `~\`, and `%USERPROFILE%` when
+/// `HOME` is not set).
 pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+    let rest = path.strip_prefix("~/");
+    #[cfg(windows)]
+    let rest = rest.or_else(|| path.strip_prefix("~\\"));
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    #[cfg(windows)]
+    let home = home.or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()));
+    match (rest, home) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
     }
 }
 
 impl Config {
+    /// The zero-config default of this platform: [`Config::default_windows`] on Windows,
+    /// [`Config::default_purple`] elsewhere.
+    pub fn default_local() -> Config {
+        if cfg!(windows) {
+            Config::default_windows()
+        } else {
+            Config::default_purple()
+        }
+    }
+
+    /// The zero-config default on Windows: the client named by `IM Providers\DefaultIMApp`,
+    /// as `windows`.
+    pub fn default_windows() -> Config {
+        Config {
+            accounts: vec![AccountConfig {
+                name: AccountId::new(DEFAULT_WINDOWS_ACCOUNT),
+                source: SourceConfig::Windows(WindowsConfig {
+                    app: None,
+                    contacts: false,
+                }),
+            }],
+            serve: None,
+            mqtt: None,
+            origin: Origin::Default,
+        }
+    }
+
     /// The zero-config default: the local libpurple client on the session bus, as `purple`.
     pub fn default_purple() -> Config {
         Config {
@@ -879,8 +947,8 @@ impl Config {
     }
 
     /// Finds the config: `explicit` (`--config`), else `$IMSTATUS_CONFIG`, else
-    /// `$XDG_CONFIG_HOME/imstatus/config.toml` (`~/.config/…`); with none of them present, the
-    /// zero-config default. An explicitly named file that is missing is an error.
+    /// [`default_path`]; with none of them present, the zero-config default
+    /// ([`Config::default_local`]). An explicitly named file that is missing is an error.
     pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         if let Some(p) = explicit {
             return Config::load(p);
@@ -890,7 +958,7 @@ impl Config {
         }
         match default_path() {
             Some(p) if p.exists() => Config::load(&p),
-            _ => Ok(Config::default_purple()),
+            _ => Ok(Config::default_local()),
         }
     }
 
@@ -900,8 +968,14 @@ impl Config {
     }
 }
 
-/// `$XDG_CONFIG_HOME/imstatus/config.toml`, or `~/.config/imstatus/config.toml`.
+/// `$XDG_CONFIG_HOME/imstatus/config.toml`, or `~/.config/imstatus/config.toml`; on Windows
+/// `%APPDATA%\imstatus\config.toml`.
 pub fn default_path() -> Option<PathBuf> {
+    #[cfg(windows)]
+    let base = std::env::var_os("APPDATA")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)?;
+    #[cfg(not(windows))]
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -1285,5 +1359,29 @@ mod tests {
         let d = Config::default_purple();
         assert_eq!(d.accounts[0].name.as_str(), "purple");
         assert_eq!(d.origin, Origin::Default);
+        let w = Config::default_windows();
+        assert_eq!(w.accounts[0].name.as_str(), DEFAULT_WINDOWS_ACCOUNT);
+        assert_eq!(w.accounts[0].source.kind(), SourceKind::Windows);
+        let local = Config::default_local();
+        if cfg!(windows) {
+            assert_eq!(local, w);
+        } else {
+            assert_eq!(local, d);
+        }
+    }
+
+    #[test]
+    fn password_command_runs_through_the_platform_shell() {
+        let cmd = if cfg!(windows) {
+            "echo s3cret& echo second"
+        } else {
+            "printf 's3cret\\nsecond\\n'"
+        };
+        let secret = Secret::Command(cmd.to_owned()).read().expect("password");
+        assert_eq!(secret, "s3cret");
+        let e = Secret::Command("exit 3".to_owned())
+            .read()
+            .expect_err("failing command");
+        assert!(e.to_string().contains("`exit 3` exited with"), "{e}");
     }
 }
