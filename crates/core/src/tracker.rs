@@ -160,7 +160,13 @@ impl Tracker {
 
     /// The next event, in order; `None` when all are drained.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        let event = self.queue.pop_front();
+        if event.is_none() && self.queue.capacity() > QUEUE_KEEP {
+            // A burst (a 5,000-contact roster arrives as 5,000 events at once) must not pin its
+            // peak queue (~330 B per event) for the life of the process.
+            self.queue.shrink_to(QUEUE_KEEP);
+        }
+        event
     }
 
     /// When [`Tracker::handle_timeout`] should next be called, if ever.
@@ -211,6 +217,9 @@ impl Tracker {
             .map(|(c, d)| (*c, d.as_str()))
     }
 }
+
+/// Queue capacity kept after a burst has been drained.
+const QUEUE_KEEP: usize = 64;
 
 /// Appends numbered events to the queue and folds them into the visible state.
 struct Emitter<'a> {
@@ -665,5 +674,26 @@ mod tests {
             )
             .expect_err("unknown");
         assert_eq!(err, UnknownAccount(AccountId::new("nobody")));
+    }
+
+    #[test]
+    fn a_drained_burst_does_not_keep_its_queue() {
+        let mut t = Tracker::new();
+        let account = AccountId::new("a");
+        t.add_account(account.clone(), SourceKind::Test);
+        let now = Timestamp::from_millis(0);
+        for i in 0..5_000 {
+            let contact = ContactId::new(format!("c{i}@example.test"));
+            let status = Status::new(crate::Availability::Available);
+            t.handle_observation(now, &account, Observation::Contact(contact, status))
+                .expect("known account");
+        }
+        assert!(t.queue.capacity() >= 5_000);
+        let mut drained = 0;
+        while t.poll_event().is_some() {
+            drained += 1;
+        }
+        assert_eq!(drained, 5_000);
+        assert!(t.queue.capacity() <= QUEUE_KEEP, "{}", t.queue.capacity());
     }
 }

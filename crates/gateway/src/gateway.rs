@@ -31,6 +31,8 @@ pub struct Gateway {
     pub(crate) ws_send_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) set_status_timeout: Duration,
+    /// SSE frames rendered once for every subscriber.
+    pub(crate) frames: crate::stream::Frames,
     shutdown: watch::Sender<bool>,
     /// Open SSE and WebSocket streams, for the drain.
     streams: watch::Sender<usize>,
@@ -73,6 +75,7 @@ impl Gateway {
             ws_send_timeout: DEFAULT_WS_SEND_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
+            frames: crate::stream::Frames::new(),
             shutdown: watch::channel(false).0,
             streams: watch::channel(0).0,
         }

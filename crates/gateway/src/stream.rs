@@ -6,17 +6,21 @@
 //! the gateway buffer more than one event (plus the kernel's socket buffer); the hub's ring
 //! overtakes its subscription instead, and its next event is a `snapshot` with `resync: true`.
 //! A WebSocket send that blocks longer than the send timeout closes the connection (1008).
+//!
+//! Every live event goes to every subscriber that may see it, so its SSE frame is rendered
+//! once ([`Frames`]) and the same bytes are written to each stream: with thousands of
+//! subscribers, serialising per subscriber was half the gateway's CPU (B7 in docs/benchmarks.md).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
 use imstatus_core::{AccountId, Event};
@@ -29,6 +33,8 @@ use crate::gateway::{Gateway, GatewayState, StreamGuard, StreamKind};
 
 /// The reconnection delay the SSE stream asks `EventSource` clients to use.
 const SSE_RETRY: Duration = Duration::from_secs(1);
+/// How many recently rendered SSE frames are kept for the other subscribers.
+const FRAME_SLOTS: usize = 1024;
 /// The largest message a WebSocket client may send (they are ignored anyway).
 const WS_MAX_INCOMING: usize = 4096;
 /// The most a WebSocket's write buffer may hold; one event is written at a time.
@@ -113,6 +119,54 @@ fn event_json(event: &Event) -> Option<String> {
     }
 }
 
+/// One SSE frame: `id: <id>` and `data: <json>` (compact JSON has no raw newline).
+fn sse_frame(id: u64, json: &str) -> Bytes {
+    Bytes::from(format!("id: {id}\ndata: {json}\n\n"))
+}
+
+/// An SSE comment frame (`: text`).
+fn sse_comment(text: &str) -> Bytes {
+    Bytes::from(format!(": {text}\n\n"))
+}
+
+/// The SSE frames of the most recent events, rendered once for all subscribers. A slot is
+/// found by seq and trusted only for the very same hub event (`Arc::ptr_eq`; holding the `Arc`
+/// keeps its address from being reused), so resync snapshots, which are built per subscriber,
+/// are never confused with live events of the same seq.
+pub(crate) struct Frames {
+    slots: Mutex<Vec<Slot>>,
+}
+
+/// A rendered frame and the hub event it belongs to.
+type Slot = Option<(Arc<Event>, Bytes)>;
+
+impl Frames {
+    pub(crate) fn new() -> Frames {
+        Frames {
+            slots: Mutex::new(vec![None; FRAME_SLOTS]),
+        }
+    }
+
+    /// The frame of `event` with `id: <event.seq>`.
+    fn get(&self, event: &Arc<Event>) -> Option<Bytes> {
+        let slot = (event.seq % FRAME_SLOTS as u64) as usize;
+        {
+            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((e, frame)) = &slots[slot] {
+                if Arc::ptr_eq(e, event) {
+                    return Some(frame.clone());
+                }
+            }
+        }
+        // Rendered outside the lock; two subscribers may race to render the same event,
+        // which costs one extra rendering, never a wrong frame.
+        let frame = sse_frame(event.seq, &event_json(event)?);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots[slot] = Some((event.clone(), frame.clone()));
+        Some(frame)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Step {
     Start,
@@ -120,7 +174,16 @@ enum Step {
     Done,
 }
 
+/// What woke an SSE stream.
+enum Next {
+    Shutdown,
+    Event(Option<Arc<Event>>),
+    /// Nothing for the keep-alive interval.
+    Idle,
+}
+
 struct SseState {
+    gw: GatewayState,
     sub: Subscription,
     shutdown: watch::Receiver<bool>,
     /// The highest seq sent: `id:` never goes backwards, also across a resync whose
@@ -130,39 +193,49 @@ struct SseState {
     _guard: StreamGuard,
 }
 
-async fn next_sse(mut st: SseState) -> Option<(Result<SseEvent, Infallible>, SseState)> {
+async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseState)> {
     loop {
         match st.step {
             Step::Start => {
                 st.step = Step::Live;
-                let hello = SseEvent::default()
-                    .retry(SSE_RETRY)
-                    .comment("imstatus events: snapshot first, then changes; id = seq");
-                return Some((Ok(hello), st));
+                let hello = format!(
+                    "retry: {}\n: imstatus events: snapshot first, then changes; id = seq\n\n",
+                    SSE_RETRY.as_millis()
+                );
+                return Some((Ok(Bytes::from(hello)), st));
             }
             Step::Done => return None,
             Step::Live => {}
         }
         let next = tokio::select! {
             biased;
-            _ = st.shutdown.wait_for(|s| *s) => None,
-            event = st.sub.recv() => Some(event),
+            _ = st.shutdown.wait_for(|s| *s) => Next::Shutdown,
+            event = st.sub.recv() => Next::Event(event),
+            () = tokio::time::sleep(st.gw.keep_alive) => Next::Idle,
         };
         let out = match next {
-            None => {
+            Next::Idle => sse_comment("keep-alive"),
+            Next::Shutdown => {
                 st.step = Step::Done;
-                SseEvent::default().comment("shutting down")
+                sse_comment("shutting down")
             }
-            Some(None) => {
+            Next::Event(None) => {
                 st.step = Step::Done;
-                SseEvent::default().comment("the event hub stopped")
+                sse_comment("the event hub stopped")
             }
-            Some(Some(event)) => {
+            Next::Event(Some(event)) if event.seq > st.last_id => {
+                let Some(frame) = st.gw.frames.get(&event) else {
+                    continue;
+                };
+                st.last_id = event.seq;
+                frame
+            }
+            Next::Event(Some(event)) => {
+                // A resync snapshot older than what this stream already sent: its own frame.
                 let Some(json) = event_json(&event) else {
                     continue;
                 };
-                st.last_id = st.last_id.max(event.seq);
-                SseEvent::default().id(st.last_id.to_string()).data(json)
+                sse_frame(st.last_id, &json)
             }
         };
         return Some((Ok(out), st));
@@ -182,6 +255,7 @@ pub(crate) async fn events(
     let req = stream_request(&gw, &caller, &headers, &uri)?;
     let sub = gw.hub.resume(req.accounts, req.after);
     let state = SseState {
+        gw: gw.clone(),
         sub,
         shutdown: gw.shutdown_receiver(),
         last_id: 0,
@@ -189,12 +263,14 @@ pub(crate) async fn events(
         _guard: gw.open_stream(StreamKind::Sse),
     };
     let stream = futures_util::stream::unfold(state, next_sse);
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(gw.keep_alive).text("keep-alive"))
-        .into_response();
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 
@@ -292,4 +368,56 @@ async fn ws_session(
         let _ = tokio::time::timeout(grace, tx.send(Message::Close(Some(frame)))).await;
     }
     reader.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imstatus_core::{EventKind, SourceKind, Timestamp};
+
+    fn event(seq: u64) -> Arc<Event> {
+        Arc::new(Event {
+            seq,
+            time: Timestamp::default(),
+            account: AccountId::new("alice"),
+            source: SourceKind::Test,
+            kind: EventKind::ClientStarting,
+        })
+    }
+
+    #[test]
+    fn a_live_event_is_rendered_once_and_shared() {
+        let frames = Frames::new();
+        let e = event(7);
+        let a = frames.get(&e).expect("frame");
+        let b = frames.get(&e).expect("frame");
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the same bytes, not a second rendering"
+        );
+        let text = std::str::from_utf8(&a).expect("utf-8");
+        assert!(text.starts_with("id: 7\ndata: {"), "{text}");
+        assert!(text.ends_with("}\n\n"), "{text}");
+        assert_eq!(text.matches('\n').count(), 3, "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&text["id: 7\ndata: ".len()..text.len() - 2]).expect("json");
+        assert_eq!(json["seq"], 7);
+    }
+
+    #[test]
+    fn another_event_with_the_same_seq_or_slot_gets_its_own_frame() {
+        let frames = Frames::new();
+        let first = event(3);
+        let f1 = frames.get(&first).expect("frame");
+        // A snapshot built for one subscriber can carry the seq of a live event.
+        let other = event(3);
+        let f2 = frames.get(&other).expect("frame");
+        assert_ne!(f1.as_ptr(), f2.as_ptr());
+        // An event FRAME_SLOTS later takes the slot; the first is rendered again, correctly.
+        let later = event(3 + FRAME_SLOTS as u64);
+        let f3 = frames.get(&later).expect("frame");
+        assert!(f3.starts_with(format!("id: {}\n", 3 + FRAME_SLOTS).as_bytes()));
+        assert_eq!(frames.get(&first).expect("frame"), f1);
+    }
 }

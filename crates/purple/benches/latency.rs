@@ -2,6 +2,10 @@
 //! Prosody: the one-shot query time, the D-Bus signal → imstatus event latency, and how long a
 //! `kill -9` of finch takes to become `client_shutdown`. Prints p50/p99; asserts only that the
 //! answers are right, never how fast they came (speed is measured, not timed in tests).
+//!
+//! Besides the human-readable lines on stderr, every measure is printed on stdout as one JSON
+//! line (`{"impl": "imstatus@<measure>", "p50_us", "p99_us", "n"}`) for `bench/run.sh P`; the
+//! `floor@kill` line is the time until a plain second D-Bus connection saw finch's bus name go.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -19,13 +23,16 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
-fn summary(what: &str, mut samples: Vec<Duration>) -> Duration {
+fn summary(key: &str, what: &str, mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     let p50 = percentile(&samples, 50);
-    eprintln!(
-        "{what}, {} samples: p50 {p50:?} p99 {:?}",
-        samples.len(),
-        percentile(&samples, 99)
+    let p99 = percentile(&samples, 99);
+    eprintln!("{what}, {} samples: p50 {p50:?} p99 {p99:?}", samples.len());
+    println!(
+        "{{\"impl\": \"{key}\", \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"n\": {}}}",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        samples.len()
     );
     p50
 }
@@ -46,6 +53,33 @@ async fn stamper(
     let rule =
         format!("type='signal',interface='im.pidgin.purple.PurpleInterface',member='{member}'");
     let mut stream = zbus::MessageStream::for_match_rule(rule.as_str(), &conn, Some(1024))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let _conn = conn;
+        while let Some(Ok(_)) = stream.next().await {
+            let _ = tx.send(Instant::now());
+        }
+    });
+    (rx, task)
+}
+
+/// Stamps every `NameOwnerChanged` that says libpurple's bus name lost its owner.
+async fn name_owner_stamper(
+    bus: &str,
+) -> (
+    mpsc::UnboundedReceiver<Instant>,
+    tokio::task::JoinHandle<()>,
+) {
+    let conn = zbus::connection::Builder::address(bus)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let rule = "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',\
+                arg0='im.pidgin.purple.PurpleService',arg2=''";
+    let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, Some(1024))
         .await
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -107,7 +141,11 @@ async fn main() {
             one_shot.push(t.elapsed());
             assert_eq!(snapshot(&hub).session, imstatus_core::Session::SignedIn);
         }
-        summary("one-shot status (hub start → synced)", one_shot);
+        summary(
+            "imstatus@oneshot",
+            "one-shot status (hub start → synced)",
+            one_shot,
+        );
 
         let hub = hub_on(bus);
         settled(&hub).await;
@@ -144,14 +182,20 @@ async fn main() {
             from_call.push(t_event - t0);
         }
         summary(
+            "imstatus@saved_status",
             "SavedstatusChanged received → status_changed event",
             from_saved,
         );
         summary(
+            "imstatus@account_status",
             "AccountStatusChanged (first signal of the change) → status_changed",
             from_account,
         );
-        summary("SavedstatusActivate sent → status_changed event", from_call);
+        summary(
+            "imstatus@activate",
+            "SavedstatusActivate sent → status_changed event",
+            from_call,
+        );
 
         let account = blocking(|| first_account(&finch));
         let (mut off, mut on) = (Vec::new(), Vec::new());
@@ -163,8 +207,16 @@ async fn main() {
             let t_event = event(&mut sub, "signed_in").await;
             on.push(t_event.saturating_duration_since(stamp(&mut signed_on).await));
         }
-        summary("AccountSignedOff received → signed_out event", off);
-        summary("AccountSignedOn received → signed_in event", on);
+        summary(
+            "imstatus@signed_off",
+            "AccountSignedOff received → signed_out event",
+            off,
+        );
+        summary(
+            "imstatus@signed_on",
+            "AccountSignedOn received → signed_in event",
+            on,
+        );
         for task in [a, b, c, d] {
             task.abort();
         }
@@ -173,19 +225,33 @@ async fn main() {
 
         // kill -9 of finch → client_shutdown (no Quitting signal comes; only the bus name goes).
         let mut finch = finch;
-        let mut killed = Vec::new();
+        let (mut name_lost, e) = name_owner_stamper(bus).await;
+        let (mut killed, mut killed_raw) = (Vec::new(), Vec::new());
         for _ in 0..10 {
             let hub = hub_on(bus);
             settled(&hub).await;
             let (_, mut sub) = subscribe(&hub).await;
+            while name_lost.try_recv().is_ok() {}
             let t0 = Instant::now();
-            finch.kill9();
+            finch.send_kill9();
             let t_event = event(&mut sub, "client_shutdown").await;
             killed.push(t_event - t0);
+            killed_raw.push(stamp(&mut name_lost).await - t0);
+            finch.kill9(); // waits for the exit
             blocking(|| finch.restart()).unwrap();
             blocking(|| finch.wait_signed_in(STEP)).unwrap();
         }
-        summary("kill -9 of finch → client_shutdown event", killed);
+        e.abort();
+        summary(
+            "imstatus@kill",
+            "kill -9 of finch → client_shutdown event",
+            killed,
+        );
+        summary(
+            "floor@kill",
+            "kill -9 of finch → NameOwnerChanged seen by a plain connection",
+            killed_raw,
+        );
     })
     .await
     .expect("within the limit");

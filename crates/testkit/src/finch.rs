@@ -270,6 +270,13 @@ impl Finch {
         let _ = self.wait_exit(TERM_GRACE);
     }
 
+    /// Sends SIGKILL to finch and returns at once, without waiting for it to exit (for
+    /// measurements that stamp the moment of the kill); call [`Finch::kill9`] afterwards to
+    /// wait for the exit.
+    pub fn send_kill9(&self) {
+        self.signal(Signal::SIGKILL);
+    }
+
     /// Quits finch if it runs, then launches it again with a fresh copy of its config dir (so
     /// it starts with the template's status, P10) in a new tmux server.
     pub fn restart(&mut self) -> Result<()> {
