@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # imstatus benchmark suite: imstatus side by side with its peers, one command.
 #
-#   bench/run.sh [quick|full] [B1 B3 B8 ...]      (default: quick, all implemented benchmarks)
+#   bench/run.sh [quick|full] [B1 … B9 P]      (default: quick, every benchmark)
 #
-# Installs what it needs when missing (prosody via apt; python3 venv in bench/.venv with
-# slixmpp==1.17), builds the release binaries, runs each selected benchmark RUNS times (3) per
+# Installs what it needs when missing (Debian: prosody, ejabberd, wrk, finch, dbus, tmux,
+# python3-venv; bench/.venv with slixmpp==1.17 and uvloop), builds the release binaries, runs each selected benchmark RUNS times (3) per
 # implementation, writes bench/results/<timestamp>.json (raw runs + medians) and prints a
 # markdown table. Everything listens on and talks to 127.0.0.1 only; every loop is bounded in
 # count and time; every process started here is stopped by its PID on exit.
@@ -56,17 +56,21 @@ SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 # ---------------------------------------------------------------- dependencies
 # ensure_apt COMMAND PACKAGE...: install the Debian packages when COMMAND is missing.
 APT_UPDATED=0
-ensure_apt() {
-  local cmd=$1; shift
-  command -v "$cmd" >/dev/null && return 0
+apt_install() {
   log "installing $*"
   [ $APT_UPDATED = 1 ] || { $SUDO apt-get update -qq; APT_UPDATED=1; }
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+ensure_apt() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null || apt_install "$@"
 }
 ensure_apt prosody prosody
 PY=$HERE/.venv/bin/python
 if ! [ -x "$PY" ] || ! "$PY" -c 'import slixmpp' 2>/dev/null; then
   log "creating bench/.venv with slixmpp==1.17"
+  ensure_apt python3 python3
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv   # Debian's python3
   python3 -m venv "$HERE/.venv"
   "$HERE/.venv/bin/pip" install -q slixmpp==1.17
 fi

@@ -6,6 +6,9 @@ our handler parses the status marker).  --impl raw: raw socket + regex floor (no
 Status markers sent by gen.py: '<kind> <seq> <send_monotonic_ns>'; kinds l=login f=blast r=rate.
 Prints 'READY' when online, 'P <recv_total> <l> <f> <r>' progress lines (every 0.25 s) and,
 on SIGTERM/SIGINT, one 'RESULT {json}' line (latency percentiles per kind, first/last recv).
+bench/run.sh additions (B9): --reconnect (slix: connect again when the connection is lost, print
+'DOWN <t_ns>' and 'RECONNECTED <t_ns> <down_t_ns>'), --dump FILE (slix: at the end, write every
+roster contact's presence as 'jid TAB show|available|unavailable TAB status').
 """
 import argparse, asyncio, json, os, signal, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,12 +48,25 @@ class Stats:
         return out
 
 
+RECONNECT = {'on': False, 'down': None, 'stopping': False}
+
+
 async def run_slix(dom, host, port, st, ready):
     c = make_client('%s@%s/w' % (os.environ.get('WATCHER_USER', 'watcher'), dom), 'pw')
     async def on_start(_):
         await c.get_roster()
         c.send_presence()
+        if ready.done():  # a reconnect (--reconnect)
+            print('RECONNECTED %d %d' % (time.monotonic_ns(), RECONNECT['down'] or 0), flush=True)
+            RECONNECT['down'] = None
+            return
         ready.set_result(len(c.client_roster))
+    def on_disconnected(_):
+        if RECONNECT['on'] and not RECONNECT['stopping'] and ready.done():
+            RECONNECT['down'] = time.monotonic_ns()
+            print('DOWN %d' % RECONNECT['down'], flush=True)
+            c.connect(host, port)
+    c.add_event_handler('disconnected', on_disconnected)
     def on_pres(p):
         st.total += 1
         s = p['status']
@@ -103,7 +119,10 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('server', choices=SERVERS)
     ap.add_argument('--impl', choices=['slix', 'raw', 'count'], default='slix')
+    ap.add_argument('--reconnect', action='store_true')
+    ap.add_argument('--dump')
     a = ap.parse_args()
+    RECONNECT['on'] = a.reconnect
     dom, host, port = SERVERS[a.server]
     loop = asyncio.get_running_loop()
     st = Stats(); ready = loop.create_future(); stop = loop.create_future()
@@ -116,7 +135,17 @@ async def main():
     while not stop.done():
         print(st.progress(), flush=True)
         await asyncio.wait([stop], timeout=0.25)
+    RECONNECT['stopping'] = True
     print('RESULT ' + json.dumps(st.result()), flush=True)
+    if a.dump and a.impl == 'slix':
+        with open(a.dump, 'w') as f:
+            for jid in c.client_roster:
+                res = c.client_roster[jid].resources
+                if not res:
+                    f.write('%s\tunavailable\t\n' % jid)
+                    continue
+                best = max(res.values(), key=lambda r: r.get('priority', 0))
+                f.write('%s\t%s\t%s\n' % (jid, best.get('show') or 'available', best.get('status', '')))
     try:
         c.disconnect() if a.impl == 'slix' else c.close()  # raw/count
     except Exception:

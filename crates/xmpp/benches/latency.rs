@@ -1,13 +1,19 @@
-//! B1 of the benchmark suite (`bench/run.sh`): own-resource presence latency through the XMPP
-//! source and the hub. imstatus logs in as alice (priority −1, visible, no contacts) to a
-//! server that `bench/run.sh` started; a raw XMPP client (imstatus-testkit's) logs in as
-//! alice/desk and toggles between away and available, closed loop, N times. Every toggle
-//! carries `<status>x SEQ</status>`; a hub subscriber stamps each `status_changed` whose new
-//! message is that marker. Latency = `Instant` just before the write (as latency.py) → `Instant` when the
-//! subscriber received the event (same process, same clock).
+//! B1 and B2 of the benchmark suite (`bench/run.sh`): presence latency through the XMPP source
+//! and the hub. A raw XMPP client (imstatus-testkit's) logs in as alice/desk and toggles between
+//! away and available, closed loop, N times; every toggle carries `<status>x SEQ</status>`.
+//!
+//! - `--observer self` (B1, default): imstatus logs in as alice (priority −1, visible, no
+//!   contacts); a hub subscriber stamps each `status_changed` whose new message is the marker.
+//! - `--observer roster` (B2): imstatus logs in as `watcher` (alice on its roster, subscription
+//!   both; `contacts = true`, visible); the subscriber stamps each `contact_status_changed` of
+//!   alice whose new message is the marker.
+//!
+//! Latency = `Instant` just before the write (as latency.py) → `Instant` when the subscriber
+//! received the event (same process, same clock).
 //!
 //! ```sh
 //! cargo bench -p imstatus-xmpp --bench latency -- --port 25322 --domain p.test --n 500
+//! cargo bench -p imstatus-xmpp --bench latency -- --port 25322 --observer roster --n 500
 //! ```
 //!
 //! Prints one JSON line (µs). Without `--bench` (i.e. under `cargo test --all-targets`) it does
@@ -52,25 +58,32 @@ async fn main() {
     let n: usize = arg(&args, "--n", "500").parse().unwrap();
     let gap = Duration::from_secs_f64(arg(&args, "--gap-ms", "5").parse::<f64>().unwrap() / 1000.0);
     let password = arg(&args, "--password", "pw");
+    let roster = match arg(&args, "--observer", "self").as_str() {
+        "self" => false,
+        "roster" => true,
+        other => panic!("--observer self|roster, not {other:?}"),
+    };
+    let observer = if roster { "watcher" } else { "alice" };
+    let alice_jid = format!("alice@{domain}");
 
     let mut pwfile = tempfile::NamedTempFile::new().unwrap();
     writeln!(pwfile, "{password}").unwrap();
     let config = XmppConfig {
         server: Some(format!("127.0.0.1:{port}")),
         tls: TlsMode::InsecurePlaintext,
-        contacts: false,
+        contacts: roster,
         visibility: Visibility::Visible,
         ..XmppConfig::new(
-            format!("alice@{domain}"),
+            format!("{observer}@{domain}"),
             Secret::File(pwfile.path().to_owned()),
         )
     };
-    let alice = AccountId::new("alice");
+    let alice = AccountId::new(observer);
     let hub = Hub::builder()
         .with_source(alice.clone(), Arc::new(XmppSource::new(&config)))
         .start();
     assert!(
-        hub.wait_settled(std::slice::from_ref(&alice), Duration::from_secs(10))
+        hub.wait_settled(std::slice::from_ref(&alice), Duration::from_secs(30))
             .await,
         "the XMPP source did not sign in: {:?}",
         hub.source_error(&alice)
@@ -92,12 +105,19 @@ async fn main() {
         let got = loop {
             match tokio::time::timeout_at(deadline, sub.recv()).await {
                 Ok(Some(ev)) => {
-                    if let EventKind::StatusChanged { to, .. } = &ev.kind {
-                        if to.message.as_deref() == Some(marker.as_str())
-                            && (to.availability == Availability::Away) == show.is_some()
+                    let to = match &ev.kind {
+                        EventKind::StatusChanged { to, .. } if !roster => to,
+                        EventKind::ContactStatusChanged { contact, to, .. }
+                            if roster && contact.as_str() == alice_jid =>
                         {
-                            break Some(Instant::now());
+                            to
                         }
+                        _ => continue,
+                    };
+                    if to.message.as_deref() == Some(marker.as_str())
+                        && (to.availability == Availability::Away) == show.is_some()
+                    {
+                        break Some(Instant::now());
                     }
                 }
                 Ok(None) | Err(_) => break None,
@@ -120,7 +140,8 @@ async fn main() {
         lat.iter().sum::<f64>() / lat.len() as f64
     };
     println!(
-        "{{\"impl\": \"imstatus\", \"n\": {n}, \"lost\": {lost}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \"max_us\": {:.1}, \"mean_us\": {:.1}}}",
+        "{{\"impl\": \"imstatus\", \"observer\": \"{}\", \"n\": {n}, \"lost\": {lost}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \"max_us\": {:.1}, \"mean_us\": {:.1}}}",
+        if roster { "roster" } else { "self" },
         pct(&lat, 50.0),
         pct(&lat, 90.0),
         pct(&lat, 99.0),
