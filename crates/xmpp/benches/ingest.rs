@@ -15,39 +15,12 @@
 //! under `cargo test --all-targets`) it does nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::Write as _;
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use imstatus_core::AccountId;
-use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
-use imstatus_hub::Hub;
-use imstatus_xmpp::XmppSource;
-
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// (user+system CPU seconds, RSS in KB) of this process, from /proc.
-fn cpu_rss() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the ')'; clock ticks of 1/100 s.
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss)
-}
+use common::*;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -60,26 +33,9 @@ async fn main() {
     let m: u64 = arg(&args, "--m", "100000").parse().unwrap();
     let k: u64 = arg(&args, "--k", "2000").parse().unwrap();
 
-    let mut pwfile = tempfile::NamedTempFile::new().unwrap();
-    writeln!(pwfile, "pw").unwrap();
-    let config = XmppConfig {
-        server: Some(format!("127.0.0.1:{port}")),
-        tls: TlsMode::InsecurePlaintext,
-        contacts: true,
-        visibility: Visibility::Visible,
-        ..XmppConfig::new("watcher@r.test", Secret::File(pwfile.path().to_owned()))
-    };
-    let account = AccountId::new("watcher");
     let t_login = Instant::now();
-    let hub = Hub::builder()
-        .with_source(account.clone(), Arc::new(XmppSource::new(&config)))
-        .start();
-    assert!(
-        hub.wait_settled(std::slice::from_ref(&account), Duration::from_secs(20))
-            .await,
-        "the XMPP source did not sign in: {:?}",
-        hub.source_error(&account)
-    );
+    let (hub, _account, _pwfile) =
+        signed_in_hub("watcher@r.test", "pw", port, true, Duration::from_secs(20)).await;
     let ready_s = t_login.elapsed().as_secs_f64();
     let base = hub.event_count();
     // Wait for the first replayed presence (the replay server starts 1 s after our presence).

@@ -20,31 +20,15 @@
 //! nothing: it needs a server the suite starts.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::Write as _;
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use imstatus_core::{AccountId, Availability, EventKind};
-use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
-use imstatus_hub::Hub;
+use imstatus_core::{Availability, EventKind};
 use imstatus_testkit::XmppClient;
-use imstatus_xmpp::XmppSource;
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let k = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[k.min(sorted.len() - 1)]
-}
+use common::*;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -66,28 +50,14 @@ async fn main() {
     let observer = if roster { "watcher" } else { "alice" };
     let alice_jid = format!("alice@{domain}");
 
-    let mut pwfile = tempfile::NamedTempFile::new().unwrap();
-    writeln!(pwfile, "{password}").unwrap();
-    let config = XmppConfig {
-        server: Some(format!("127.0.0.1:{port}")),
-        tls: TlsMode::InsecurePlaintext,
-        contacts: roster,
-        visibility: Visibility::Visible,
-        ..XmppConfig::new(
-            format!("{observer}@{domain}"),
-            Secret::File(pwfile.path().to_owned()),
-        )
-    };
-    let alice = AccountId::new(observer);
-    let hub = Hub::builder()
-        .with_source(alice.clone(), Arc::new(XmppSource::new(&config)))
-        .start();
-    assert!(
-        hub.wait_settled(std::slice::from_ref(&alice), Duration::from_secs(30))
-            .await,
-        "the XMPP source did not sign in: {:?}",
-        hub.source_error(&alice)
-    );
+    let (hub, _alice, _pwfile) = signed_in_hub(
+        &format!("{observer}@{domain}"),
+        &password,
+        port,
+        roster,
+        Duration::from_secs(30),
+    )
+    .await;
     let mut sub = hub.subscribe();
     let mut desk = XmppClient::connect(port, "alice", &domain, &password, "desk").unwrap();
     desk.presence(None, Some("x start"), None).unwrap();

@@ -30,25 +30,19 @@
 //! Without `--bench` (i.e. under `cargo test --all-targets`) it does nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use imstatus_core::{AccountId, Availability, EventKind, Snapshot};
-use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
-use imstatus_hub::Hub;
-use imstatus_xmpp::XmppSource;
-use tokio::signal::unix::{signal, SignalKind};
+use imstatus_core::{Availability, EventKind, Snapshot};
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
+use common::*;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// CLOCK_MONOTONIC in ns, the clock of Python's `time.monotonic_ns()` that gen.py stamps.
 /// std's `Instant` is that clock on Linux but opaque, and the workspace forbids `unsafe`: its
@@ -74,31 +68,6 @@ fn mono_ns() -> u64 {
         (now, num("tv_sec") * 1_000_000_000 + num("tv_nsec"))
     });
     ns + at.elapsed().as_nanos() as u64
-}
-
-/// (user+system CPU seconds, RSS in KB) of this process, from /proc.
-fn cpu_rss() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss)
-}
-
-/// As xmpputil.pct: nearest rank on the sorted values.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let k = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[k.min(sorted.len() - 1)]
 }
 
 fn num(v: f64) -> String {
@@ -290,28 +259,14 @@ async fn main() {
     let mut term = signal(SignalKind::terminate()).unwrap();
     let mut int = signal(SignalKind::interrupt()).unwrap();
 
-    let mut pwfile = tempfile::NamedTempFile::new().unwrap();
-    writeln!(pwfile, "pw").unwrap();
-    let config = XmppConfig {
-        server: Some(format!("127.0.0.1:{port}")),
-        tls: TlsMode::InsecurePlaintext,
-        contacts: true,
-        visibility: Visibility::Visible,
-        ..XmppConfig::new(
-            format!("{user}@{domain}"),
-            Secret::File(pwfile.path().to_owned()),
-        )
-    };
-    let account = AccountId::new(user.as_str());
-    let hub = Hub::builder()
-        .with_source(account.clone(), Arc::new(XmppSource::new(&config)))
-        .start();
-    assert!(
-        hub.wait_settled(std::slice::from_ref(&account), Duration::from_secs(60))
-            .await,
-        "the XMPP source did not sign in: {:?}",
-        hub.source_error(&account)
-    );
+    let (hub, account, _pwfile) = signed_in_hub(
+        &format!("{user}@{domain}"),
+        "pw",
+        port,
+        true,
+        Duration::from_secs(60),
+    )
+    .await;
     let mut sub = hub.subscribe();
     let mut st = Stats::default();
     let mut roster = 0usize;
