@@ -320,12 +320,21 @@ fn watch_ends_when_its_reader_goes_at_the_next_event() {
     assert!(line.contains("\"snapshot\""), "{line}");
     // `| head -1`: the reader goes. On Windows nothing tells imstatus until it next writes.
     drop(stdout);
-    std::thread::sleep(Duration::from_millis(500));
-    desk.presence(Some("away"), None, Some(5))
-        .expect("presence");
-    std::thread::sleep(Duration::from_millis(500));
-    desk.presence(Some("xa"), None, Some(5)).expect("presence");
-    let code = exit_within(&mut child, STEP);
+    // Each change is a write that fails once the reader has gone: change the status until
+    // imstatus notices, within STEP.
+    let deadline = Instant::now() + STEP;
+    let mut shows = ["away", "xa"].into_iter().cycle();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            break exit_within(&mut child, Duration::ZERO);
+        }
+        desk.presence(shows.next(), None, Some(5))
+            .expect("presence");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
     assert_eq!(code, Some(0), "{err}");
