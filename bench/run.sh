@@ -88,7 +88,9 @@ for l in sys.stdin:
 }
 LATENCY_BIN=$(bench_exe latency); INGEST_BIN=$(bench_exe ingest)
 [ -x "$LATENCY_BIN" ] && [ -x "$INGEST_BIN" ] || { echo "bench executables not found" >&2; exit 1; }
-IMSTATUS=$ROOT/target/release/imstatus
+# Where cargo puts its output (CARGO_TARGET_DIR or the workspace's target/); parts use it too.
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+IMSTATUS=$TARGET_DIR/release/imstatus
 
 wait_port() { # port pid
   for _ in $(seq 100); do

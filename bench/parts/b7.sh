@@ -30,7 +30,7 @@ case " ${B7_IMPLS:-} " in *" ejabberd "*) NEEDS_B7=ejabberd ;; esac
 
 b7() {
   local ns secs drain rate=${B7_RATE:-1000} impls port=${B7_PORT:-25480} ej_max=${B7_EJ_MAX:-100}
-  local ex=$ROOT/target/release/examples r n impl pid out tok
+  local ex=$TARGET_DIR/release/examples r n impl pid out tok
   if [ "$MODE" = quick ]; then ns=${B7_NS:-1000 5000}; secs=${B7_SECS:-2}; drain=${B7_DRAIN:-1}; impls=${B7_IMPLS:-imstatus floor}
   else ns=${B7_NS:-100 1000 5000}; secs=${B7_SECS:-5}; drain=${B7_DRAIN:-10}; impls=${B7_IMPLS:-imstatus floor ejabberd}; fi
   b6_b7_build
