@@ -11,6 +11,7 @@
 # mismatches must be 0; recovery_s = connection destroyed → synced again. RUNS rounds.
 NEEDS_B9=prosody
 b9() {
+  ensure_apt ss iproute2
   local k storm out
   export IMSTATUS_WATCHER; IMSTATUS_WATCHER=$(bench_exe watcher)
   [ -x "$IMSTATUS_WATCHER" ] || { echo "B9: watcher bench executable not built" >&2; exit 1; }
