@@ -45,7 +45,7 @@ b6_cell() { # impl variant run pid url lua conns secs
 b6() {
   ensure_apt wrk wrk
   local secs list_secs conns impls port=${B6_PORT:-25470} ex=$TARGET_DIR/release/examples
-  if [ "$MODE" = quick ]; then secs=${B6_SECS:-4}; list_secs=${B6_LIST_SECS:-2}; else secs=${B6_SECS:-10}; list_secs=${B6_LIST_SECS:-10}; fi
+  if [ "$MODE" = quick ]; then secs=${B6_SECS:-3}; list_secs=${B6_LIST_SECS:-2}; else secs=${B6_SECS:-10}; list_secs=${B6_LIST_SECS:-10}; fi
   conns=${B6_CONNS:-1 16 64}; impls=${B6_IMPLS:-imstatus floor ejabberd}
   b6_b7_build
   local ims_pid floor_pid hold_pid c r impl pid url one all
