@@ -1,7 +1,7 @@
 # bench/parts/b6.sh — B6: the gateway's REST read path under wrk (sourced by bench/run.sh).
 #
 # wrk (Debian `wrk`) at 1, 16 and 64 connections (-t1 at 1, -t2 otherwise), B6_SECS each
-# (quick 4 s, full 10 s; quick is 4 s, not 5, to keep B6+B7 within 3.5 min), against three servers, each its own process on 127.0.0.1:
+# (quick 3 s, full 10 s; quick is short to keep the whole quick suite within 10 min), against three servers, each its own process on 127.0.0.1:
 #   imstatus  crates/gateway/examples/bench_server.rs --accounts 2000: the real gateway (axum
 #             router, bearer token check, hub snapshot, serde) over a scripted hub holding
 #             2,000 accounts u0001…u2000, each signed in from `desk` (away, a message,
