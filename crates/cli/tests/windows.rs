@@ -74,6 +74,21 @@ fn text(b: &[u8]) -> String {
 
 /// An xmpp account for alice on the Prosody at `port`; `password_file` written as the
 /// Windows path when `windows`.
+/// A private Prosody, the config for alice as seen from wine (`xmpp_config(.., true)`) and
+/// alice's desk client online at priority 5 with `show` and `message`.
+fn alice_at_her_desk(
+    dir: &Path,
+    show: Option<&str>,
+    message: Option<&str>,
+) -> (Prosody, PathBuf, XmppClient) {
+    let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
+    let wcfg = xmpp_config(dir, prosody.port(), true);
+    let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
+        .expect("alice's desk client");
+    desk.presence(show, message, Some(5)).expect("presence");
+    (prosody, wcfg, desk)
+}
+
 fn xmpp_config(dir: &Path, port: u16, windows: bool) -> PathBuf {
     let pw = dir.join("alice.pw");
     std::fs::write(&pw, "alicepw\r\n").expect("write password");
@@ -257,11 +272,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
 fn watch_streams_events_and_ends_on_ctrl_c() {
     let Some(exe) = exe() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
-    let wcfg = xmpp_config(dir.path(), prosody.port(), true);
-    let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
-        .expect("alice's desk client");
-    desk.presence(None, None, Some(5)).expect("presence");
+    let (_prosody, wcfg, mut desk) = alice_at_her_desk(dir.path(), None, None);
 
     let mut child = wine(&exe, Some(&wcfg))
         .args(["watch", "--json"])
@@ -302,11 +313,7 @@ fn watch_streams_events_and_ends_on_ctrl_c() {
 fn watch_ends_when_its_reader_goes_at_the_next_event() {
     let Some(exe) = exe() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
-    let wcfg = xmpp_config(dir.path(), prosody.port(), true);
-    let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
-        .expect("alice's desk client");
-    desk.presence(None, None, Some(5)).expect("presence");
+    let (_prosody, wcfg, mut desk) = alice_at_her_desk(dir.path(), None, None);
 
     let mut child = wine(&exe, Some(&wcfg))
         .args(["watch", "--json"])
@@ -345,13 +352,9 @@ fn watch_ends_when_its_reader_goes_at_the_next_event() {
 fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
     let Some(exe) = exe() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
-    let wcfg = xmpp_config(dir.path(), prosody.port(), true);
-    let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
-        .expect("alice's desk client");
     // A message that would run a command if it were pasted into cmd's command line.
-    desk.presence(Some("away"), Some("a & echo INJECTED"), Some(5))
-        .expect("presence");
+    let (_prosody, wcfg, mut desk) =
+        alice_at_her_desk(dir.path(), Some("away"), Some("a & echo INJECTED"));
 
     let mut child = wine(&exe, Some(&wcfg))
         .args([
@@ -454,16 +457,11 @@ fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
 fn serve_answers_over_http_and_drains_on_ctrl_c() {
     let Some(exe) = exe() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
-    let wcfg = xmpp_config(dir.path(), prosody.port(), true);
+    let (_prosody, wcfg, desk) = alice_at_her_desk(dir.path(), Some("chat"), None);
     let port = imstatus_testkit::free_port();
     let mut text = std::fs::read_to_string(&wcfg).expect("config");
     text.push_str(&format!("\n[serve]\nlisten = \"127.0.0.1:{port}\"\n"));
     std::fs::write(&wcfg, text).expect("config");
-    let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
-        .expect("alice's desk client");
-    desk.presence(Some("chat"), None, Some(5))
-        .expect("presence");
 
     let mut child = wine(&exe, Some(&wcfg))
         .arg("serve")
