@@ -10,9 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use imstatus_testkit::{Prosody, ProsodyOptions, XmppClient};
+use imstatus_testkit::{wait_until, Prosody, ProsodyOptions, XmppClient};
 use serde_json::Value;
 
 const STEP: Duration = Duration::from_secs(30);
@@ -256,12 +256,11 @@ fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
 
 /// Waits for `child` to exit, at most `limit`; kills it (by its PID) after that.
 fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let exited = wait_until("imstatus.exe to exit", limit, || {
+        child.try_wait().expect("try_wait")
+    });
+    if let Ok(status) = exited {
+        return status.code();
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -329,18 +328,18 @@ fn watch_ends_when_its_reader_goes_at_the_next_event() {
     drop(stdout);
     // Each change is a write that fails once the reader has gone: change the status until
     // imstatus notices, within STEP.
-    let deadline = Instant::now() + STEP;
     let mut shows = ["away", "xa"].into_iter().cycle();
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status.code();
+    let noticed = wait_until("watch to notice its reader went", STEP, || {
+        let status = child.try_wait().expect("try_wait");
+        if status.is_none() {
+            desk.presence(shows.next(), None, Some(5))
+                .expect("presence");
         }
-        if Instant::now() >= deadline {
-            break exit_within(&mut child, Duration::ZERO);
-        }
-        desk.presence(shows.next(), None, Some(5))
-            .expect("presence");
-        std::thread::sleep(Duration::from_millis(100));
+        status
+    });
+    let code = match noticed {
+        Ok(status) => status.code(),
+        Err(_) => exit_within(&mut child, Duration::ZERO),
     };
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
@@ -371,12 +370,11 @@ fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
     let rx = lines_of(&mut child);
     rx.recv_timeout(STEP).expect("snapshot");
     let log = dir.path().join("hooks.txt");
-    let deadline = Instant::now() + STEP;
-    let mut hooks = String::new();
-    while Instant::now() < deadline && !hooks.contains("hook snapshot") {
-        std::thread::sleep(Duration::from_millis(200));
-        hooks = std::fs::read_to_string(&log).unwrap_or_default();
-    }
+    let hooks = wait_until("the snapshot's hook", STEP, || {
+        let hooks = std::fs::read_to_string(&log).unwrap_or_default();
+        hooks.contains("hook snapshot").then_some(hooks)
+    })
+    .unwrap_or_default();
     assert!(
         hooks.contains("hook snapshot away [a & echo INJECTED]"),
         "{hooks:?}"
@@ -469,20 +467,11 @@ fn serve_answers_over_http_and_drains_on_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
-    let deadline = Instant::now() + STEP;
-    let body = loop {
-        if let Some(body) = http_get(port, "/v1/accounts/alice") {
-            let v: Value = serde_json::from_str(&body).expect("json");
-            if v["session"] == "signed_in" {
-                break v;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer from imstatus.exe serve"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let body = wait_until("a signed-in answer from imstatus.exe serve", STEP, || {
+        let v: Value = serde_json::from_str(&http_get(port, "/v1/accounts/alice")?).expect("json");
+        (v["session"] == "signed_in").then_some(v)
+    })
+    .expect("no answer from imstatus.exe serve");
     assert_eq!(body["availability"], "chatty", "{body}");
     let pid = i32::try_from(child.id()).expect("pid");
     nix::sys::signal::kill(
