@@ -55,7 +55,7 @@ async fn watch_with_hook(
     )
     .expect("config");
     let (source, script): (_, Script) = scripted(
-        SourceKind::Purple,
+        SourceKind::new_static("purple"),
         vec![Observation::ClientAppeared, Observation::Synced],
     );
     let cell = Mutex::new(Some(source));

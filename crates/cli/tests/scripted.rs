@@ -56,7 +56,7 @@ fn config(accounts: &[&str]) -> Setup {
 
 /// A factory handing out one scripted source with these initial observations.
 fn factory(initial: Vec<Observation>) -> (Box<Factory>, Script) {
-    let (source, script) = scripted(SourceKind::Purple, initial);
+    let (source, script) = scripted(SourceKind::new_static("purple"), initial);
     let cell = Mutex::new(Some(source));
     let f: Box<Factory> = Box::new(move |_| {
         let s = cell.lock().expect("lock").take().expect("one account");

@@ -60,7 +60,7 @@ fn main() {
         let work = workload();
         let mut tracker = Tracker::new();
         for a in &accounts {
-            tracker.add_account(a.clone(), SourceKind::Xmpp);
+            tracker.add_account(a.clone(), SourceKind::new_static("xmpp"));
             tracker
                 .handle_observation(Timestamp::from_millis(0), a, Observation::Synced)
                 .expect("known account");

@@ -1,5 +1,6 @@
 //! Events, the ordered stream subscribers see, and the snapshot they start from.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -10,29 +11,48 @@ use crate::mistatus::mistatus;
 use crate::state::{Availability, Client, Session, Status};
 use crate::time::Timestamp;
 
-/// Which kind of source watches an account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SourceKind {
-    /// An XMPP account, watched over XMPP.
-    Xmpp,
-    /// The local libpurple client (Pidgin, Finch) over D-Bus.
-    Purple,
-    /// A Windows IM client through `IM Providers` and COM.
-    Windows,
-    /// A scripted source in tests.
-    Test,
+/// Which kind of source watches an account: the source's name as the config and the JSON
+/// spell it (`"xmpp"`, `"purple"`, `"windows"`, …).
+///
+/// The core names no source: each source crate defines its kind as a constant
+/// (`SourceKind::new_static("xmpp")`) and registers itself with the binary. Serialised as the
+/// plain string.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceKind(Cow<'static, str>);
+
+impl SourceKind {
+    /// A kind from a string known at compile time (no allocation, usable in `const`).
+    pub const fn new_static(name: &'static str) -> Self {
+        SourceKind(Cow::Borrowed(name))
+    }
+
+    /// A kind from any name (as read from JSON or a config file).
+    pub fn new(name: impl Into<String>) -> Self {
+        SourceKind(Cow::Owned(name.into()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            SourceKind::Xmpp => "xmpp",
-            SourceKind::Purple => "purple",
-            SourceKind::Windows => "windows",
-            SourceKind::Test => "test",
-        })
+        f.pad(&self.0)
+    }
+}
+
+impl PartialEq<str> for SourceKind {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SourceKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 

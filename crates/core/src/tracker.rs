@@ -237,7 +237,7 @@ impl Emitter<'_> {
             seq: *self.seq,
             time: self.now,
             account: account.account.clone(),
-            source: account.source,
+            source: account.source.clone(),
             kind,
         });
     }
@@ -334,7 +334,7 @@ impl AccountTracker {
             seq: self.last_seq,
             time: now,
             account: self.account.clone(),
-            source: self.source,
+            source: self.source.clone(),
             kind: EventKind::Snapshot {
                 snapshot: Box::new(self.visible.clone()),
                 resync,
@@ -680,7 +680,7 @@ mod tests {
     fn a_drained_burst_does_not_keep_its_queue() {
         let mut t = Tracker::new();
         let account = AccountId::new("a");
-        t.add_account(account.clone(), SourceKind::Test);
+        t.add_account(account.clone(), SourceKind::new_static("test"));
         let now = Timestamp::from_millis(0);
         for i in 0..5_000 {
             let contact = ContactId::new(format!("c{i}@example.test"));

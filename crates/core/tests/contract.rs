@@ -28,7 +28,7 @@ impl Harness {
 
     /// A purple-like account: client not running, synced, nothing signed in.
     fn stopped_client() -> Self {
-        let mut h = Harness::new(SourceKind::Purple);
+        let mut h = Harness::new(SourceKind::new_static("purple"));
         h.feed([Observation::ClientVanished, Observation::Synced]);
         h
     }
@@ -164,7 +164,7 @@ fn repeated_observation_emits_nothing() {
 
 #[test]
 fn status_is_aggregated_by_priority_then_availability() {
-    let mut h = Harness::new(SourceKind::Xmpp);
+    let mut h = Harness::new(SourceKind::new_static("xmpp"));
     h.feed([Observation::Synced]);
     let p = |name: &str, a, prio| Observation::Presence {
         part: part(name),
@@ -254,7 +254,7 @@ fn a_sign_in_that_hangs_times_out() {
 
 #[test]
 fn source_down_makes_the_session_unknown_and_resync_emits_only_real_differences() {
-    let mut h = Harness::new(SourceKind::Xmpp);
+    let mut h = Harness::new(SourceKind::new_static("xmpp"));
     let bob = ContactId::new("bob@example.test");
     let carol = ContactId::new("carol@example.test");
     h.feed([
@@ -319,7 +319,7 @@ fn snapshot_seq_is_the_accounts_last_event_and_changes_follow_it() {
 
 #[test]
 fn events_serialise_to_the_documented_json() {
-    let mut h = Harness::new(SourceKind::Xmpp);
+    let mut h = Harness::new(SourceKind::new_static("xmpp"));
     h.feed([Observation::Synced]);
     h.tracker
         .handle_observation(
@@ -434,7 +434,7 @@ struct Run {
 
 fn run(steps: Vec<Result<Observation, u64>>) -> Run {
     let mut t = Tracker::new().with_sign_in_timeout(std::time::Duration::from_secs(30));
-    t.add_account(alice(), SourceKind::Purple);
+    t.add_account(alice(), SourceKind::new_static("purple"));
     let mut now = 1_000_000u64;
     let first = t
         .snapshot(&alice(), Timestamp::from_millis(now))

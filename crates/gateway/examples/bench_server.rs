@@ -183,7 +183,10 @@ fn main() {
                 (0, _) => ("lunch".to_owned(), 1),
                 (_, i) => (format!("idle session {}", i + 1), 3),
             };
-            let (source, script) = scripted(SourceKind::Xmpp, initial(index, &message, contacts));
+            let (source, script) = scripted(
+                SourceKind::new_static("xmpp"),
+                initial(index, &message, contacts),
+            );
             builder = builder.with_source(AccountId::new(name.as_str()), source);
             scripts.push(script);
         }

@@ -544,10 +544,10 @@ pub fn object_id(account: &AccountId) -> String {
 }
 
 fn model(source: SourceKind) -> String {
-    match source {
-        SourceKind::Xmpp => "XMPP account".to_owned(),
-        SourceKind::Purple => "libpurple client (Pidgin, Finch)".to_owned(),
-        SourceKind::Windows => "Windows IM client".to_owned(),
+    match source.as_str() {
+        "xmpp" => "XMPP account".to_owned(),
+        "purple" => "libpurple client (Pidgin, Finch)".to_owned(),
+        "windows" => "Windows IM client".to_owned(),
         other => format!("{other} source"),
     }
 }
@@ -733,12 +733,12 @@ impl Publisher {
                     snapshot: Snapshot::unknown(),
                     seq: 0,
                     time: event.time,
-                    source: event.source,
+                    source: event.source.clone(),
                 },
             );
             for (topic, config) in self
                 .settings
-                .discovery_configs(&event.account, event.source)
+                .discovery_configs(&event.account, event.source.clone())
             {
                 self.outbox.set(Class::Discovery, topic, config.to_string());
             }
@@ -751,7 +751,7 @@ impl Publisher {
         account.snapshot.contacts.clear();
         account.seq = event.seq;
         account.time = event.time;
-        account.source = event.source;
+        account.source = event.source.clone();
         self.publish_state(&event.account);
     }
 
@@ -764,7 +764,7 @@ impl Publisher {
             seq: account.seq,
             time: account.time,
             account: name.clone(),
-            source: account.source,
+            source: account.source.clone(),
             kind: EventKind::Snapshot {
                 snapshot: Box::new(s.clone()),
                 resync: false,
@@ -1186,7 +1186,7 @@ mod tests {
     #[test]
     fn discovery_configs_have_every_field() {
         let s = MqttSettings::new("mqtt://h").unwrap();
-        let configs = s.discovery_configs(&AccountId::new("alice"), SourceKind::Xmpp);
+        let configs = s.discovery_configs(&AccountId::new("alice"), SourceKind::new_static("xmpp"));
         let topics: Vec<&str> = configs.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(
             topics,
@@ -1241,7 +1241,7 @@ mod tests {
             seq,
             time: Timestamp::default(),
             account: AccountId::new("alice"),
-            source: SourceKind::Test,
+            source: SourceKind::new_static("test"),
             kind,
         }
     }

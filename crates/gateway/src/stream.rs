@@ -380,7 +380,7 @@ mod tests {
             seq,
             time: Timestamp::default(),
             account: AccountId::new("alice"),
-            source: SourceKind::Test,
+            source: SourceKind::new_static("test"),
             kind: EventKind::ClientStarting,
         })
     }

@@ -289,7 +289,7 @@ fn finch_part() -> PartId {
 /// A libpurple-like account: finch running, signed in, available.
 async fn purple_hub() -> (Arc<Hub>, Script) {
     let (source, script) = scripted(
-        SourceKind::Purple,
+        SourceKind::new_static("purple"),
         vec![
             Observation::ClientAppeared,
             Observation::presence(finch_part(), Status::new(Availability::Available)),

@@ -797,7 +797,7 @@ struct DownSource;
 
 impl imstatus_hub::Source for DownSource {
     fn kind(&self) -> imstatus_core::SourceKind {
-        imstatus_core::SourceKind::Xmpp
+        imstatus_core::SourceKind::new_static("xmpp")
     }
 
     fn run(

@@ -100,7 +100,7 @@ struct GateSource {
 
 impl Source for GateSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::Test
+        SourceKind::new_static("test")
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

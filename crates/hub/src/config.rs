@@ -99,9 +99,9 @@ impl SourceConfig {
     /// The source kind.
     pub fn kind(&self) -> SourceKind {
         match self {
-            SourceConfig::Xmpp(_) => SourceKind::Xmpp,
-            SourceConfig::Purple(_) => SourceKind::Purple,
-            SourceConfig::Windows(_) => SourceKind::Windows,
+            SourceConfig::Xmpp(_) => SourceKind::new_static("xmpp"),
+            SourceConfig::Purple(_) => SourceKind::new_static("purple"),
+            SourceConfig::Windows(_) => SourceKind::new_static("windows"),
         }
     }
 }
@@ -1042,7 +1042,10 @@ mod tests {
                 contacts: true
             })
         );
-        assert_eq!(c.accounts[0].source.kind(), SourceKind::Windows);
+        assert_eq!(
+            c.accounts[0].source.kind(),
+            SourceKind::new_static("windows")
+        );
         let e = err("[[account]]\nname = \"a\"\nsource = \"windows\"\nbus = \"unix:path=/x\"\n");
         assert_eq!(
             e,
@@ -1361,7 +1364,10 @@ mod tests {
         assert_eq!(d.origin, Origin::Default);
         let w = Config::default_windows();
         assert_eq!(w.accounts[0].name.as_str(), DEFAULT_WINDOWS_ACCOUNT);
-        assert_eq!(w.accounts[0].source.kind(), SourceKind::Windows);
+        assert_eq!(
+            w.accounts[0].source.kind(),
+            SourceKind::new_static("windows")
+        );
         let local = Config::default_local();
         if cfg!(windows) {
             assert_eq!(local, w);

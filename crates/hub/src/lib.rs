@@ -12,11 +12,13 @@
 //! [`Hub::builder`] or [`Hub::from_config`] with a factory.
 
 pub mod config;
+pub mod factory;
 pub mod hub;
 pub mod source;
 #[cfg(any(test, feature = "test-source"))]
 pub mod testing;
 
 pub use config::{AccountConfig, Config, ConfigError, SourceConfig};
+pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
 pub use hub::{Hub, HubBuilder, Subscription};
 pub use source::{BoxFuture, Check, Sink, Source};

@@ -44,7 +44,7 @@ pub fn scripted(kind: SourceKind, initial: Vec<Observation>) -> (Arc<ScriptedSou
 
 impl Source for ScriptedSource {
     fn kind(&self) -> SourceKind {
-        self.kind
+        self.kind.clone()
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

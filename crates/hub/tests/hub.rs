@@ -18,7 +18,7 @@ fn alice() -> AccountId {
 }
 
 fn hub_with(capacity: usize) -> (Hub, Script) {
-    let (source, script) = scripted(SourceKind::Test, vec![Observation::Synced]);
+    let (source, script) = scripted(SourceKind::new_static("test"), vec![Observation::Synced]);
     let hub = Hub::builder()
         .with_capacity(capacity)
         .with_history(64)
@@ -217,8 +217,8 @@ async fn subscription_ends_when_the_hub_is_dropped() {
 
 #[tokio::test]
 async fn filtered_subscription_sees_only_its_accounts() {
-    let (a, script_a) = scripted(SourceKind::Test, vec![Observation::Synced]);
-    let (b, script_b) = scripted(SourceKind::Test, vec![Observation::Synced]);
+    let (a, script_a) = scripted(SourceKind::new_static("test"), vec![Observation::Synced]);
+    let (b, script_b) = scripted(SourceKind::new_static("test"), vec![Observation::Synced]);
     let hub = Hub::builder()
         .with_source(alice(), a)
         .with_source(AccountId::new("bob"), b)
@@ -266,7 +266,7 @@ async fn a_panicking_source_is_reported_not_fatal() {
 #[tokio::test]
 async fn a_sign_in_that_hangs_fails_with_timeout_through_the_hub_timer() {
     let (source, script) = scripted(
-        SourceKind::Test,
+        SourceKind::new_static("test"),
         vec![Observation::ClientAppeared, Observation::Synced],
     );
     let hub = Hub::builder()

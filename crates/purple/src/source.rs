@@ -302,7 +302,7 @@ impl PurpleSource {
 
 impl Source for PurpleSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::Purple
+        SourceKind::new_static("purple")
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

@@ -79,7 +79,7 @@ impl Drop for StopOnDrop {
 
 impl Source for WindowsSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::Windows
+        SourceKind::new_static("windows")
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

@@ -831,7 +831,7 @@ pub(crate) fn random_u64() -> u64 {
 
 impl Source for XmppSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::Xmpp
+        SourceKind::new_static("xmpp")
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

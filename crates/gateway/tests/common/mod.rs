@@ -86,7 +86,7 @@ pub struct ReadOnlySource;
 
 impl Source for ReadOnlySource {
     fn kind(&self) -> SourceKind {
-        SourceKind::Test
+        SourceKind::new_static("test")
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {
@@ -112,8 +112,8 @@ pub async fn scripted_hub() -> Scripted {
 }
 
 pub async fn scripted_hub_with(alice_obs: Vec<Observation>, bob_obs: Vec<Observation>) -> Scripted {
-    let (a, alice_script) = scripted(SourceKind::Test, alice_obs);
-    let (b, bob_script) = scripted(SourceKind::Test, bob_obs);
+    let (a, alice_script) = scripted(SourceKind::new_static("test"), alice_obs);
+    let (b, bob_script) = scripted(SourceKind::new_static("test"), bob_obs);
     let hub = Hub::builder()
         .with_source(alice(), a)
         .with_source(bob(), b)
