@@ -10,20 +10,18 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
-use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{
-    self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    self, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
 
 use crate::connect::Failure;
 
-/// The trust roots of one source: the system's plus `ca_file`, loaded once.
+/// The trust roots of one source: the system's plus `ca_file`, loaded once
+/// ([`imstatus_tls::Roots`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Roots {
-    store: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
+    roots: imstatus_tls::Roots,
     /// Where the roots came from, for `doctor`.
     pub(crate) description: String,
 }
@@ -31,47 +29,11 @@ pub(crate) struct Roots {
 impl Roots {
     /// Loads the system roots (rustls-native-certs) and the PEM certificates in `ca_file`.
     pub(crate) fn load(ca_file: Option<&Path>) -> Result<Roots, Failure> {
-        let mut store = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (system, _ignored) = store.add_parsable_certificates(native.certs);
-        let mut description = format!("{system} system roots");
-        if let Some(path) = ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| {
-                    Failure::retry(
-                        ErrorCode::InvalidCertificate,
-                        format!("cannot read ca_file {}: {e}", path.display()),
-                    )
-                })?;
-            if certs.is_empty() {
-                return Err(Failure::retry(
-                    ErrorCode::InvalidCertificate,
-                    format!("ca_file {} holds no PEM certificate", path.display()),
-                ));
-            }
-            let (added, rejected) = store.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(Failure::retry(
-                    ErrorCode::InvalidCertificate,
-                    format!(
-                        "ca_file {}: none of its {rejected} certificates is usable as a root",
-                        path.display()
-                    ),
-                ));
-            }
-            description.push_str(&format!(" + {added} from {}", path.display()));
-        }
-        if store.is_empty() {
-            return Err(Failure::retry(
-                ErrorCode::InvalidCertificate,
-                "no trusted roots: install the system's CA certificates or set ca_file".to_owned(),
-            ));
-        }
+        let roots = imstatus_tls::Roots::load(ca_file)
+            .map_err(|e| Failure::retry(ErrorCode::InvalidCertificate, e.to_string()))?;
         Ok(Roots {
-            store: Arc::new(store),
-            provider: Arc::new(ring::default_provider()),
-            description,
+            description: roots.description().to_owned(),
+            roots,
         })
     }
 
@@ -81,16 +43,13 @@ impl Roots {
         let tls_failed = |e: &dyn std::fmt::Display| {
             Failure::retry(ErrorCode::TlsFailed, format!("TLS set-up: {e}"))
         };
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(self.store.clone(), self.provider.clone())
-                .build()
-                .map_err(|e| tls_failed(&e))?;
+        let inner = self.roots.verifier().map_err(|e| tls_failed(&e))?;
         let seen = Seen::default();
         let verifier = Arc::new(RecordingVerifier {
             inner,
             seen: seen.clone(),
         });
-        let config = ClientConfig::builder_with_provider(self.provider.clone())
+        let config = ClientConfig::builder_with_provider(self.roots.provider().clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_failed(&e))?
             .dangerous()
