@@ -128,9 +128,15 @@ async fn main() -> anyhow::Result<()> {
                 "watch",
             ]);
             let mut err = std::io::stderr();
-            imstatus::run(cli, &imstatus::source::build, &mut out, &mut err, async {
-                let _ = stop_rx.await;
-            })
+            imstatus::run(
+                cli,
+                &imstatus::sources::factories(),
+                &mut out,
+                &mut err,
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
             .await
         })
     };
@@ -172,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     let before = out.count("in a call");
     let code = imstatus::run(
         cli,
-        &imstatus::source::build,
+        &imstatus::sources::factories(),
         &mut std::io::stdout(),
         &mut std::io::stderr(),
         std::future::pending(),

@@ -7,7 +7,7 @@
 //! that `--json` on stdout stays clean.
 //!
 //! On Windows the command runs through `cmd.exe /D /V:ON /S /C` (see
-//! [`imstatus_hub::config::shell_command`]) in a new console process group, and on expiry its
+//! [`imstatus_config::shell_command`]) in a new console process group, and on expiry its
 //! process tree is killed with `taskkill /F /T`, then the `cmd.exe` itself.
 
 use std::process::Stdio;
@@ -57,7 +57,7 @@ pub fn environment(event: &Event, state: &Snapshot) -> Vec<(&'static str, String
 
 /// Runs `command` for one event and waits for it, at most `timeout`.
 pub async fn run(command: &str, event: &Event, state: &Snapshot, timeout: Duration) -> Outcome {
-    let mut cmd = Command::from(imstatus_hub::config::shell_command(command));
+    let mut cmd = Command::from(imstatus_config::shell_command(command));
     cmd.envs(environment(event, state))
         .stdin(Stdio::null())
         .stdout(stderr_for_child())

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use imstatus::{Cli, Factory};
+use imstatus::Cli;
 use imstatus_core::{Availability, Observation, SourceKind, Status};
-use imstatus_hub::testing::{scripted, Script};
+use imstatus_hub::testing::{scripted, Script, ScriptedFactory};
 use imstatus_hub::Source;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -58,10 +58,10 @@ async fn watch_with_hook(
         SourceKind::new_static("purple"),
         vec![Observation::ClientAppeared, Observation::Synced],
     );
-    let cell = Mutex::new(Some(source));
-    let factory: Box<Factory> = Box::new(move |_| {
-        Ok(cell.lock().expect("lock").take().expect("one account") as Arc<dyn Source>)
-    });
+    let factory = ScriptedFactory::new(
+        SourceKind::new_static("purple"),
+        [source as Arc<dyn Source>],
+    );
     let mut argv = vec![
         "imstatus".to_owned(),
         "--config".into(),
@@ -90,7 +90,7 @@ async fn watch_with_hook(
         }
     };
     let (mut o, mut e) = (out.clone(), err.clone());
-    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &factory, &mut o, &mut e, stop))
+    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &[&factory], &mut o, &mut e, stop))
         .await
         .expect("watch ends");
     feeder.await.expect("feeder");

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use imstatus::{Cli, Factory};
+use imstatus::Cli;
 use imstatus_core::{Availability, ErrorCode, Observation, PartId, SourceKind, Status};
-use imstatus_hub::testing::{scripted, Script};
+use imstatus_hub::testing::{scripted, Script, ScriptedFactory};
 use imstatus_hub::Source;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -54,21 +54,19 @@ fn config(accounts: &[&str]) -> Setup {
     }
 }
 
-/// A factory handing out one scripted source with these initial observations.
-fn factory(initial: Vec<Observation>) -> (Box<Factory>, Script) {
-    let (source, script) = scripted(SourceKind::new_static("purple"), initial);
-    let cell = Mutex::new(Some(source));
-    let f: Box<Factory> = Box::new(move |_| {
-        let s = cell.lock().expect("lock").take().expect("one account");
-        Ok(s as Arc<dyn Source>)
-    });
+/// A factory of `purple` accounts handing out one scripted source with these initial
+/// observations.
+fn factory(initial: Vec<Observation>) -> (ScriptedFactory, Script) {
+    let kind = SourceKind::new_static("purple");
+    let (source, script) = scripted(kind.clone(), initial);
+    let f = ScriptedFactory::new(kind, [source as Arc<dyn Source>]);
     (f, script)
 }
 
 async fn run(
     args: &[&str],
     setup: &Setup,
-    factory: &Factory,
+    factory: &ScriptedFactory,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (u8, String, String) {
     let mut argv = vec![
@@ -79,9 +77,12 @@ async fn run(
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("valid arguments");
     let (mut out, mut err) = (Shared::default(), Shared::default());
-    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, factory, &mut out, &mut err, stop))
-        .await
-        .expect("command finishes");
+    let code = tokio::time::timeout(
+        LIMIT,
+        imstatus::run(cli, &[factory], &mut out, &mut err, stop),
+    )
+    .await
+    .expect("command finishes");
     (code, out.text(), err.text())
 }
 
@@ -119,6 +120,25 @@ async fn status_exit_codes_follow_the_design() {
         assert_eq!(code, expected, "{out}");
         assert!(out.contains(text), "{out:?} should contain {text:?}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_is_not_running_on_a_live_bus_gets_the_code_and_hint_too() {
+    // The bus answers, nobody owns the client's name: no source error, but still the SDK's
+    // client_not_running, exactly as when the bus itself is missing.
+    let setup = config(&["desk"]);
+    let (f, _s) = factory(vec![Observation::ClientVanished, Observation::Synced]);
+    let (code, out, err) = run(&["status"], &setup, &f, std::future::pending()).await;
+    assert_eq!(code, 4);
+    assert!(
+        out.contains("client not_running client_not_running (0x80040111)"),
+        "{out}"
+    );
+    assert!(
+        err.contains("imstatus: desk: client_not_running (0x80040111): the client is not running"),
+        "{err}"
+    );
+    assert!(err.contains("hint: start Pidgin or Finch"), "{err}");
 }
 
 #[tokio::test]
@@ -225,7 +245,7 @@ async fn watch_prints_the_snapshot_then_events_in_order_until_stopped() {
     .expect("args");
     let mut out_w = out.clone();
     let mut err = Shared::default();
-    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &f, &mut out_w, &mut err, stop))
+    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &[&f], &mut out_w, &mut err, stop))
         .await
         .expect("watch ends when stopped");
     feeder.await.expect("feeder");
@@ -342,7 +362,7 @@ async fn watch_shows_warnings_the_source_gave_before_it_settled() {
     ])
     .expect("args");
     let (mut o, mut err) = (out.clone(), Shared::default());
-    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &f, &mut o, &mut err, stop))
+    let code = tokio::time::timeout(LIMIT, imstatus::run(cli, &[&f], &mut o, &mut err, stop))
         .await
         .expect("watch ends");
     assert_eq!(code, 0);

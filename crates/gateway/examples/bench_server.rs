@@ -29,9 +29,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_config::TokenConfig;
 use imstatus_core::{AccountId, Availability, ContactId, Observation, PartId, SourceKind, Status};
 use imstatus_gateway::{hash_token, serve_on, Gateway};
-use imstatus_hub::config::TokenConfig;
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::Hub;
 use nix::time::{clock_gettime, ClockId};

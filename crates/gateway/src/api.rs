@@ -356,13 +356,19 @@ pub(crate) async fn dashboard_css() -> Response {
 }
 
 /// `GET /openapi.json`.
-pub(crate) async fn openapi() -> Response {
+pub(crate) async fn openapi(State(gw): State<GatewayState>) -> Response {
+    let kinds: Vec<_> = gw
+        .hub
+        .accounts()
+        .iter()
+        .filter_map(|a| gw.hub.source_kind(a))
+        .collect();
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        crate::OPENAPI_JSON,
+        crate::openapi_document(&kinds).to_string(),
     )
         .into_response()
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Uri};
+use imstatus_config::TokenConfig;
 use imstatus_core::AccountId;
-use imstatus_hub::config::TokenConfig;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

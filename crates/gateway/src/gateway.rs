@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use imstatus_hub::config::{ServeConfig, TokenConfig};
+use imstatus_config::{ServeConfig, TokenConfig};
 use imstatus_hub::Hub;
 use tokio::sync::watch;
 

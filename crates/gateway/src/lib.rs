@@ -82,7 +82,6 @@ mod dashboard;
 mod error;
 mod gateway;
 mod metrics;
-pub mod mqtt;
 mod stream;
 
 use std::future::{Future, IntoFuture};
@@ -94,7 +93,7 @@ use axum::http::Method;
 use axum::routing::{get, put, MethodRouter};
 use axum::serve::ListenerExt as _;
 use axum::Router;
-use imstatus_hub::config::ServeConfig;
+use imstatus_config::ServeConfig;
 use imstatus_hub::Hub;
 use tokio::net::TcpListener;
 
@@ -104,10 +103,27 @@ pub use gateway::{
     Gateway, GatewayState, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_SET_STATUS_TIMEOUT,
     DEFAULT_WS_SEND_TIMEOUT,
 };
-pub use mqtt::{run_mqtt, Error as MqttError, MqttSettings};
 
-/// The OpenAPI 3.1 document served at `/openapi.json`.
+/// The OpenAPI 3.1 document served at `/openapi.json`, before [`openapi_document`] fills in
+/// the source kinds.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// The OpenAPI document for a gateway serving accounts of the source kinds `kinds`: the
+/// `source` field of a snapshot lists exactly those (the gateway names no source itself).
+pub fn openapi_document(kinds: &[imstatus_core::SourceKind]) -> serde_json::Value {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(OPENAPI_JSON).unwrap_or(serde_json::Value::Null);
+    let mut names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if let Some(source) = doc
+        .pointer_mut("/components/schemas/Snapshot/properties/source")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        source.insert("enum".into(), serde_json::json!(names));
+    }
+    doc
+}
 
 /// The routing table: the single source of both [`app`] and [`routes`].
 fn table() -> Vec<(Method, &'static str, MethodRouter<GatewayState>)> {

@@ -12,7 +12,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
 use common::*;
 use http_body_util::BodyExt as _;
-use imstatus_core::{Availability, Observation, PartId, Status};
+use imstatus_core::{Availability, Observation, PartId, SourceKind, Status};
 use imstatus_gateway::{app, routes, GatewayState};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
@@ -643,6 +643,17 @@ async fn openapi_documents_every_route_and_nothing_else() {
         .map(|(m, p)| (m.to_string(), p.to_owned()))
         .collect();
     assert_eq!(documented, served);
+    // The source kinds come from the accounts served, not from a list in the gateway.
+    let kinds = [
+        SourceKind::new_static("xmpp"),
+        SourceKind::new_static("matrix"),
+        SourceKind::new_static("xmpp"),
+    ];
+    let filled = imstatus_gateway::openapi_document(&kinds);
+    assert_eq!(
+        filled["components"]["schemas"]["Snapshot"]["properties"]["source"]["enum"],
+        json!(["matrix", "xmpp"])
+    );
     // Every operation documents its responses, and every $ref resolves.
     for (p, ops) in paths {
         for (m, op) in ops.as_object().unwrap() {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use imstatus_config::ServeConfig;
 use imstatus_core::{AccountId, CodedError, Observation, SourceKind, Status};
 use imstatus_gateway::{check_listen, serve, Error};
-use imstatus_hub::config::ServeConfig;
 use imstatus_hub::{BoxFuture, Hub, Sink, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt as _;
+use imstatus_config::Secret;
 use imstatus_core::{AccountId, Availability, Session};
-use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
 use imstatus_hub::Hub;
 use imstatus_testkit::{Prosody, ProsodyOptions, XmppClient};
 use imstatus_xmpp::XmppSource;
+use imstatus_xmpp::{TlsMode, XmppConfig};
 use serde_json::Value;
 use tempfile::NamedTempFile;
 use tokio_tungstenite::tungstenite::Message;

@@ -31,6 +31,10 @@ pub trait SourceFactory: Send + Sync + 'static {
     /// The `source = "…"` name, also the JSON `source` field.
     fn kind(&self) -> SourceKind;
 
+    /// A short name for people: the Home Assistant device model, the dashboard
+    /// (`XMPP account`, `libpurple client (Pidgin, Finch)`).
+    fn title(&self) -> &'static str;
+
     /// One line for `--help` and the docs: what the source watches and how.
     fn description(&self) -> &'static str;
 
@@ -218,6 +222,14 @@ impl Keys {
             .collect();
         v.sort_by_key(|&(_, line)| line);
         v
+    }
+
+    /// Marks every key as read (for a factory that accepts anything, e.g. one standing in for
+    /// a source this build lacks).
+    pub fn read_all(&mut self) {
+        for e in self.entries.values_mut() {
+            e.read = true;
+        }
     }
 
     /// Reads a key's raw value.

@@ -12,7 +12,6 @@ use imstatus_core::{
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::config::{AccountConfig, Config};
 use crate::source::{Sink, Source};
 
 /// Events kept in the broadcast ring, by default. A subscriber more than this many events
@@ -234,18 +233,6 @@ impl Hub {
             history: DEFAULT_HISTORY,
             sign_in_timeout: None,
         }
-    }
-
-    /// Starts a hub for every account of `config`, creating each source with `factory`.
-    pub fn from_config<E>(
-        config: &Config,
-        mut factory: impl FnMut(&AccountConfig) -> Result<Arc<dyn Source>, E>,
-    ) -> Result<Hub, E> {
-        let mut builder = Hub::builder();
-        for account in &config.accounts {
-            builder = builder.with_source(account.name.clone(), factory(account)?);
-        }
-        Ok(builder.start())
     }
 
     /// The watched accounts, in config order.

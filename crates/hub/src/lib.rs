@@ -8,17 +8,16 @@
 //! second, smaller ring keeps recent events so a client can resume by `seq`
 //! (`Last-Event-ID`).
 //!
-//! The hub never names a concrete source: binaries register them through
-//! [`Hub::builder`] or [`Hub::from_config`] with a factory.
+//! The hub never names a concrete source: each source crate registers itself through a
+//! [`SourceFactory`] (module [`factory`]), the binary lists the factories it was built with,
+//! and hands the hub the sources they build ([`Hub::builder`]).
 
-pub mod config;
 pub mod factory;
 pub mod hub;
 pub mod source;
 #[cfg(any(test, feature = "test-source"))]
 pub mod testing;
 
-pub use config::{AccountConfig, Config, ConfigError, SourceConfig};
 pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
 pub use hub::{Hub, HubBuilder, Subscription};
 pub use source::{BoxFuture, Check, Sink, Source};

@@ -2,10 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use imstatus_core::{CodedError, Observation, PartId, SourceKind, Status};
+use imstatus_core::{AccountId, CodedError, ErrorCode, Observation, PartId, SourceKind, Status};
 use tokio::sync::mpsc;
 
-use crate::source::{BoxFuture, Sink, Source};
+use crate::factory::{KeyError, Keys, SourceFactory, SourceSettings};
+use crate::source::{BoxFuture, Check, Sink, Source};
 
 /// Feeds the observations a test sends; `set_status` succeeds and is reported back as a
 /// presence of the part `scripted`.
@@ -78,5 +79,79 @@ impl Source for ScriptedSource {
             }
             Ok(())
         })
+    }
+}
+
+/// A [`SourceFactory`] that hands out prepared sources (scripted ones, or any test source) in
+/// order, one per configured account of its kind; takes no keys.
+pub struct ScriptedFactory {
+    kind: SourceKind,
+    sources: Arc<Mutex<std::collections::VecDeque<Arc<dyn Source>>>>,
+}
+
+impl ScriptedFactory {
+    /// A factory of `kind` that builds `sources`, in order.
+    pub fn new(kind: SourceKind, sources: impl IntoIterator<Item = Arc<dyn Source>>) -> Self {
+        ScriptedFactory {
+            kind,
+            sources: Arc::new(Mutex::new(sources.into_iter().collect())),
+        }
+    }
+}
+
+struct ScriptedSettings {
+    sources: Arc<Mutex<std::collections::VecDeque<Arc<dyn Source>>>>,
+}
+
+impl std::fmt::Debug for ScriptedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptedSettings")
+    }
+}
+
+impl SourceFactory for ScriptedFactory {
+    fn kind(&self) -> SourceKind {
+        self.kind.clone()
+    }
+
+    fn title(&self) -> &'static str {
+        "scripted source"
+    }
+
+    fn description(&self) -> &'static str {
+        "a scripted source for tests"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn resolve(&self, _keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
+        Ok(Box::new(ScriptedSettings {
+            sources: self.sources.clone(),
+        }))
+    }
+}
+
+impl SourceSettings for ScriptedSettings {
+    fn build(&self, account: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .ok_or_else(|| {
+                CodedError::new(
+                    ErrorCode::Unsupported,
+                    format!("no scripted source left for account `{account}`"),
+                )
+            })
+    }
+
+    fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
+        Box::pin(async { vec![Check::pass("script", "a scripted source")] })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -1,8 +1,8 @@
 //! `imstatus doctor` for a purple account: bus, client, accounts, connections, step by step.
 
+use crate::config::PurpleConfig;
 use futures_util::future::join_all;
 use imstatus_core::ErrorCode;
-use imstatus_hub::config::PurpleConfig;
 use imstatus_hub::Check;
 
 use crate::bus;

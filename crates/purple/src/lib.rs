@@ -19,10 +19,12 @@
 //! reconnect and a full resynchronisation.
 
 mod bus;
+pub mod config;
 mod doctor;
 mod signal;
 mod source;
 mod translate;
 
+pub use config::{PurpleConfig, PurpleFactory, DEFAULT_ACCOUNT, KIND};
 pub use doctor::doctor;
 pub use source::PurpleSource;

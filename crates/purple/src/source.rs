@@ -3,9 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::PurpleConfig;
 use futures_util::StreamExt;
 use imstatus_core::{Backoff, CodedError, ErrorCode, Observation, SourceKind, Status};
-use imstatus_hub::config::PurpleConfig;
 use imstatus_hub::{BoxFuture, Sink, Source};
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
@@ -302,7 +302,7 @@ impl PurpleSource {
 
 impl Source for PurpleSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::new_static("purple")
+        crate::KIND
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

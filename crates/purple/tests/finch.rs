@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use imstatus_core::{Availability, Client, ErrorCode, Session, Status};
-use imstatus_hub::config::PurpleConfig;
 use imstatus_purple::doctor;
+use imstatus_purple::PurpleConfig;
 use imstatus_testkit::{DbusArg, XmppClient};
 
 /// The limit of a whole test.

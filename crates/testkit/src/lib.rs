@@ -17,6 +17,8 @@ mod dbus;
 mod ejabberd;
 mod error;
 mod finch;
+#[cfg(feature = "mqtt")]
+pub mod mosquitto;
 mod process;
 mod prosody;
 mod wait;

@@ -1,13 +1,14 @@
 //! imstatus source for Windows IM clients (Communicator, Lync, Skype for Business, Teams):
 //! `HKCU\Software\IM Providers\<app>\UpAndRunning` for the client axis and the client's COM
-//! automation object for the session and status axes. Windows only; empty elsewhere.
+//! automation object for the session and status axes. The source is Windows only; its config
+//! ([`WindowsFactory`]) builds everywhere, so a config names a Windows account the same way on
+//! every platform.
 //!
 //! See `docs/windows.md` for what was verified how.
 
-#![cfg_attr(not(windows), allow(unused))]
-
 #[cfg(windows)]
 mod com;
+pub mod config;
 #[cfg(windows)]
 pub mod ids;
 #[cfg(windows)]
@@ -18,5 +19,6 @@ mod source;
 pub mod translate;
 #[cfg(windows)]
 mod worker;
+pub use config::{WindowsConfig, WindowsFactory, DEFAULT_ACCOUNT, KIND};
 #[cfg(windows)]
 pub use source::{doctor, WindowsSource};

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::config::WindowsConfig;
 use imstatus_core::{ErrorCode, Observation, SourceKind};
-use imstatus_hub::config::WindowsConfig;
 use imstatus_hub::{BoxFuture, Check, Sink, Source};
 use windows::core::PCWSTR;
 use windows::Win32::Foundation::{CloseHandle, HANDLE};
@@ -79,7 +79,7 @@ impl Drop for StopOnDrop {
 
 impl Source for WindowsSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::new_static("windows")
+        crate::KIND
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

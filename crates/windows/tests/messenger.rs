@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use imstatus_core::{Availability, Client, ErrorCode, EventKind, Session};
-use imstatus_hub::config::WindowsConfig;
+use imstatus_windows::WindowsConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_status_changes_sign_out_and_app_shutdown() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use imstatus_core::{Client, ErrorCode, EventKind, Session};
-use imstatus_hub::config::WindowsConfig;
+use imstatus_windows::WindowsConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_key_is_client_not_running() {

@@ -15,11 +15,12 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_config::Secret;
 use imstatus_core::AccountId;
-use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
 use imstatus_hub::Hub;
 use imstatus_testkit::{Ejabberd, EjabberdOptions, Prosody, ProsodyOptions, XmppClient};
 use imstatus_xmpp::XmppSource;
+use imstatus_xmpp::{TlsMode, Visibility, XmppConfig};
 
 async fn sign_in(config: &XmppConfig) -> Duration {
     let alice = AccountId::new("alice");

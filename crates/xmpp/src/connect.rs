@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::config::TlsMode;
 use futures_util::{SinkExt, StreamExt};
 use hickory_resolver::proto::rr::{IntoName, RData};
 use hickory_resolver::TokioResolver;
 use imstatus_core::ErrorCode;
-use imstatus_hub::config::TlsMode;
 use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;

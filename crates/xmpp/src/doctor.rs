@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_core::{CodedError, ErrorCode};
-use imstatus_hub::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_hub::Check;
 use tokio_xmpp::xmlstream::XmppStreamElement;
 use xmpp_parsers::disco::DiscoInfoQuery;
@@ -327,7 +327,7 @@ async fn close(stream: &mut connect::Stream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imstatus_hub::config::Secret;
+    use imstatus_config::Secret;
 
     #[test]
     fn contact_mode_adds_the_subscription_step() {

@@ -32,6 +32,7 @@
 //! reported once and then the source stays down.
 
 mod census;
+pub mod config;
 mod connect;
 pub mod doctor;
 mod source;
@@ -40,5 +41,6 @@ mod tls;
 pub mod translate;
 mod visibility;
 
+pub use config::{TlsMode, Visibility, WatchAs, XmppConfig, XmppFactory, KIND};
 pub use doctor::doctor;
 pub use source::{XmppSource, LOGIN_TIMEOUT, SETTLE_TIMEOUT};

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use futures_util::FutureExt;
 use imstatus_core::{Backoff, ErrorCode, Observation, SourceKind};
-use imstatus_hub::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_hub::{BoxFuture, Sink, Source};
 use tokio::time::Instant;
 use tokio_xmpp::xmlstream::{StreamElementError, XmppStreamElement};
@@ -831,7 +831,7 @@ pub(crate) fn random_u64() -> u64 {
 
 impl Source for XmppSource {
     fn kind(&self) -> SourceKind {
-        SourceKind::new_static("xmpp")
+        crate::KIND
     }
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use imstatus_hub::config::Visibility;
+use crate::config::Visibility;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::minidom::Element;

@@ -4,10 +4,11 @@
 
 use std::io::Write as _;
 
-use imstatus_hub::config::{Secret, TlsMode, Visibility, WatchAs, XmppConfig};
+use imstatus_config::Secret;
 use imstatus_hub::Check;
 use imstatus_testkit::{free_port, Ejabberd, EjabberdOptions, Prosody, ProsodyOptions};
 use imstatus_xmpp::doctor;
+use imstatus_xmpp::{TlsMode, Visibility, WatchAs, XmppConfig};
 use tempfile::NamedTempFile;
 
 fn config(

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use imstatus_config::Secret;
 use imstatus_core::{AccountId, Availability, ErrorCode, Event, EventKind, Session, Snapshot};
-use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
 use imstatus_hub::{Hub, Subscription};
 use imstatus_xmpp::XmppSource;
+use imstatus_xmpp::{TlsMode, Visibility, XmppConfig};
 use tempfile::NamedTempFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -8,13 +8,14 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_config::Secret;
 use imstatus_core::{
     AccountId, Availability, ContactId, ErrorCode, Event, EventKind, Session, SignOutReason,
 };
-use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
 use imstatus_hub::{Hub, Subscription};
 use imstatus_testkit::{free_port, Prosody, ProsodyOptions, XmppClient};
 use imstatus_xmpp::XmppSource;
+use imstatus_xmpp::{TlsMode, XmppConfig};
 use tempfile::NamedTempFile;
 
 /// How long one awaited event may take.

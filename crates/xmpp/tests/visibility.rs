@@ -9,13 +9,14 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_config::Secret;
 use imstatus_core::{
     AccountId, Availability, ContactId, ErrorCode, Event, EventKind, Session, Snapshot,
 };
-use imstatus_hub::config::{Secret, TlsMode, Visibility, WatchAs, XmppConfig};
 use imstatus_hub::{Hub, Subscription};
 use imstatus_testkit::{Ejabberd, EjabberdOptions, Prosody, ProsodyOptions, XmppClient};
 use imstatus_xmpp::XmppSource;
+use imstatus_xmpp::{TlsMode, Visibility, WatchAs, XmppConfig};
 use tempfile::NamedTempFile;
 
 /// How long one awaited event or stanza may take.

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_config::TokenConfig;
 use imstatus_core::{AccountId, Availability, ContactId, Observation, PartId, SourceKind, Status};
 use imstatus_gateway::{hash_token, serve_on, Error, Gateway, GatewayState};
-use imstatus_hub::config::TokenConfig;
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::{BoxFuture, Hub, Sink, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

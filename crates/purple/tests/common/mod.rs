@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imstatus_core::{AccountId, Event, EventKind, SignInResult, Snapshot, Status};
-use imstatus_hub::config::PurpleConfig;
 use imstatus_hub::{Hub, Subscription};
+use imstatus_purple::PurpleConfig;
 use imstatus_purple::PurpleSource;
 use imstatus_testkit::{DbusDaemon, Finch, FinchAccount, Prosody, ProsodyOptions};
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imstatus_core::{AccountId, Event, EventKind, SignInResult, Snapshot, Status};
-use imstatus_hub::config::WindowsConfig;
 use imstatus_hub::{Hub, Subscription};
+use imstatus_windows::WindowsConfig;
 use imstatus_windows::WindowsSource;
 
 /// Every wait of a test step.

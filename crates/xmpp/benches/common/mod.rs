@@ -5,10 +5,11 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use imstatus_config::Secret;
 use imstatus_core::AccountId;
-use imstatus_hub::config::{Secret, TlsMode, Visibility, XmppConfig};
 use imstatus_hub::Hub;
 use imstatus_xmpp::XmppSource;
+use imstatus_xmpp::{TlsMode, Visibility, XmppConfig};
 
 /// The value after `name` on the command line, or `default`.
 pub fn arg(args: &[String], name: &str, default: &str) -> String {

@@ -5,7 +5,7 @@
 //! it by PID (SIGTERM, SIGKILL after a grace period), in `Drop` as well. Readiness is polled
 //! with a deadline; a missing `mosquitto` binary is a test failure that names the Debian
 //! package, never a skip.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -61,7 +61,7 @@ fn find_program(name: &str) -> PathBuf {
 impl Mosquitto {
     /// An anonymous broker on a free loopback port.
     pub fn start() -> Mosquitto {
-        Self::start_on(imstatus_testkit::free_port())
+        Self::start_on(crate::free_port())
     }
 
     /// An anonymous broker on `port` (e.g. the port of a broker that was stopped).
@@ -146,7 +146,7 @@ impl Mosquitto {
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let child = self.child.as_mut().unwrap();
         // The log says so once the listener is open; a probe connection would be noise.
-        let outcome = imstatus_testkit::wait_until("mosquitto to listen", BROKER_STEP, || {
+        let outcome = crate::wait_until("mosquitto to listen", BROKER_STEP, || {
             if let Some(status) = child.try_wait().unwrap() {
                 return Some(Err(status));
             }
@@ -190,11 +190,11 @@ impl Mosquitto {
             return;
         };
         // SIGTERM, SIGKILL after half the step; returns once it is gone, then we reap it.
-        imstatus_testkit::stop_pid(child.id(), BROKER_STEP / 2).expect("mosquitto stops");
+        crate::stop_pid(child.id(), BROKER_STEP / 2).expect("mosquitto stops");
         let _ = child.wait();
         // Nothing may still listen on the port (a restart on it must bind).
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        imstatus_testkit::wait_until("the broker's port to be free", BROKER_STEP, || {
+        crate::wait_until("the broker's port to be free", BROKER_STEP, || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(100))
                 .is_err()
                 .then_some(())

@@ -4,9 +4,10 @@
 //! TLS with a password, a clean shutdown, and a real XMPP account on a real Prosody.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The gateway's test helpers (scripted hubs, a server on 127.0.0.1:0, an SSE client): one
+// test checks that a broker that is down never holds up the gateway's streams.
+#[path = "../../gateway/tests/common/mod.rs"]
 mod common;
-#[path = "common/mosquitto.rs"]
-mod mosquitto;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -16,17 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use imstatus_config::Secret;
 use imstatus_core::{
     AccountId, Availability, Observation, PartId, SignOutReason, SourceKind, Status,
 };
-use imstatus_gateway::mqtt::{run_mqtt, SHUTDOWN_TIMEOUT};
-use imstatus_gateway::{MqttError, MqttSettings};
-use imstatus_hub::config::{Secret, TlsMode, XmppConfig};
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::Hub;
+use imstatus_mqtt::{run_mqtt, Error as MqttError, MqttSettings, SHUTDOWN_TIMEOUT};
+use imstatus_testkit::mosquitto::{BrokerOptions, Connect, Message, Mosquitto, Watcher};
 use imstatus_testkit::{free_port, Prosody, ProsodyOptions, XmppClient};
 use imstatus_xmpp::XmppSource;
-use mosquitto::{BrokerOptions, Connect, Message, Mosquitto, Watcher};
+use imstatus_xmpp::{TlsMode, XmppConfig};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -84,6 +85,22 @@ fn settings(port: u16, client_id: &str) -> MqttSettings {
         .unwrap()
         .with_client_id(client_id)
         .with_backoff_seed(7)
+        .with_models(models())
+}
+
+/// Device models by source kind, as the binary gives them (each factory's title).
+fn models() -> Vec<(SourceKind, String)> {
+    use imstatus_hub::SourceFactory;
+    vec![
+        (
+            imstatus_xmpp::KIND,
+            imstatus_xmpp::XmppFactory.title().to_owned(),
+        ),
+        (
+            SourceKind::new_static("purple"),
+            "libpurple client (Pidgin, Finch)".to_owned(),
+        ),
+    ]
 }
 
 /// The discovery configs imstatus must publish for `account`, written out in full.
@@ -691,23 +708,9 @@ fn make_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (crt, key)
 }
 
-fn client_tls(ca: &Path) -> Arc<tokio_rustls::rustls::ClientConfig> {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::CertificateDer;
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    roots.add_parsable_certificates(certs);
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    Arc::new(
-        tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+fn client_tls(ca: &Path) -> Arc<imstatus_tls::rustls::ClientConfig> {
+    let roots = imstatus_tls::Roots::load(Some(ca)).unwrap();
+    Arc::new(roots.client_config().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

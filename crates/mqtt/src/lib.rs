@@ -1,4 +1,5 @@
-//! MQTT with Home Assistant discovery: every account's state as retained MQTT topics.
+//! imstatus over MQTT with Home Assistant discovery: every account's state as retained MQTT
+//! topics (`imstatus serve`, config `[mqtt]`).
 //!
 //! The design in a paragraph: [`run_mqtt`] consumes its own hub
 //! [`Subscription`](imstatus_hub::Subscription), folds the events into one
@@ -64,10 +65,6 @@ use rumqttc::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
-use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// The default topic prefix.
 pub const DEFAULT_TOPIC_PREFIX: &str = "imstatus";
@@ -164,6 +161,8 @@ pub struct MqttSettings {
     ca_file: Option<PathBuf>,
     keep_alive: Duration,
     backoff_seed: Option<u64>,
+    /// The Home Assistant device model of each source kind (its factory's description).
+    models: HashMap<SourceKind, String>,
 }
 
 impl fmt::Debug for MqttSettings {
@@ -197,6 +196,7 @@ impl MqttSettings {
             ca_file: None,
             keep_alive: DEFAULT_KEEP_ALIVE,
             backoff_seed: None,
+            models: HashMap::new(),
         })
     }
 
@@ -246,6 +246,57 @@ impl MqttSettings {
     pub fn with_backoff_seed(mut self, seed: u64) -> Self {
         self.backoff_seed = Some(seed);
         self
+    }
+
+    /// Names the Home Assistant device model of each source kind (e.g. from the source
+    /// factories' descriptions); a kind without one is shown as `<kind> source`.
+    pub fn with_models(mut self, models: impl IntoIterator<Item = (SourceKind, String)>) -> Self {
+        self.models.extend(models);
+        self
+    }
+
+    /// Settings from the config's `[mqtt]` section; reads the password (blocking: a file or
+    /// a command).
+    pub fn from_config(config: &imstatus_config::MqttConfig) -> Result<Self, Error> {
+        let mut s = MqttSettings::new(&config.url)?
+            .with_discovery_prefix(config.discovery_prefix.clone())
+            .with_topic_prefix(config.topic_prefix.clone());
+        if let Some(id) = &config.client_id {
+            s = s.with_client_id(id.clone());
+        }
+        if let Some(user) = &config.username {
+            s = s.with_username(user.clone());
+        }
+        if let Some(password) = &config.password {
+            let password = password.read().map_err(|e| Error::Setting {
+                key: "password_file",
+                reason: e.to_string(),
+            })?;
+            s = s.with_password(password);
+        }
+        if let Some(ca) = &config.ca_file {
+            s = s.with_ca_file(ca.clone());
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// A warning to show at start-up, if any: a user name and password sent without TLS to a
+    /// broker on another machine, where anyone on the path can read them.
+    pub fn warning(&self) -> Option<String> {
+        let loopback = self.broker.host.eq_ignore_ascii_case("localhost")
+            || self
+                .broker
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (self.username.is_some() && !self.broker.tls && !loopback).then(|| {
+            format!(
+                "mqtt: the user name and password go to {} without TLS, readable on the \
+                 network; use mqtts:// (see docs/mqtt.md)",
+                self.broker()
+            )
+        })
     }
 
     /// Checks every setting without touching the network or the CA file; [`run_mqtt`] calls
@@ -361,7 +412,7 @@ impl MqttSettings {
             "identifiers": [device_id],
             "name": format!("imstatus {account}"),
             "manufacturer": "imstatus",
-            "model": model(source),
+            "model": self.model(&source),
             "sw_version": env!("CARGO_PKG_VERSION"),
         });
         let origin = json!({
@@ -407,6 +458,13 @@ impl MqttSettings {
             (topic("binary_sensor", "signed_in"), signed_in),
             (topic("sensor", "availability"), availability),
         ]
+    }
+
+    fn model(&self, source: &SourceKind) -> String {
+        self.models
+            .get(source)
+            .cloned()
+            .unwrap_or_else(|| format!("{source} source"))
     }
 
     /// rumqttc's options: client id, last will, credentials, keep-alive, TLS.
@@ -543,15 +601,6 @@ pub fn object_id(account: &AccountId) -> String {
     id
 }
 
-fn model(source: SourceKind) -> String {
-    match source.as_str() {
-        "xmpp" => "XMPP account".to_owned(),
-        "purple" => "libpurple client (Pidgin, Finch)".to_owned(),
-        "windows" => "Windows IM client".to_owned(),
-        other => format!("{other} source"),
-    }
-}
-
 fn default_client_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -566,45 +615,20 @@ fn default_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-/// rustls with ring: the system roots plus the PEM certificates of `ca_file`.
-fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, Error> {
-    let mut store = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    store.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let ca_err = |reason: String| Error::CaFile {
-            path: path.to_owned(),
-            reason,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|iter| iter.collect::<Result<_, _>>())
-            .map_err(|e| ca_err(format!("cannot read it: {e}")))?;
-        if certs.is_empty() {
-            return Err(ca_err("holds no PEM certificate".to_owned()));
-        }
-        let (added, rejected) = store.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(ca_err(format!(
-                "none of its {rejected} certificates is usable as a root"
-            )));
-        }
-    }
-    if store.is_empty() {
-        return Err(Error::Setting {
+/// rustls with ring: the system roots plus the PEM certificates of `ca_file`
+/// ([`imstatus_tls::Roots`], the same loader as every other client of imstatus).
+fn tls_config(ca_file: Option<&Path>) -> Result<imstatus_tls::rustls::ClientConfig, Error> {
+    let roots = imstatus_tls::Roots::load(ca_file).map_err(|e| match e {
+        imstatus_tls::Error::CaFile { path, reason } => Error::CaFile { path, reason },
+        other => Error::Setting {
             key: "ca_file",
-            reason: "no trusted roots: install the system's CA certificates or set ca_file"
-                .to_owned(),
-        });
-    }
-    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Setting {
-            key: "url",
-            reason: format!("TLS set-up failed: {e}"),
-        })?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(config)
+            reason: other.to_string(),
+        },
+    })?;
+    roots.client_config().map_err(|e| Error::Setting {
+        key: "url",
+        reason: e.to_string(),
+    })
 }
 
 /// `ON`/`OFF`/`None` for the `running` binary sensor.
@@ -932,6 +956,9 @@ pub async fn run_mqtt(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     options.validate()?;
+    if let Some(warning) = options.warning() {
+        tracing::warn!("{warning}");
+    }
     // Loading the system's CA certificates reads files: off the async workers.
     let mqtt_options = {
         let options = options.clone();
@@ -1211,7 +1238,14 @@ mod tests {
                 "unknown"
             ])
         );
-        assert_eq!(sensor["device"]["model"], "XMPP account");
+        // Without a model for the kind, the kind itself; with one, the given title.
+        assert_eq!(sensor["device"]["model"], "xmpp source");
+        let titled = s
+            .clone()
+            .with_models([(SourceKind::new_static("xmpp"), "XMPP account".to_owned())]);
+        let configs =
+            titled.discovery_configs(&AccountId::new("alice"), SourceKind::new_static("xmpp"));
+        assert_eq!(configs[2].1["device"]["model"], "XMPP account");
         assert_eq!(configs[0].1["device"], configs[1].1["device"]);
     }
 

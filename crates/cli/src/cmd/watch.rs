@@ -1,0 +1,115 @@
+//! `imstatus watch [ACCOUNT…] [--json] [--contacts] [--exec CMD]`: a snapshot, then live
+//! events until Ctrl-C or until stdout's reader goes; `--exec` runs a hook per event.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::Write;
+use std::time::Duration;
+
+use imstatus_config::Config;
+use imstatus_core::{AccountId, EventKind, SignInResult, Snapshot};
+
+use crate::app::{select, start_hub, Failure};
+use crate::{format, hook, EXIT_OK, SETTLE};
+
+/// How `watch` shows events.
+pub(crate) struct WatchView {
+    /// JSON Lines instead of human lines.
+    pub(crate) json: bool,
+    /// Also show contacts' changes.
+    pub(crate) contacts: bool,
+    /// `--exec` command and its time limit.
+    pub(crate) hook: Option<(String, Duration)>,
+}
+
+/// Runs `imstatus watch`.
+pub(crate) async fn run(
+    config: &Config,
+    accounts: &[String],
+    view: &WatchView,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+    stop: impl Future<Output = ()>,
+) -> Result<u8, Failure> {
+    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let selected = select(config, &names)?;
+    let hub = start_hub(&selected)?;
+    let ids = hub.accounts();
+    // Start from a settled state so the first snapshot is the real answer, not "unknown".
+    hub.wait_settled(&ids, SETTLE).await;
+    let mut sub = hub.subscribe_to(Some(ids.iter().cloned().collect::<HashSet<AccountId>>()));
+    // Warnings given while the sources started (e.g. "working visibly") came before the
+    // subscription: show them once, on stderr, so that stdout keeps the documented stream.
+    if !view.json {
+        for id in &ids {
+            for e in hub.recent_source_errors(id) {
+                writeln!(err, "warning: {}", format::event_line(&e, false))?;
+            }
+        }
+    }
+    // Each account's state after every event, for the hook's environment.
+    let mut states: HashMap<AccountId, Snapshot> = Default::default();
+    tokio::pin!(stop);
+    let mut warned = HashSet::new();
+    loop {
+        let event = tokio::select! {
+            () = &mut stop => break,
+            e = sub.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+        };
+        let state = states
+            .entry(event.account.clone())
+            .or_insert_with(Snapshot::unknown);
+        state.apply(&event.kind, event.time);
+        if !view.contacts && matches!(event.kind, EventKind::ContactStatusChanged { .. }) {
+            continue;
+        }
+        if view.json {
+            writeln!(out, "{}", format::json(&event))?;
+        } else {
+            writeln!(out, "{}", format::event_line(&event, view.contacts))?;
+            if let EventKind::SourceError { code, .. }
+            | EventKind::SignedIn {
+                result: SignInResult::Failed(code),
+            } = &event.kind
+            {
+                if warned.insert((event.account.clone(), *code)) {
+                    writeln!(err, "  hint: {}", code.hint())?;
+                }
+            }
+        }
+        out.flush()?;
+        if let Some((command, timeout)) = &view.hook {
+            let outcome = tokio::select! {
+                () = &mut stop => break,
+                o = hook::run(command, &event, state, *timeout) => o,
+            };
+            let what = format!(
+                "event {} of {} (seq {})",
+                event.kind.name(),
+                event.account,
+                event.seq
+            );
+            match outcome {
+                hook::Outcome::Ok => {}
+                hook::Outcome::Failed(Some(code)) => {
+                    writeln!(err, "imstatus: --exec exited with {code} for {what}")?;
+                }
+                hook::Outcome::Failed(None) => {
+                    writeln!(err, "imstatus: --exec was killed by a signal for {what}")?;
+                }
+                hook::Outcome::TimedOut => writeln!(
+                    err,
+                    "imstatus: --exec ran past {} for {what}; killed it",
+                    humantime::format_duration(*timeout)
+                )?,
+                hook::Outcome::NotStarted(e) => {
+                    writeln!(err, "imstatus: --exec could not start for {what}: {e}")?;
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

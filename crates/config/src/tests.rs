@@ -1,0 +1,305 @@
+//! The config reader with two small factories standing in for sources (each real source
+//! tests its own keys in its own crate).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use imstatus_core::{AccountId, CodedError, ErrorCode};
+use imstatus_hub::{BoxFuture, Check, Source};
+
+use super::*;
+
+#[derive(Debug, PartialEq)]
+struct Desk {
+    bus: Option<String>,
+    contacts: bool,
+}
+
+#[derive(Debug, PartialEq)]
+struct Chat {
+    server: String,
+    password: Option<Secret>,
+}
+
+macro_rules! settings {
+    ($t:ty) => {
+        impl SourceSettings for $t {
+            fn build(&self, _: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
+                Err(CodedError::new(ErrorCode::Unsupported, "not in tests"))
+            }
+            fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
+                Box::pin(async { Vec::new() })
+            }
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
+        }
+    };
+}
+settings!(Desk);
+settings!(Chat);
+
+struct DeskFactory;
+impl SourceFactory for DeskFactory {
+    fn kind(&self) -> SourceKind {
+        SourceKind::new_static("desk")
+    }
+    fn title(&self) -> &'static str {
+        "Desk"
+    }
+    fn description(&self) -> &'static str {
+        "a local client"
+    }
+    fn keys(&self) -> &'static [&'static str] {
+        &["bus", "contacts"]
+    }
+    fn default_account(&self) -> Option<&'static str> {
+        Some("local")
+    }
+    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
+        Ok(Box::new(Desk {
+            bus: keys.string("bus")?.map(|b| b.value),
+            contacts: keys.bool("contacts")?.is_some_and(|c| c.value),
+        }))
+    }
+}
+
+struct ChatFactory;
+impl SourceFactory for ChatFactory {
+    fn kind(&self) -> SourceKind {
+        SourceKind::new_static("chat")
+    }
+    fn title(&self) -> &'static str {
+        "Chat"
+    }
+    fn description(&self) -> &'static str {
+        "a remote account"
+    }
+    fn keys(&self) -> &'static [&'static str] {
+        &["server", "password_file", "password_command", "contacts"]
+    }
+    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
+        let server = keys.required_string("server")?.value;
+        let password = Secret::from_keys(keys, "password_file", Some("password_command"))?;
+        keys.refuse(&["contacts"], "source \"chat\" yet")?;
+        Ok(Box::new(Chat {
+            server,
+            password: password.map(|p| p.value),
+        }))
+    }
+}
+
+const FACTORIES: Factories<'static> = &[&DeskFactory, &ChatFactory];
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("cfg.toml"), FACTORIES)
+}
+
+fn err(text: &str) -> String {
+    parse(text).expect_err("should fail").to_string()
+}
+
+#[test]
+fn each_account_is_resolved_by_the_factory_its_source_names() {
+    let c = parse(
+        "[[account]]\nname = \"d\"\nsource = \"desk\"\nbus = \"unix:path=/x\"\ncontacts = true\n\
+         [[account]]\nname = \"c\"\nsource = \"chat\"\nserver = \"h:1\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.accounts.len(), 2);
+    assert_eq!(c.accounts[0].kind, SourceKind::new_static("desk"));
+    assert_eq!(
+        c.accounts[0].settings_as::<Desk>(),
+        Some(&Desk {
+            bus: Some("unix:path=/x".into()),
+            contacts: true
+        })
+    );
+    assert_eq!(c.accounts[1].settings_as::<Desk>(), None);
+    assert_eq!(
+        c.accounts[1].settings_as::<Chat>(),
+        Some(&Chat {
+            server: "h:1".into(),
+            password: None
+        })
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = err("[[account]]\nname = \"a\"\nsource = \"desk\"\ncolour = \"red\"\n");
+    assert_eq!(
+        e,
+        "cfg.toml:4: unknown key `colour` (source \"desk\" takes name, source, bus, contacts)"
+    );
+    let e = err("[servve]\nlisten = \"127.0.0.1:1\"\n");
+    assert!(e.starts_with("cfg.toml:1: unknown key `servve`"), "{e}");
+}
+
+#[test]
+fn key_of_another_source_is_refused_with_its_line_and_owner() {
+    let e = err("[[account]]\nname = \"a\"\nsource = \"desk\"\n\nserver = \"h:1\"\n");
+    assert_eq!(
+        e,
+        "cfg.toml:5: key `server` does not apply to source \"desk\" (it is a key of source \"chat\")"
+    );
+    // A source may refuse a key it knows, with its own reason.
+    let e =
+        err("[[account]]\nname = \"a\"\nsource = \"chat\"\nserver = \"h:1\"\ncontacts = true\n");
+    assert_eq!(
+        e,
+        "cfg.toml:5: key `contacts` does not apply to source \"chat\" yet"
+    );
+}
+
+#[test]
+fn bad_values_name_their_key_and_line() {
+    let e = err("[[account]]\nname = \"a\"\nsource = \"icq\"\n");
+    assert_eq!(
+        e,
+        "cfg.toml:3: key `source`: unknown source `icq` (expected \"desk\" or \"chat\")"
+    );
+    let e = err("[[account]]\nname = \"a\"\nsource = \"desk\"\ncontacts = \"yes\"\n");
+    assert_eq!(
+        e,
+        "cfg.toml:4: key `contacts`: expected a boolean, found a string"
+    );
+    let e = err("[serve]\nlisten = \"everywhere\"\n");
+    assert!(e.starts_with("cfg.toml:2: key `listen`"), "{e}");
+    let e = err("[[account]]\nname = \"a b\"\nsource = \"desk\"\n");
+    assert!(e.starts_with("cfg.toml:2: key `name`"), "{e}");
+    let e = err("[[account]]\nname = \"a\"\nsource = \"chat\"\n");
+    assert_eq!(e, "cfg.toml:2: account `a`: missing key `server`");
+    let e = err("[[account]]\nsource = \"chat\"\n");
+    assert_eq!(e, "cfg.toml:1: missing key `name`");
+    let e = err("[[account]]\nname = \"a\"\n");
+    assert_eq!(e, "cfg.toml:2: account `a`: missing key `source`");
+}
+
+#[test]
+fn duplicate_account_names_are_refused_at_the_second() {
+    let e = err(
+        "[[account]]\nname = \"a\"\nsource = \"desk\"\n[[account]]\nname = \"a\"\nsource = \"desk\"\n",
+    );
+    assert_eq!(e, "cfg.toml:5: key `name`: account `a` is defined twice");
+}
+
+fn private_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, text).expect("write");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (dir, pw)
+}
+
+#[test]
+fn a_secret_file_readable_by_others_is_refused_at_its_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, pw) = private_file("secret\n");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let text = format!(
+        "[[account]]\nname = \"a\"\nsource = \"chat\"\nserver = \"h:1\"\npassword_file = \"{}\"\n",
+        pw.display()
+    );
+    let e = err(&text);
+    assert!(e.starts_with("cfg.toml:5: key `password_file`: "), "{e}");
+    assert!(e.contains("readable by group or others (mode 0644)"), "{e}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let c = parse(&text).expect("valid now");
+    let chat = c.accounts[0].settings_as::<Chat>().expect("chat");
+    assert_eq!(
+        chat.password.as_ref().map(|p| p.read().expect("read")),
+        Some("secret".into())
+    );
+    let e = err(&format!("{text}password_command = \"echo x\"\n"));
+    assert_eq!(
+        e,
+        "cfg.toml:6: keys `password_file` and `password_command`: give only one"
+    );
+}
+
+#[test]
+fn a_config_naming_a_command_must_not_be_writable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[[account]]\nname = \"a\"\nsource = \"chat\"\nserver = \"h:1\"\npassword_command = \"echo pw\"\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+    let e = Config::load(&path, FACTORIES)
+        .expect_err("group-writable")
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:5: this file names a command to run",
+            path.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("writable by group or others (mode 0664)"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    Config::load(&path, FACTORIES).expect("readable by others is fine, writable is not");
+    // Without a command, the file's mode does not matter.
+    std::fs::write(&path, "[[account]]\nname = \"a\"\nsource = \"desk\"\n").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    Config::load(&path, FACTORIES).expect("no command");
+}
+
+#[test]
+fn mqtt_keys_and_their_combinations() {
+    let c = parse("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n").expect("valid");
+    assert_eq!(c.mqtt, Some(MqttConfig::new("mqtt://127.0.0.1:1883")));
+    let e = err("[mqtt]\nurl = \"mqtt://h:1\"\npassword_command = \"pass mqtt\"\n");
+    assert!(
+        e.starts_with("cfg.toml:3: key `password_file`/`password_command` needs `username`"),
+        "{e}"
+    );
+    let e = err("[mqtt]\nurl = \"mqtt://h:1\"\nca_file = \"/ca.pem\"\n");
+    assert!(
+        e.starts_with("cfg.toml:3: key `ca_file` needs a TLS `url`"),
+        "{e}"
+    );
+    let e = err("[mqtt]\nurl = \"mqtt://h:1\"\nretain = true\n");
+    assert!(e.starts_with("cfg.toml:3: unknown key `retain`"), "{e}");
+    let c = parse(
+        "[mqtt]\nurl = \"mqtts://h:8883\"\nusername = \"ha\"\npassword_command = \"echo pw\"\nca_file = \"/ca.pem\"\ntopic_prefix = \"desk\"\n",
+    )
+    .expect("valid");
+    let m = c.mqtt.expect("mqtt");
+    assert_eq!(
+        m.password.expect("password").read().expect("command runs"),
+        "pw"
+    );
+    assert_eq!(m.topic_prefix, "desk");
+}
+
+#[test]
+fn serve_tokens_are_hashes() {
+    let c = parse(&format!(
+        "[serve]\nlisten = \"127.0.0.1:9000\"\n[[serve.token]]\nname = \"d\"\nsha256 = \"{}\"\naccounts = [\"*\"]\n",
+        "ab".repeat(32)
+    ))
+    .expect("valid");
+    let s = c.serve.expect("serve");
+    assert_eq!(s.tokens[0].sha256, [0xab; 32]);
+    assert!(!s.tokens[0].write);
+    let e =
+        err("[serve]\n[[serve.token]]\nname = \"d\"\nsha256 = \"hunter2\"\naccounts = [\"*\"]\n");
+    assert!(e.starts_with("cfg.toml:4: key `sha256`"), "{e}");
+}
+
+#[test]
+fn empty_file_has_no_accounts_and_the_default_is_the_first_default_factory() {
+    assert!(parse("").expect("valid").accounts.is_empty());
+    let d = Config::default_local(FACTORIES).expect("default");
+    assert_eq!(d.origin, Origin::Default);
+    assert_eq!(d.accounts.len(), 1);
+    assert_eq!(d.accounts[0].name.as_str(), "local");
+    assert_eq!(d.accounts[0].kind, SourceKind::new_static("desk"));
+    let none = Config::default_local(&[&ChatFactory]).expect("default");
+    assert!(none.accounts.is_empty());
+}
