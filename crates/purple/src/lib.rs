@@ -31,6 +31,8 @@
 //! gets to it and carries on from there: state is never wrong for longer than one query, and
 //! memory stays bounded.
 
+#[cfg(test)]
+mod arbitrary_bodies;
 mod bus;
 mod doctor;
 mod gate;
