@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use imstatus_core::{
-    AccountId, CodedError, ErrorCode, Event, EventKind, Observation, SourceKind, Status, Timestamp,
-    Tracker,
+    AccountId, Backoff, CodedError, ErrorCode, Event, EventKind, Observation, SourceKind, Status,
+    Timestamp, Tracker,
 };
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinSet;
@@ -172,7 +172,14 @@ impl HubBuilder {
     }
 }
 
-/// Runs a source; a source that panics is reported as down instead of taking the hub along.
+/// A source that ran this long before it panicked is restarted as quickly as the first time.
+const STABLE_RUN: Duration = imstatus_core::backoff::MAX;
+
+/// Runs a source, and restarts it when it panics: a panic is reported as the source being down
+/// (instead of taking the hub along), then the source is started again after the core's
+/// backoff (jittered, 1 s doubling to 60 s; back to 1 s after a run of [`STABLE_RUN`]), so a
+/// source that panics on every start is retried ever more slowly, never in a loop. A source
+/// whose `run` returns is not restarted.
 async fn supervise(source: Arc<dyn Source>, sink: Sink) {
     /// Aborts the source's task when the supervisor is aborted (the hub was dropped).
     struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -181,17 +188,37 @@ async fn supervise(source: Arc<dyn Source>, sink: Sink) {
             self.0.abort();
         }
     }
-    let probe = sink.clone();
-    let mut task = AbortOnDrop(tokio::spawn(source.run(sink)));
-    if let Err(e) = (&mut task.0).await {
-        if e.is_panic() {
-            tracing::error!(account = %probe.account(), "source task panicked");
-            probe.observe(Observation::SourceDown(
-                ErrorCode::ProtocolError,
-                "the source stopped after an internal error (panic); see the log".into(),
-            ));
+    let mut backoff = Backoff::new(seed(sink.account()));
+    loop {
+        let started = tokio::time::Instant::now();
+        let mut task = AbortOnDrop(tokio::spawn(source.clone().run(sink.clone())));
+        match (&mut task.0).await {
+            Err(e) if e.is_panic() => {}
+            _ => return,
         }
+        if started.elapsed() >= STABLE_RUN {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::error!(account = %sink.account(), ?delay, "source task panicked; restarting it");
+        sink.observe(Observation::SourceDown(
+            ErrorCode::ProtocolError,
+            format!(
+                "the source stopped after an internal error (panic), restarting it in {}; \
+                 see the log",
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+                ))
+            ),
+        ));
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// A backoff seed that differs per process and account (`RandomState` is randomly keyed).
+fn seed(account: &AccountId) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(account)
 }
 
 async fn timer_task(shared: Arc<Shared>) {
