@@ -1,15 +1,25 @@
 //! `imstatus watch --exec CMD`: runs a command once per event, in order.
 //!
-//! The command runs through `sh -c` with the event in environment variables only — a status
-//! message is never interpolated into the command line, so `$(…)` in a message stays text.
-//! Each run has a timeout; on expiry its whole process group is killed. A failing or hanging
-//! hook is reported on stderr and the watch goes on. The hook's own output goes to stderr, so
-//! that `--json` on stdout stays clean.
+//! The command runs through `sh -c` with the event in environment variables and a file, never
+//! on the command line — a status message is never interpolated into it, so `$(…)` in a message
+//! stays text. The event's JSON is always in a private temp file (`IMSTATUS_JSON_FILE`, mode
+//! 0600, removed when the run ends) and also in `IMSTATUS_JSON` when it is at most [`ENV_MAX`]
+//! bytes: a snapshot with many contacts (whose status messages the contacts choose) would
+//! otherwise exceed what one environment variable may hold (128 KiB on Linux, 32,767
+//! characters on Windows) and the hook could not start at all.
+//!
+//! Each run has a timeout; on expiry its whole process group is killed. When imstatus itself
+//! stops (Ctrl-C, SIGTERM) during a run, the future running it is dropped and a guard kills the
+//! group as well, so that no child of the hook outlives imstatus. A failing or hanging hook is
+//! reported on stderr and the watch goes on. The hook's own output goes to stderr, so that
+//! `--json` on stdout stays clean.
 //!
 //! On Windows the command runs through `cmd.exe /D /V:ON /S /C` (see
-//! [`imstatus_config::shell_command`]) in a new console process group, and on expiry its
-//! process tree is killed with `taskkill /F /T`, then the `cmd.exe` itself.
+//! [`imstatus_config::shell_command`]) in a new console process group, and on expiry (or
+//! when imstatus stops) its process tree is killed with `taskkill /F /T`, then the `cmd.exe`
+//! itself. The temp file is in the user's own `%TEMP%`.
 
+use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,6 +28,11 @@ use tokio::process::Command;
 
 /// The default time limit of one hook run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest value, in bytes, put in one environment variable (`IMSTATUS_JSON`,
+/// `IMSTATUS_MESSAGE`): well below Linux's limit of 128 KiB per variable and Windows' 32,767
+/// characters.
+pub const ENV_MAX: usize = 32_000;
 
 /// What became of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +47,12 @@ pub enum Outcome {
     NotStarted(String),
 }
 
-/// The environment a hook sees for `event`, given the account's state after it.
+/// The environment a hook sees for `event`, given the account's state after it, except
+/// `IMSTATUS_JSON_FILE` (see [`run`]): `IMSTATUS_JSON` only when the JSON line is at most
+/// [`ENV_MAX`] bytes, and `IMSTATUS_MESSAGE` cut to at most that many.
 pub fn environment(event: &Event, state: &Snapshot) -> Vec<(&'static str, String)> {
-    vec![
+    let json = crate::format::json(event);
+    let mut env = vec![
         ("IMSTATUS_EVENT", event.kind.name().to_owned()),
         ("IMSTATUS_SEQ", event.seq.to_string()),
         ("IMSTATUS_ACCOUNT", event.account.to_string()),
@@ -44,21 +62,62 @@ pub fn environment(event: &Event, state: &Snapshot) -> Vec<(&'static str, String
         ("IMSTATUS_AVAILABILITY", state.availability.to_string()),
         (
             "IMSTATUS_MESSAGE",
-            state.message.clone().unwrap_or_default(),
+            truncate(state.message.as_deref().unwrap_or_default(), ENV_MAX).to_owned(),
         ),
         (
             "IMSTATUS_SIGNED_IN",
             u8::from(state.session == Session::SignedIn).to_string(),
         ),
         ("IMSTATUS_MISTATUS", state.mistatus.to_string()),
-        ("IMSTATUS_JSON", crate::format::json(event)),
-    ]
+    ];
+    if json.len() <= ENV_MAX {
+        env.push(("IMSTATUS_JSON", json));
+    }
+    env
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Writes the event's JSON line to a new private temp file (created exclusively, mode 0600 on
+/// Unix, in the user's temp dir); it is removed when the returned handle is dropped.
+fn json_file(event: &Event) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("imstatus-event-")
+        .suffix(".json")
+        .tempfile()?;
+    writeln!(file, "{}", crate::format::json(event))?;
+    file.flush()?;
+    Ok(file)
 }
 
 /// Runs `command` for one event and waits for it, at most `timeout`.
+///
+/// Dropping the future while the hook runs (imstatus is stopping) kills the hook's process
+/// group (on Windows: its process tree) at once. The event's JSON file lives as long as the
+/// run: a background job the hook leaves behind must copy it if it needs it later.
 pub async fn run(command: &str, event: &Event, state: &Snapshot, timeout: Duration) -> Outcome {
+    let file = match json_file(event) {
+        Ok(f) => f,
+        Err(e) => {
+            return Outcome::NotStarted(format!(
+                "cannot write the event to a temp file in {}: {e}",
+                std::env::temp_dir().display()
+            ))
+        }
+    };
     let mut cmd = Command::from(imstatus_config::shell_command(command));
     cmd.envs(environment(event, state))
+        .env("IMSTATUS_JSON_FILE", file.path())
         .stdin(Stdio::null())
         .stdout(stderr_for_child())
         .kill_on_drop(true);
@@ -72,18 +131,37 @@ pub async fn run(command: &str, event: &Event, state: &Snapshot, timeout: Durati
         Ok(c) => c,
         Err(e) => return Outcome::NotStarted(e.to_string()),
     };
-    match tokio::time::timeout(timeout, child.wait()).await {
+    // Declared after `child`, so dropped before it: the group is killed while its leader is
+    // not reaped yet, so its id cannot have been reused.
+    let mut running = Running(child.id());
+    let outcome = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Outcome::Ok,
         Ok(Ok(status)) => Outcome::Failed(status.code()),
         Ok(Err(e)) => Outcome::NotStarted(e.to_string()),
         Err(_) => {
             // Kill the whole group: `sh -c 'sleep 100'` leaves `sleep` behind otherwise.
-            if let Some(pid) = child.id() {
+            if let Some(pid) = running.0.take() {
                 kill_tree(pid).await;
             }
             let _ = child.start_kill();
             let _ = child.wait().await;
             Outcome::TimedOut
+        }
+    };
+    // Reaped (or killed): the group is no longer ours to signal.
+    running.0 = None;
+    drop(file);
+    outcome
+}
+
+/// The hook's process group (on Windows: the root of its process tree) while it runs; killed
+/// when dropped with an id in it, i.e. when the future running the hook is dropped mid-run.
+struct Running(Option<u32>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            kill_tree_now(pid);
         }
     }
 }
@@ -113,6 +191,12 @@ fn stderr_for_child() -> Stdio {
 /// Kills the process group led by `pid` (the hook's shell and everything it started).
 #[cfg(unix)]
 async fn kill_tree(pid: u32) {
+    kill_tree_now(pid);
+}
+
+/// [`kill_tree`], synchronously (for `Drop`).
+#[cfg(unix)]
+fn kill_tree_now(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pid),
@@ -132,4 +216,31 @@ async fn kill_tree(pid: u32) {
         .stderr(Stdio::null())
         .status()
         .await;
+}
+
+/// [`kill_tree`], synchronously (for `Drop`: imstatus is stopping, so blocking this thread for
+/// the moment `taskkill` takes is fine).
+#[cfg(windows)]
+fn kill_tree_now(pid: u32) {
+    let _ = std::process::Command::new("taskkill")
+        .args(["/F", "/T", "/PID", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("lunch", 10), "lunch");
+        assert_eq!(truncate("lunch", 5), "lunch");
+        assert_eq!(truncate("lunch", 3), "lun");
+        // "é" is two bytes: a cut in its middle keeps the whole characters before it.
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("ééé", 5), "éé");
+    }
 }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use imstatus_core::{
-    AccountId, CodedError, ErrorCode, Event, EventKind, Observation, SourceKind, Status, Timestamp,
-    Tracker,
+    AccountId, Backoff, CodedError, ErrorCode, Event, EventKind, Observation, SourceKind, Status,
+    Timestamp, Tracker,
 };
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinSet;
@@ -125,6 +125,19 @@ impl HubBuilder {
 
     /// Starts every source on the current tokio runtime.
     pub fn start(self) -> Hub {
+        self.start_with(|_| ()).0
+    }
+
+    /// Subscribes to every account, then starts the sources: the subscription sees the
+    /// snapshots of the accounts as they were before any source ran, then everything the
+    /// sources report, from their very first observation (a source that fails at once is
+    /// seen failing, not only as an already-failed snapshot).
+    pub fn start_subscribed(self) -> (Hub, Subscription) {
+        self.start_with(|hub| hub.subscribe())
+    }
+
+    /// Builds the hub, calls `before` on it before any source runs, then starts the sources.
+    fn start_with<T>(self, before: impl FnOnce(&Hub) -> T) -> (Hub, T) {
         // Microseconds since the epoch: later runs start above any seq an earlier run could
         // have reached (short of a million events per second for its whole life), and the
         // numbers stay below 2^53, exact in JavaScript, until the year 2255.
@@ -154,24 +167,32 @@ impl HubBuilder {
             resyncs: AtomicU64::new(0),
             events: AtomicU64::new(0),
         });
-        let mut tasks = JoinSet::new();
-        tasks.spawn(timer_task(shared.clone()));
-        for (account, source) in &self.sources {
-            let sink = Sink {
-                account: account.clone(),
-                shared: shared.clone(),
-            };
-            tasks.spawn(supervise(source.clone(), sink));
-        }
-        Hub {
+        let mut hub = Hub {
             shared,
             sources: self.sources,
-            _tasks: tasks,
+            _tasks: JoinSet::new(),
+        };
+        let early = before(&hub);
+        hub._tasks.spawn(timer_task(hub.shared.clone()));
+        for (account, source) in &hub.sources {
+            let sink = Sink {
+                account: account.clone(),
+                shared: hub.shared.clone(),
+            };
+            hub._tasks.spawn(supervise(source.clone(), sink));
         }
+        (hub, early)
     }
 }
 
-/// Runs a source; a source that panics is reported as down instead of taking the hub along.
+/// A source that ran this long before it panicked is restarted as quickly as the first time.
+const STABLE_RUN: Duration = imstatus_core::backoff::MAX;
+
+/// Runs a source, and restarts it when it panics: a panic is reported as the source being down
+/// (instead of taking the hub along), then the source is started again after the core's
+/// backoff (jittered, 1 s doubling to 60 s; back to 1 s after a run of [`STABLE_RUN`]), so a
+/// source that panics on every start is retried ever more slowly, never in a loop. A source
+/// whose `run` returns is not restarted.
 async fn supervise(source: Arc<dyn Source>, sink: Sink) {
     /// Aborts the source's task when the supervisor is aborted (the hub was dropped).
     struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -180,17 +201,37 @@ async fn supervise(source: Arc<dyn Source>, sink: Sink) {
             self.0.abort();
         }
     }
-    let probe = sink.clone();
-    let mut task = AbortOnDrop(tokio::spawn(source.run(sink)));
-    if let Err(e) = (&mut task.0).await {
-        if e.is_panic() {
-            tracing::error!(account = %probe.account(), "source task panicked");
-            probe.observe(Observation::SourceDown(
-                ErrorCode::ProtocolError,
-                "the source stopped after an internal error (panic); see the log".into(),
-            ));
+    let mut backoff = Backoff::new(seed(sink.account()));
+    loop {
+        let started = tokio::time::Instant::now();
+        let mut task = AbortOnDrop(tokio::spawn(source.clone().run(sink.clone())));
+        match (&mut task.0).await {
+            Err(e) if e.is_panic() => {}
+            _ => return,
         }
+        if started.elapsed() >= STABLE_RUN {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::error!(account = %sink.account(), ?delay, "source task panicked; restarting it");
+        sink.observe(Observation::SourceDown(
+            ErrorCode::ProtocolError,
+            format!(
+                "the source stopped after an internal error (panic), restarting it in {}; \
+                 see the log",
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+                ))
+            ),
+        ));
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// A backoff seed that differs per process and account (`RandomState` is randomly keyed).
+fn seed(account: &AccountId) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(account)
 }
 
 async fn timer_task(shared: Arc<Shared>) {

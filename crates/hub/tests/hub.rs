@@ -334,3 +334,165 @@ async fn a_restarted_hub_never_reuses_the_seqs_of_an_earlier_run() {
         EventKind::Snapshot { resync: true, .. }
     ));
 }
+
+/// A source that panics on the starts listed in `panics` (counted from 0) and otherwise reports
+/// the client running and stays; tells the test the (tokio) instant of every start.
+struct Crashing {
+    starts: std::sync::Mutex<u32>,
+    panics: fn(u32) -> bool,
+    started: tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>,
+    /// How long a start that panics runs first.
+    runs_for: fn(u32) -> Duration,
+}
+
+impl imstatus_hub::Source for Crashing {
+    fn kind(&self) -> SourceKind {
+        SourceKind::new_static("test")
+    }
+
+    fn run(self: Arc<Self>, sink: imstatus_hub::Sink) -> imstatus_hub::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let n = {
+                let mut starts = self.starts.lock().expect("lock");
+                *starts += 1;
+                *starts - 1
+            };
+            let _ = self.started.send(tokio::time::Instant::now());
+            if (self.panics)(n) {
+                tokio::time::sleep((self.runs_for)(n)).await;
+                panic!("crashing source, start {n}");
+            }
+            sink.observe_all([Observation::ClientAppeared, Observation::Synced]);
+            std::future::pending::<()>().await;
+        })
+    }
+}
+
+fn crashing(
+    panics: fn(u32) -> bool,
+    runs_for: fn(u32) -> Duration,
+) -> (
+    Hub,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let source = Arc::new(Crashing {
+        starts: std::sync::Mutex::new(0),
+        panics,
+        started: tx,
+        runs_for,
+    });
+    let hub = Hub::builder().with_source(alice(), source).start();
+    (hub, rx)
+}
+
+async fn next_start(
+    starts: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    tokio::time::timeout(Duration::from_secs(300), starts.recv())
+        .await
+        .expect("a start within the limit")
+        .expect("the hub is alive")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_panicked_is_reported_down_then_restarted_after_a_backoff() {
+    let (hub, mut starts) = crashing(|n| n == 0, |_| Duration::ZERO);
+    let mut sub = hub.subscribe();
+    let first = next_start(&mut starts).await;
+    let events = [next(&mut sub).await, next(&mut sub).await];
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["snapshot", "source_error"]);
+    let err = hub.source_error(&alice()).expect("down after the panic");
+    assert_eq!(err.code, ErrorCode::ProtocolError);
+
+    let second = next_start(&mut starts).await;
+    let waited = second - first;
+    assert!(
+        (Duration::from_millis(500)..=Duration::from_secs(1)).contains(&waited),
+        "restarted after {waited:?}"
+    );
+    let e = next(&mut sub).await;
+    assert_eq!(e.kind.name(), "client_started");
+    assert!(hub.wait_settled(&[alice()], LIMIT).await);
+    assert_eq!(hub.source_error(&alice()), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_panics_on_every_start_is_restarted_ever_more_slowly() {
+    let (hub, mut starts) = crashing(|_| true, |_| Duration::ZERO);
+    let mut at = vec![next_start(&mut starts).await];
+    for _ in 0..8 {
+        at.push(next_start(&mut starts).await);
+    }
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Ceilings 1, 2, 4, 8, 16, 32, 60, 60 s; each wait between half the ceiling and it.
+    for (n, gap) in gaps.iter().enumerate() {
+        let ceiling = imstatus_core::Backoff::ceiling(n as u32);
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "wait {n} was {gap:?}, ceiling {ceiling:?}; all: {gaps:?}"
+        );
+    }
+    // No spinning: at most 4 starts in the first 10 seconds.
+    let early = at
+        .iter()
+        .filter(|t| **t - at[0] < Duration::from_secs(10))
+        .count();
+    assert!(early <= 4, "{early} starts in 10 s: {gaps:?}");
+    assert!(hub.source_error(&alice()).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_ran_long_before_it_panicked_is_restarted_quickly_again() {
+    // Starts 0-2 panic at once (waits up to 1, 2 s), start 3 after two minutes of running
+    // (the wait starts over at up to 1 s), start 4 runs.
+    let (hub, mut starts) = crashing(
+        |n| n <= 3,
+        |n| {
+            if n == 3 {
+                Duration::from_secs(120)
+            } else {
+                Duration::ZERO
+            }
+        },
+    );
+    let mut at = Vec::new();
+    for _ in 0..5 {
+        at.push(next_start(&mut starts).await);
+    }
+    let last = at[4] - at[3] - Duration::from_secs(120);
+    assert!(
+        last <= Duration::from_secs(1),
+        "restarted {last:?} after the long run's panic"
+    );
+    assert!(hub.wait_settled(&[alice()], LIMIT).await);
+    assert_eq!(hub.source_error(&alice()), None);
+}
+
+#[tokio::test]
+async fn a_subscription_taken_at_start_sees_a_source_that_fails_at_once() {
+    let (source, _script) = scripted(
+        SourceKind::new_static("test"),
+        vec![Observation::SourceDown(
+            ErrorCode::ServerUnreachable,
+            "connection refused".into(),
+        )],
+    );
+    let (_hub, mut sub) = Hub::builder()
+        .with_source(alice(), source)
+        .start_subscribed();
+    let first = next(&mut sub).await;
+    let snapshot = first.snapshot().expect("a snapshot first");
+    assert_eq!(snapshot.session, Session::Unknown);
+    let second = next(&mut sub).await;
+    assert_eq!(
+        second.kind,
+        EventKind::SourceError {
+            code: ErrorCode::ServerUnreachable,
+            detail: "connection refused".into(),
+            // It never synced: the session was unknown already.
+            session_unknown: false,
+        }
+    );
+}

@@ -60,8 +60,11 @@ pub(crate) fn messages(conn: &Connection) -> MessageStream {
     MessageStream::from(conn)
 }
 
-/// The bus match rules: `NameOwnerChanged` of libpurple's name, and one rule per libpurple
-/// signal the source handles.
+/// The bus match rules: `NameOwnerChanged` of libpurple's name from the bus itself, and one
+/// rule per libpurple signal the source handles, from the current owner of libpurple's name
+/// only (the bus resolves `sender='im.pidgin.purple.PurpleService'` when it delivers), so that
+/// nobody else's broadcasts reach the process. Signals sent straight to our unique name bypass
+/// every match rule: the pump's gate (module `gate`) checks the sender of those.
 pub(crate) fn match_rules(contacts: bool) -> Vec<String> {
     let mut rules = vec![format!(
         "type='signal',sender='{DBUS_NAME}',interface='{DBUS_NAME}',member='NameOwnerChanged',\
@@ -71,7 +74,8 @@ pub(crate) fn match_rules(contacts: bool) -> Vec<String> {
     let members = PURPLE_MEMBERS.iter().chain(contact_members);
     for member in members {
         rules.push(format!(
-            "type='signal',interface='{PURPLE_INTERFACE}',member='{member}'"
+            "type='signal',sender='{PURPLE_SERVICE}',interface='{PURPLE_INTERFACE}',\
+             member='{member}'"
         ));
     }
     rules
@@ -545,7 +549,8 @@ mod tests {
              member='NameOwnerChanged',arg0='im.pidgin.purple.PurpleService'"
         );
         assert!(rules.contains(
-            &"type='signal',interface='im.pidgin.purple.PurpleInterface',member='AccountSignedOn'"
+            &"type='signal',sender='im.pidgin.purple.PurpleService',\
+              interface='im.pidgin.purple.PurpleInterface',member='AccountSignedOn'"
                 .to_owned()
         ));
         assert!(!rules

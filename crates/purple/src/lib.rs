@@ -17,10 +17,26 @@
 //! anomaly and the source carries on. A bus that cannot be reached is `client_not_running`
 //! (retried with the core's backoff); a lost bus connection is `disconnected`, followed by a
 //! reconnect and a full resynchronisation.
+//!
+//! Any process on the session bus can send a signal straight to our unique name, past every
+//! match rule, and call it anything. So what counts is the sender the bus daemon writes into
+//! each message: `NameOwnerChanged` only from `org.freedesktop.DBus` itself, libpurple's
+//! signals only from the current owner of `im.pidgin.purple.PurpleService` (the match rules
+//! say the same, so others' broadcasts are not even delivered). A pump task drains zbus's
+//! stream without ever waiting (zbus reads no replies while its queue is full) and passes on
+//! only what that check admits (module `gate`), so once the first query has named the owner,
+//! another peer's traffic never reaches the queue. The queue holds 1024 signals (`QUEUE` in
+//! module `source`); when libpurple itself sends more than that while the source waits for an
+//! answer, the pump drops the rest, and the source reads the whole client again as soon as it
+//! gets to it and carries on from there: state is never wrong for longer than one query, and
+//! memory stays bounded.
 
+#[cfg(test)]
+mod arbitrary_bodies;
 mod bus;
 pub mod config;
 mod doctor;
+mod gate;
 mod signal;
 mod source;
 mod translate;

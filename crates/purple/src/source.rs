@@ -1,5 +1,6 @@
 //! [`PurpleSource`]: the driver that connects to the bus, feeds the translator and reports.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -7,12 +8,14 @@ use crate::config::PurpleConfig;
 use futures_util::StreamExt;
 use imstatus_core::{Backoff, CodedError, ErrorCode, Observation, SourceKind, Status};
 use imstatus_hub::{BoxFuture, Sink, Source};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use zbus::message::{Message, Sequence, Type};
 use zbus::{Connection, MessageStream};
 
 use crate::bus;
+use crate::gate::Gate;
 use crate::signal;
 use crate::translate::{wanted, Need, Prefetch, StatusRead, Translator};
 
@@ -20,6 +23,9 @@ use crate::translate::{wanted, Need, Prefetch, StatusRead, Translator};
 const STABLE: Duration = Duration::from_secs(30);
 /// How many lookups one signal may need before it is given up (each resolves one unknown).
 const MAX_LOOKUPS: usize = 3;
+/// How many received signals the pump holds for the watch loop. When it is full the pump drops
+/// what comes next and the watch loop reads the whole client again (see the crate docs).
+pub(crate) const QUEUE: usize = 1024;
 
 /// Watches the local libpurple client (Pidgin, Finch) over D-Bus and sets its status.
 #[derive(Debug)]
@@ -84,15 +90,29 @@ impl PurpleSource {
     /// Watches one connection until it is lost; returns why.
     async fn watch(&self, conn: &Connection, sink: &Sink) -> String {
         // The stream exists before the match rules, and a pump task always drains it, so zbus
-        // never stalls on a full queue while this task awaits a reply. The channel is
-        // unbounded: it only holds the signals that arrive during one query or lookup.
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let _pump = AbortOnDrop(tokio::spawn(pump(bus::messages(conn), tx)));
+        // never stalls on a full queue while this task awaits a reply. The pump passes on only
+        // what the gate admits, into a queue of `QUEUE` signals; when that is full it drops
+        // signals and says so through `lost`, and the loop reads the whole client again.
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let gate = Arc::new(Mutex::new(Gate::new()));
+        let lost = Arc::new(Lost::default());
+        let _pump = AbortOnDrop(tokio::spawn(pump(
+            bus::messages(conn),
+            tx,
+            gate.clone(),
+            lost.clone(),
+        )));
         if let Err(e) = bus::add_matches(conn, self.contacts).await {
             return format!("adding match rules: {e}");
         }
         let mut t = Translator::<Sequence>::new(self.accounts.clone(), self.contacts);
-        if let Err(e) = self.sync(conn, &mut t, sink).await {
+        let sync = Resync {
+            conn,
+            sink,
+            gate: &gate,
+            contacts: self.contacts,
+        };
+        if let Err(e) = sync.run(&mut t).await {
             return e;
         }
         // Background questions (prefetches), one per recent signal, each on its own task; they
@@ -101,19 +121,26 @@ impl PurpleSource {
         loop {
             let next = tokio::select! {
                 biased;
+                () = lost.notify.notified() => Next::Lost,
                 Some(fetched) = lane.join_next(), if !lane.is_empty() => Next::Fetched(fetched),
                 item = rx.recv() => Next::Message(item),
             };
             let result = match next {
+                Next::Lost => {
+                    let dropped = lost.dropped.swap(0, Ordering::Relaxed);
+                    tracing::warn!(
+                        dropped,
+                        "the queue of {QUEUE} signals was full; reading libpurple's state again"
+                    );
+                    sync.run(&mut t).await
+                }
                 Next::Fetched(Ok(fetched)) => apply(&mut t, sink, fetched),
                 // Only a panic ends a question early (aborts happen on drop): it was optional.
                 Next::Fetched(Err(e)) => {
                     tracing::warn!(%e, "background question failed");
                     Ok(())
                 }
-                Next::Message(Some(Ok(msg))) => {
-                    self.handle(conn, &mut t, sink, &msg, &mut lane).await
-                }
+                Next::Message(Some(Ok(msg))) => self.handle(&sync, &mut t, &msg, &mut lane).await,
                 Next::Message(Some(Err(e))) => Err(e.to_string()),
                 Next::Message(None) => Err("the bus closed the connection".to_owned()),
             };
@@ -123,37 +150,15 @@ impl PurpleSource {
         }
     }
 
-    /// Queries the whole client and reports it, ending with `Synced`. `Err` only when the
-    /// connection itself is lost.
-    async fn sync(
-        &self,
-        conn: &Connection,
-        t: &mut Translator<Sequence>,
-        sink: &Sink,
-    ) -> Result<(), String> {
-        match bus::query(conn, self.contacts).await {
-            Ok(read) => sink.observe_all(t.handle_sync(read)),
-            Err(e) if bus::connection_lost(&e) => return Err(e.to_string()),
-            Err(e) => {
-                // Report what is known so that one-shot readers are not left waiting.
-                sink.observe_all([
-                    Observation::Anomaly(bus::code(&e), format!("querying libpurple: {e}")),
-                    Observation::Synced,
-                ]);
-            }
-        }
-        Ok(())
-    }
-
     /// Handles one received signal. `Err` only when the connection itself is lost.
     async fn handle(
         &self,
-        conn: &Connection,
+        sync: &Resync<'_>,
         t: &mut Translator<Sequence>,
-        sink: &Sink,
         msg: &Message,
         lane: &mut Lane,
     ) -> Result<(), String> {
+        let (conn, sink) = (sync.conn, sync.sink);
         let header = msg.header();
         let sender = header.sender().map(|s| s.as_str());
         let signal = match signal::parse(msg) {
@@ -231,7 +236,7 @@ impl PurpleSource {
                     }
                     return Ok(());
                 }
-                Some(Need::Sync) => return self.sync(conn, t, sink).await,
+                Some(Need::Sync) => return sync.run(t).await,
                 Some(Need::Buddy(buddy)) => {
                     match bus::read_buddy(conn, buddy).await {
                         Ok(read) => report(sink, t.handle_buddy(read)),
@@ -314,8 +319,53 @@ impl Source for PurpleSource {
     }
 }
 
+/// What one watch needs to read the whole client again.
+struct Resync<'a> {
+    conn: &'a Connection,
+    sink: &'a Sink,
+    /// The pump's gate, told the owner each query reads.
+    gate: &'a Mutex<Gate<Sequence>>,
+    contacts: bool,
+}
+
+impl Resync<'_> {
+    /// Queries the whole client and reports it, ending with `Synced`. `Err` only when the
+    /// connection itself is lost.
+    async fn run(&self, t: &mut Translator<Sequence>) -> Result<(), String> {
+        match bus::query(self.conn, self.contacts).await {
+            Ok(read) => {
+                self.gate
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .learn(read.owner.as_deref(), read.owner_read_at);
+                self.sink.observe_all(t.handle_sync(read));
+            }
+            Err(e) if bus::connection_lost(&e) => return Err(e.to_string()),
+            Err(e) => {
+                // Report what is known so that one-shot readers are not left waiting.
+                self.sink.observe_all([
+                    Observation::Anomaly(bus::code(&e), format!("querying libpurple: {e}")),
+                    Observation::Synced,
+                ]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the pump tells the watch loop that it dropped signals.
+#[derive(Default)]
+struct Lost {
+    /// Signals dropped since the watch loop last looked.
+    dropped: AtomicU64,
+    /// Notified on every drop (the permit of one notification is kept until it is taken).
+    notify: Notify,
+}
+
 /// What the watch loop waits for.
 enum Next {
+    /// The pump dropped signals: read the whole client again.
+    Lost,
     /// A background answer (`Err`: its task panicked).
     Fetched(Result<Fetched, JoinError>),
     /// A signal from the pump, its final error, or the pump's end.
@@ -381,17 +431,59 @@ fn report(sink: &Sink, observations: Vec<Observation>) {
     }
 }
 
-/// Moves the signals (and the final error) from zbus's stream into the channel.
-async fn pump(mut stream: MessageStream, tx: mpsc::UnboundedSender<zbus::Result<Message>>) {
+/// Moves the signals the gate admits (and the final error) from zbus's stream into the queue.
+///
+/// It never waits for room: zbus reads nothing else (method replies included) while its own
+/// queue is full, so a waiting pump would stall the watch loop's calls. A signal that finds the
+/// queue full is dropped and counted in `lost`.
+async fn pump(
+    mut stream: MessageStream,
+    tx: mpsc::Sender<zbus::Result<Message>>,
+    gate: Arc<Mutex<Gate<Sequence>>>,
+    lost: Arc<Lost>,
+) {
     while let Some(item) = stream.next().await {
-        let keep = match &item {
-            Ok(msg) => msg.message_type() == Type::Signal,
-            Err(_) => true,
+        let msg = match item {
+            Ok(msg) => msg,
+            Err(e) => {
+                // The connection is gone: this must arrive, and waiting costs nothing now.
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
         };
-        if keep && tx.send(item).is_err() {
-            return;
+        if msg.message_type() != Type::Signal || !admit(&gate, &msg) {
+            continue;
+        }
+        match tx.try_send(Ok(msg)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                lost.dropped.fetch_add(1, Ordering::Relaxed);
+                lost.notify.notify_one();
+            }
+            Err(TrySendError::Closed(_)) => return,
         }
     }
+}
+
+/// Asks the gate about one received signal.
+fn admit(gate: &Mutex<Gate<Sequence>>, msg: &Message) -> bool {
+    let header = msg.header();
+    let sender = header.sender().map(|s| s.as_str());
+    let interface = header.interface().map(|i| i.as_str());
+    let member = header.member().map(|m| m.as_str());
+    let owner_change = || {
+        msg.body()
+            .deserialize::<(String, String, String)>()
+            .ok()
+            .map(|(name, _, new)| (name, new))
+    };
+    gate.lock().unwrap_or_else(|e| e.into_inner()).admit(
+        msg.recv_position(),
+        sender,
+        interface,
+        member,
+        owner_change,
+    )
 }
 
 /// Aborts a task when dropped (the pump must not outlive the watch, or it keeps the

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use imstatus_core::{ErrorCode, Observation, PartId, SignOutReason, Status};
 
-use crate::signal::{Signal, PURPLE_SERVICE};
+use crate::signal::{Signal, DBUS_NAME, PURPLE_SERVICE};
 
 /// libpurple's `PurpleConnectionError` codes the source distinguishes.
 mod code {
@@ -445,8 +445,13 @@ impl<P: Ord + Copy> Translator<P> {
 
     /// Handles one signal received at `at` from `sender`.
     pub fn handle_signal(&mut self, at: P, sender: Option<&str>, signal: &Signal) -> Outcome {
-        // `old` adds nothing: the translator knows the owner it saw last.
+        // `old` adds nothing: the translator knows the owner it saw last. Only the bus daemon
+        // itself reports owner changes: anybody on the bus can send a signal that says it is
+        // `NameOwnerChanged` straight to us, but nobody else can send it as the bus.
         if let Signal::NameOwnerChanged { name, new, .. } = signal {
+            if sender != Some(DBUS_NAME) {
+                return Outcome::default();
+            }
             return self.name_owner_changed(at, name, new);
         }
         // Only the current owner speaks for libpurple.
@@ -1253,6 +1258,38 @@ mod tests {
         };
         assert_eq!(t.handle_signal(16, None, &other), Outcome::default());
         assert_eq!(t.handle_signal(5, None, &lost), Outcome::default());
+    }
+
+    #[test]
+    fn owner_changes_that_do_not_come_from_the_bus_are_ignored() {
+        let (mut t, _) = synced(&[]);
+        let peer = Some(":1.66");
+        let lost = Signal::NameOwnerChanged {
+            name: PURPLE_SERVICE.into(),
+            old: OWNER.into(),
+            new: String::new(),
+        };
+        let taken = Signal::NameOwnerChanged {
+            name: PURPLE_SERVICE.into(),
+            old: OWNER.into(),
+            new: ":1.66".into(),
+        };
+        // From a peer, from libpurple itself, or with no sender: nothing, and the owner stays.
+        for sender in [peer, Some(OWNER), None] {
+            assert_eq!(t.handle_signal(11, sender, &lost), Outcome::default());
+            assert_eq!(t.handle_signal(12, sender, &taken), Outcome::default());
+        }
+        assert_eq!(t.owner(), Some(OWNER));
+        // libpurple's signals from the peer are not libpurple's either.
+        assert_eq!(
+            t.handle_signal(13, peer, &Signal::AccountSignedOff(86)),
+            Outcome::default()
+        );
+        assert_eq!(
+            t.handle_signal(14, Some(OWNER), &Signal::AccountSignedOff(86))
+                .observations,
+            vec![Observation::SignedOff(part(ALICE), SignOutReason::User)]
+        );
     }
 
     #[test]

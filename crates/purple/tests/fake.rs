@@ -7,6 +7,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -204,6 +206,106 @@ impl FakeSavedStatuses {
     }
 }
 
+/// One connected account (handle 86) whose saved status 500 takes a burst to read: asked for
+/// its type, it first emits `BURST` `AccountStatusChanged` signals, then activates saved status
+/// 501 ("away: burst") and emits its `SavedstatusChanged`, all before it answers. Counts the
+/// full queries (`PurpleAccountsGetAllActive`). Activating a saved status changes what it
+/// answers and emits `SavedstatusChanged`, as libpurple does.
+struct FakeBurst {
+    current: Arc<AtomicI32>,
+    queries: Arc<AtomicUsize>,
+}
+
+/// More signals than the source's queue holds (1024), with room to spare.
+const BURST: usize = 5000;
+
+#[zbus::interface(name = "im.pidgin.purple.PurpleInterface")]
+impl FakeBurst {
+    #[zbus(name = "PurpleAccountsGetAllActive")]
+    fn accounts_get_all_active(&self) -> Vec<i32> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        vec![86]
+    }
+
+    #[zbus(name = "PurpleAccountGetUsername")]
+    fn account_get_username(&self, _account: i32) -> String {
+        ALICE.to_owned()
+    }
+
+    #[zbus(name = "PurpleAccountIsConnected")]
+    fn account_is_connected(&self, _account: i32) -> i32 {
+        1
+    }
+
+    #[zbus(name = "PurpleAccountIsConnecting")]
+    fn account_is_connecting(&self, _account: i32) -> i32 {
+        0
+    }
+
+    #[zbus(name = "PurpleAccountGetConnection")]
+    fn account_get_connection(&self, _account: i32) -> i32 {
+        148
+    }
+
+    #[zbus(name = "PurpleSavedstatusGetCurrent")]
+    fn savedstatus_get_current(&self) -> i32 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    #[zbus(name = "PurpleSavedstatusGetType")]
+    async fn savedstatus_get_type(
+        &self,
+        saved: i32,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> i32 {
+        match saved {
+            500 => {
+                for _ in 0..BURST {
+                    emitter
+                        .emit(INTERFACE, "AccountStatusChanged", &(86i32, 500i32, 500i32))
+                        .await
+                        .unwrap();
+                }
+                self.current.store(501, Ordering::SeqCst);
+                emitter
+                    .emit(INTERFACE, "SavedstatusChanged", &(501i32, 500i32))
+                    .await
+                    .unwrap();
+                3
+            }
+            501 => 5,
+            _ => 2,
+        }
+    }
+
+    #[zbus(name = "PurpleSavedstatusGetMessage")]
+    fn savedstatus_get_message(&self, saved: i32) -> String {
+        if saved == 501 {
+            "burst".to_owned()
+        } else {
+            String::new()
+        }
+    }
+
+    #[zbus(name = "PurpleSavedstatusHasSubstatuses")]
+    fn savedstatus_has_substatuses(&self, _saved: i32) -> i32 {
+        0
+    }
+
+    #[zbus(name = "PurpleSavedstatusActivate")]
+    async fn savedstatus_activate(
+        &self,
+        saved: i32,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) {
+        let old = self.current.swap(saved, Ordering::SeqCst);
+        emitter
+            .emit(INTERFACE, "SavedstatusChanged", &(saved, old))
+            .await
+            .unwrap();
+    }
+}
+
 async fn fake_purple(bus: &DbusDaemon) -> Connection {
     fake_purple_serving(bus, FakePurple).await
 }
@@ -312,6 +414,70 @@ async fn concurrent_status_changes_never_stall_the_source() {
             .unwrap();
         let seen = until(&mut sub, "status:busy:done:0x00A").await;
         assert_eq!(seen.last().unwrap(), "status:busy:done:0x00A");
+    })
+    .await
+    .expect("within the limit");
+}
+
+/// libpurple sending more signals than the source's queue holds while the source waits for an
+/// answer: the pump drops the excess (the last signal, the one that matters, among it), and the
+/// source reads the whole client again, so it ends up with libpurple's real status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_that_overflows_the_queue_is_followed_by_a_full_read_and_the_state_is_right() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let bus = blocking(DbusDaemon::start).unwrap();
+        let current = Arc::new(AtomicI32::new(149));
+        let queries = Arc::new(AtomicUsize::new(0));
+        let purple = fake_purple_serving(
+            &bus,
+            FakeBurst {
+                current: current.clone(),
+                queries: queries.clone(),
+            },
+        )
+        .await;
+        let hub = hub_on(bus.address());
+        settled(&hub).await;
+        let (snap, mut sub) = subscribe(&hub).await;
+        assert_eq!(
+            (snap.session, snap.availability),
+            (Session::SignedIn, Availability::Available)
+        );
+        assert_eq!(queries.load(Ordering::SeqCst), 1);
+
+        // Saved status 500 is new to the source: it asks for it and waits, and the burst comes
+        // (on the wire, before the answer).
+        emit(&purple, "SavedstatusChanged", &(500i32, 149i32)).await;
+        assert_eq!(
+            until(&mut sub, "status:away:burst:0x022").await,
+            ["status:busy:0x00A", "status:away:burst:0x022"]
+        );
+        assert_eq!(current.load(Ordering::SeqCst), 501);
+        // At least one full read after the drop (a second one when the last signals of the
+        // burst were dropped after the first had begun).
+        let reads = queries.load(Ordering::SeqCst);
+        assert!(reads >= 2, "{reads} full reads");
+        // And the source goes on: the next change is seen, whether through its signal or,
+        // had that been dropped too, through one more full read.
+        let user = zbus::connection::Builder::address(bus.address())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        user.call_method(
+            Some("im.pidgin.purple.PurpleService"),
+            PATH,
+            Some(INTERFACE),
+            "PurpleSavedstatusActivate",
+            &(149i32,),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            until(&mut sub, "status:available:0x002").await,
+            ["status:available:0x002"]
+        );
+        assert_eq!(hub.source_error(&desktop()), None);
     })
     .await
     .expect("within the limit");

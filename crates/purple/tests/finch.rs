@@ -5,12 +5,14 @@
 mod common;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use imstatus_core::{Availability, Client, ErrorCode, Session, Status};
-use imstatus_purple::doctor;
+use imstatus_hub::Hub;
 use imstatus_purple::PurpleConfig;
+use imstatus_purple::{doctor, PurpleSource};
 use imstatus_testkit::{DbusArg, XmppClient};
 
 /// The limit of a whole test.
@@ -46,8 +48,17 @@ async fn a_bus_that_does_not_exist_is_source_error_client_not_running() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let address = format!("unix:path={}/no-such-bus.sock", dir.path().display());
-        let hub = hub_on(&address);
-        let mut sub = hub.subscribe();
+        // Subscribed before the source runs: its failure comes at once, and must be seen as
+        // an event, not only in the first snapshot.
+        let (hub, mut sub) = Hub::builder()
+            .with_source(
+                desktop(),
+                Arc::new(PurpleSource::new(&PurpleConfig {
+                    bus: Some(address.clone()),
+                    ..PurpleConfig::default()
+                })),
+            )
+            .start_subscribed();
         settled(&hub).await;
         let err = hub.source_error(&desktop()).expect("the source is down");
         assert_eq!(err.code, ErrorCode::ClientNotRunning);
