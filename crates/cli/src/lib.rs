@@ -789,15 +789,7 @@ async fn serve(
     err: &mut (dyn Write + Send),
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<u8, Failure> {
-    let serve = match &config.serve {
-        Some(s) => s.clone(),
-        None => imstatus_hub::config::ServeConfig {
-            listen: imstatus_hub::config::DEFAULT_LISTEN
-                .parse()
-                .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?,
-            tokens: Vec::new(),
-        },
-    };
+    let serve = config.serve.clone().unwrap_or_default();
     // Refuse a public address without tokens before starting any source.
     if let Err(e) = imstatus_gateway::check_listen(serve.listen, !serve.tokens.is_empty()) {
         return Err(Failure::Usage(format!("serve: {e}")));

@@ -26,7 +26,7 @@ async fn refuses_a_public_address_without_tokens() {
         for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:8470"] {
             let config = ServeConfig {
                 listen: listen.parse().unwrap(),
-                tokens: Vec::new(),
+                ..ServeConfig::default()
             };
             let err = serve(s.hub.clone(), &config, async {})
                 .await
@@ -55,7 +55,7 @@ async fn serve_binds_the_configured_loopback_address_and_stops_on_the_shutdown_f
         let port = imstatus_testkit::free_port();
         let config = ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            tokens: Vec::new(),
+            ..ServeConfig::default()
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
