@@ -801,10 +801,10 @@ async fn serve(
         "imstatus: serving {} account(s) on http://{}/ ({})",
         all.len(),
         serve.listen,
-        if serve.tokens.is_empty() {
-            "loopback only, no tokens"
-        } else {
-            "bearer tokens required"
+        match (serve.tokens.is_empty(), serve.tokenless_write) {
+            (true, false) => "loopback only, no tokens, read-only",
+            (true, true) => "loopback only, no tokens, read-write: tokenless_write = true",
+            (false, _) => "bearer tokens required",
         }
     )?;
     // MQTT runs beside HTTP on its own subscription: a broker that is down never holds up the

@@ -31,6 +31,8 @@ pub struct Gateway {
     pub(crate) ws_send_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) set_status_timeout: Duration,
+    /// Without tokens, may anyone set status?
+    pub(crate) tokenless_write: bool,
     /// SSE frames rendered once for every subscriber.
     pub(crate) frames: crate::stream::Frames,
     shutdown: watch::Sender<bool>,
@@ -49,14 +51,16 @@ impl std::fmt::Debug for Gateway {
                 "tokens",
                 &self.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
             )
+            .field("tokenless_write", &self.tokenless_write)
             .field("shutting_down", &self.is_shutting_down())
             .finish_non_exhaustive()
     }
 }
 
 impl Gateway {
-    /// A gateway over `hub` accepting `tokens` (none = open mode: every request allowed; only
-    /// serve it on loopback, which [`crate::serve`] enforces).
+    /// A gateway over `hub` accepting `tokens` (none = open mode: anyone may read, nobody may
+    /// write unless [`Gateway::with_tokenless_write`]; only serve it on loopback, which
+    /// [`crate::serve`] enforces).
     pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig]) -> Gateway {
         let routes: Vec<&'static str> = crate::routes().into_iter().map(|(_, p)| p).collect();
         for t in tokens {
@@ -75,15 +79,27 @@ impl Gateway {
             ws_send_timeout: DEFAULT_WS_SEND_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
+            tokenless_write: false,
             frames: crate::stream::Frames::new(),
             shutdown: watch::channel(false).0,
             streams: watch::channel(0).0,
         }
     }
 
-    /// A gateway with the tokens of a `[serve]` section.
+    /// A gateway with the tokens and write mode of a `[serve]` section.
     pub fn from_config(hub: Arc<Hub>, config: &ServeConfig) -> Gateway {
-        Gateway::new(hub, &config.tokens)
+        Gateway::new(hub, &config.tokens).with_tokenless_write(config.tokenless_write)
+    }
+
+    /// Without tokens, lets anyone who can reach the gateway set status (default: read-only).
+    pub fn with_tokenless_write(mut self, allow: bool) -> Self {
+        self.tokenless_write = allow;
+        self
+    }
+
+    /// Whether setting status without a token is allowed (without tokens only).
+    pub fn tokenless_write(&self) -> bool {
+        self.tokenless_write
     }
 
     /// Sets the keep-alive interval of SSE streams ([`DEFAULT_KEEP_ALIVE`]).

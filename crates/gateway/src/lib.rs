@@ -61,8 +61,11 @@
 //! with an unknown one) the answer is 401; an account outside the token's accounts is 404,
 //! exactly like one that does not exist; `PUT …/status` with a read-only token is 403
 //! `access_denied`. `/`, `/dashboard.*`, `/openapi.json` and `/healthz` need no token. With no
-//! tokens configured every request is allowed, but only on loopback, and only when `Host` is a
-//! loopback name (`localhost`, `127.0.0.1`, `[::1]`), which defeats DNS rebinding.
+//! tokens configured every read is allowed, but only on loopback, and only when `Host` is a
+//! loopback name (`localhost`, `127.0.0.1`, `[::1]`), which defeats DNS rebinding; writes are
+//! refused (403 `access_denied`) unless `[serve] tokenless_write = true`, since any local user
+//! or process could otherwise set the status. `/metrics` shows a token limited to some
+//! accounts only the per-account series of those accounts.
 //!
 //! **Errors** are JSON: `{"error": code, "hresult": "0x…", "detail": …, "hint": …}` with the
 //! design's codes (`unsupported` → 501, `not_signed_in`/`client_not_running` → 409,
@@ -203,7 +206,12 @@ pub async fn serve_on(
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
     check_listen(addr, gateway.has_tokens())?;
-    tracing::info!(%addr, tokens = gateway.has_tokens(), "gateway listening");
+    tracing::info!(
+        %addr,
+        tokens = gateway.has_tokens(),
+        tokenless_write = gateway.tokenless_write(),
+        "gateway listening"
+    );
     let listener = listener.tap_io(|tcp| {
         // Events are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);

@@ -133,7 +133,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
                 .with_source(AccountId::new("slow"), Arc::new(source))
                 .start(),
         );
-        let server = Server::start(gateway(&hub, &[])).await;
+        let server = Server::start(open_writable_gateway(&hub)).await;
         let addr = server.addr;
         let put = tokio::spawn(async move {
             let body = r#"{"availability":"away"}"#;
@@ -174,6 +174,7 @@ async fn the_drain_is_bounded_when_a_request_never_finishes() {
                 .start(),
         );
         let gw = imstatus_gateway::Gateway::new(hub, &[])
+            .with_tokenless_write(true)
             .with_drain_timeout(Duration::from_millis(300))
             .with_set_status_timeout(Duration::from_secs(60))
             .into_state();

@@ -209,6 +209,13 @@ pub fn gateway(hub: &Arc<Hub>, tokens: &[TokenConfig]) -> GatewayState {
     Gateway::new(hub.clone(), tokens).into_state()
 }
 
+/// A gateway without tokens that lets anyone set status (`tokenless_write = true`).
+pub fn open_writable_gateway(hub: &Arc<Hub>) -> GatewayState {
+    Gateway::new(hub.clone(), &[])
+        .with_tokenless_write(true)
+        .into_state()
+}
+
 /// One Server-Sent Events message (or a comment-only block).
 #[derive(Debug, Default, Clone)]
 pub struct SseFrame {
