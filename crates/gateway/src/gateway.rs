@@ -1,6 +1,7 @@
 //! The gateway's shared state: the hub, the tokens, the metrics, the options and the shutdown
 //! signal every stream watches.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Gateway {
     pub(crate) set_status_timeout: Duration,
     /// Without tokens, may anyone set status?
     pub(crate) tokenless_write: bool,
+    /// Origins (normalised) whose pages may use the gateway besides its own.
+    pub(crate) allowed_origins: HashSet<String>,
     /// SSE frames rendered once for every subscriber.
     pub(crate) frames: crate::stream::Frames,
     shutdown: watch::Sender<bool>,
@@ -52,6 +55,7 @@ impl std::fmt::Debug for Gateway {
                 &self.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
             )
             .field("tokenless_write", &self.tokenless_write)
+            .field("allowed_origins", &self.allowed_origins)
             .field("shutting_down", &self.is_shutting_down())
             .finish_non_exhaustive()
     }
@@ -60,7 +64,7 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway over `hub` accepting `tokens` (none = open mode: anyone may read, nobody may
     /// write unless [`Gateway::with_tokenless_write`]; only serve it on loopback, which
-    /// [`crate::serve`] enforces).
+    /// [`crate::serve`] enforces), with no allowed origins.
     pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig]) -> Gateway {
         let routes: Vec<&'static str> = crate::routes().into_iter().map(|(_, p)| p).collect();
         for t in tokens {
@@ -80,15 +84,35 @@ impl Gateway {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
             tokenless_write: false,
+            allowed_origins: HashSet::new(),
             frames: crate::stream::Frames::new(),
             shutdown: watch::channel(false).0,
             streams: watch::channel(0).0,
         }
     }
 
-    /// A gateway with the tokens and write mode of a `[serve]` section.
+    /// A gateway with the tokens, origins and write mode of a `[serve]` section.
     pub fn from_config(hub: Arc<Hub>, config: &ServeConfig) -> Gateway {
-        Gateway::new(hub, &config.tokens).with_tokenless_write(config.tokenless_write)
+        Gateway::new(hub, &config.tokens)
+            .with_allowed_origins(config.allowed_origins.iter().map(String::as_str))
+            .with_tokenless_write(config.tokenless_write)
+    }
+
+    /// Lets pages of these origins (`https://dash.example`) use the gateway: their requests
+    /// are served, with CORS headers. Anything that is not an origin is ignored with a warning
+    /// (the config refuses it).
+    pub fn with_allowed_origins<'a>(mut self, origins: impl IntoIterator<Item = &'a str>) -> Self {
+        for o in origins {
+            match imstatus_hub::config::parse_origin(o) {
+                Some(origin) => {
+                    self.allowed_origins.insert(origin);
+                }
+                None => {
+                    tracing::warn!(origin = %o, "ignoring an allowed origin that is not scheme://host[:port]")
+                }
+            }
+        }
+        self
     }
 
     /// Without tokens, lets anyone who can reach the gateway set status (default: read-only).

@@ -67,6 +67,14 @@
 //! or process could otherwise set the status. `/metrics` shows a token limited to some
 //! accounts only the per-account series of those accounts.
 //!
+//! **Pages of other sites.** A browser lets any page open a WebSocket to the gateway, and
+//! without tokens nothing else would stop it. So every route refuses (403 `access_denied`) a
+//! request whose `Origin` is neither the gateway's own (`http://` + `Host`) nor listed in
+//! `[serve] allowed_origins`, and `Origin: null`; allowed origins get CORS headers. Without
+//! tokens, a request a browser marks as made for a page of another site (`Sec-Fetch-Site:
+//! cross-site`/`same-site`, e.g. an `<img>` badge whose size would tell the status) is refused
+//! too, unless it is a top-level navigation. Clients that are not browsers send neither.
+//!
 //! **Errors** are JSON: `{"error": code, "hresult": "0x…", "detail": …, "hint": …}` with the
 //! design's codes (`unsupported` → 501, `not_signed_in`/`client_not_running` → 409,
 //! `access_denied` → 403, `timeout` → 504) and HTTP-level ones (`unauthorized`, `not_found`,
@@ -86,6 +94,7 @@ mod error;
 mod gateway;
 mod metrics;
 pub mod mqtt;
+mod origin;
 mod stream;
 
 use std::future::{Future, IntoFuture};
@@ -148,8 +157,9 @@ pub fn routes() -> Vec<(Method, &'static str)> {
     table().into_iter().map(|(m, p, _)| (m, p)).collect()
 }
 
-/// The gateway's router: every route of [`routes`], JSON 404/405 fallbacks, and the
-/// per-route latency metrics.
+/// The gateway's router: every route of [`routes`], JSON 404/405 fallbacks, the per-route
+/// latency metrics, and, around everything, the refusal of cross-site requests (and CORS
+/// for allowed origins).
 pub fn app(state: GatewayState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in table() {
@@ -162,6 +172,10 @@ pub fn app(state: GatewayState) -> Router {
         ))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::check,
+        ))
         .with_state(state)
 }
 

@@ -70,6 +70,8 @@ pub(crate) struct Metrics {
     pub(crate) sse_total: AtomicU64,
     pub(crate) ws_total: AtomicU64,
     pub(crate) ws_slow_disconnects: AtomicU64,
+    /// Requests refused because they came from a page of another site.
+    pub(crate) cross_site_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -83,6 +85,7 @@ impl Metrics {
             sse_total: AtomicU64::new(0),
             ws_total: AtomicU64::new(0),
             ws_slow_disconnects: AtomicU64::new(0),
+            cross_site_refused: AtomicU64::new(0),
         }
     }
 
@@ -165,6 +168,17 @@ impl Metrics {
             out,
             "imstatus_gateway_ws_slow_disconnects_total {}",
             self.ws_slow_disconnects.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_cross_site_refused_total",
+            "counter",
+            "Requests refused because a page of another site made them (Origin, Sec-Fetch-Site).",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_cross_site_refused_total {}",
+            self.cross_site_refused.load(Ordering::Relaxed)
         );
     }
 

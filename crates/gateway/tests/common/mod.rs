@@ -300,8 +300,10 @@ impl SseClient {
         headers: &[(&str, &str)],
         read_head: bool,
     ) -> SseClient {
+        // Host as a browser sends it: the address and port it connected to.
+        let host = stream.peer_addr().expect("peer address");
         let mut req =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
