@@ -29,7 +29,7 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The server failed while running.
+    /// The listening socket's own address could not be read.
     #[error("the gateway's listener failed: {0}")]
     Serve(#[source] std::io::Error),
 }

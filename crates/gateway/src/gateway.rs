@@ -1,5 +1,5 @@
-//! The gateway's shared state: the hub, the tokens, the metrics, the options and the shutdown
-//! signal every stream watches.
+//! The gateway's shared state: the hub, the tokens, the metrics, the options, the open
+//! connections and the shutdown signal every stream watches.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,9 +11,11 @@ use imstatus_hub::Hub;
 use tokio::sync::watch;
 
 use crate::auth::Tokens;
+use crate::connection::{Limits, Table};
 use crate::metrics::Metrics;
 
-/// How often an idle SSE stream gets a keep-alive comment, by default.
+/// How often an idle SSE stream gets a keep-alive comment (and an idle WebSocket a ping), by
+/// default; never less often than half the idle timeout.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long one WebSocket send may take before the client is closed as too slow, by default.
 pub const DEFAULT_WS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +38,8 @@ pub struct Gateway {
     pub(crate) tokenless_write: bool,
     /// Origins (normalised) whose pages may use the gateway besides its own.
     pub(crate) allowed_origins: HashSet<String>,
+    /// The open connections, under the caps of the limits.
+    pub(crate) conns: Table,
     /// SSE frames rendered once for every subscriber.
     pub(crate) frames: crate::stream::Frames,
     shutdown: watch::Sender<bool>,
@@ -56,6 +60,7 @@ impl std::fmt::Debug for Gateway {
             )
             .field("tokenless_write", &self.tokenless_write)
             .field("allowed_origins", &self.allowed_origins)
+            .field("limits", &self.conns.limits())
             .field("shutting_down", &self.is_shutting_down())
             .finish_non_exhaustive()
     }
@@ -64,7 +69,7 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway over `hub` accepting `tokens` (none = open mode: anyone may read, nobody may
     /// write unless [`Gateway::with_tokenless_write`]; only serve it on loopback, which
-    /// [`crate::serve`] enforces), with no allowed origins.
+    /// [`crate::serve`] enforces), with the default [`Limits`] and no allowed origins.
     pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig]) -> Gateway {
         let routes: Vec<&'static str> = crate::routes().into_iter().map(|(_, p)| p).collect();
         for t in tokens {
@@ -85,17 +90,19 @@ impl Gateway {
             set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
             tokenless_write: false,
             allowed_origins: HashSet::new(),
+            conns: Table::new(Limits::default()),
             frames: crate::stream::Frames::new(),
             shutdown: watch::channel(false).0,
             streams: watch::channel(0).0,
         }
     }
 
-    /// A gateway with the tokens, origins and write mode of a `[serve]` section.
+    /// A gateway with the tokens, origins, write mode and limits of a `[serve]` section.
     pub fn from_config(hub: Arc<Hub>, config: &ServeConfig) -> Gateway {
         Gateway::new(hub, &config.tokens)
             .with_allowed_origins(config.allowed_origins.iter().map(String::as_str))
             .with_tokenless_write(config.tokenless_write)
+            .with_limits(Limits::from_config(config))
     }
 
     /// Lets pages of these origins (`https://dash.example`) use the gateway: their requests
@@ -121,9 +128,33 @@ impl Gateway {
         self
     }
 
+    /// Sets the caps on connections and their timeouts ([`Limits::default`] otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.conns = Table::new(limits);
+        self
+    }
+
+    /// The caps on connections and their timeouts.
+    pub fn limits(&self) -> Limits {
+        self.conns.limits()
+    }
+
+    /// How many connections are open (streams included).
+    pub fn open_connections(&self) -> usize {
+        self.conns.open()
+    }
+
     /// Whether setting status without a token is allowed (without tokens only).
     pub fn tokenless_write(&self) -> bool {
         self.tokenless_write
+    }
+
+    /// The keep-alive interval of streams: the configured one, but at most half the idle
+    /// timeout, so that an open stream is never closed as idle.
+    pub(crate) fn stream_keep_alive(&self) -> Duration {
+        self.keep_alive
+            .min(self.conns.limits().idle_timeout / 2)
+            .max(Duration::from_millis(10))
     }
 
     /// Sets the keep-alive interval of SSE streams ([`DEFAULT_KEEP_ALIVE`]).

@@ -1,8 +1,8 @@
-//! Prometheus metrics: hub counters, stream gauges, per-account source state and a request
-//! latency histogram per route, rendered as the text exposition format.
+//! Prometheus metrics: hub counters, stream and connection gauges, per-account source state and
+//! a request latency histogram per route, rendered as the text exposition format.
 //!
 //! A token limited to some accounts sees only the per-account families, for its accounts: the
-//! hub- and gateway-wide ones (events, subscribers, streams, requests by route)
+//! hub- and gateway-wide ones (events, subscribers, streams, connections, requests by route)
 //! describe what other tokens' clients do, so they are shown only to `*` tokens (and, without
 //! tokens, to everyone, who may see every account anyway).
 
@@ -70,6 +70,16 @@ pub(crate) struct Metrics {
     pub(crate) sse_total: AtomicU64,
     pub(crate) ws_total: AtomicU64,
     pub(crate) ws_slow_disconnects: AtomicU64,
+    /// Connections handed to HTTP.
+    pub(crate) connections_accepted: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub(crate) refused_max: AtomicU64,
+    /// Connections refused because `max_connections_per_ip` were open from the address.
+    pub(crate) refused_per_ip: AtomicU64,
+    /// Connections closed because the request head did not arrive in time.
+    pub(crate) header_timeouts: AtomicU64,
+    /// Connections closed because nothing moved for the idle timeout.
+    pub(crate) idle_timeouts: AtomicU64,
     /// Requests refused because they came from a page of another site.
     pub(crate) cross_site_refused: AtomicU64,
 }
@@ -85,6 +95,11 @@ impl Metrics {
             sse_total: AtomicU64::new(0),
             ws_total: AtomicU64::new(0),
             ws_slow_disconnects: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            refused_max: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
             cross_site_refused: AtomicU64::new(0),
         }
     }
@@ -110,7 +125,7 @@ impl Metrics {
         out
     }
 
-    /// The hub's counters and the gateway's streams.
+    /// The hub's counters, the gateway's streams and connections.
     fn render_global(&self, out: &mut String, gw: &Gateway) {
         let hub = &gw.hub;
         family(
@@ -168,6 +183,52 @@ impl Metrics {
             out,
             "imstatus_gateway_ws_slow_disconnects_total {}",
             self.ws_slow_disconnects.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_connections",
+            "gauge",
+            "Open HTTP connections, WebSockets included.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections {}",
+            gw.open_connections()
+        );
+        family(
+            out,
+            "imstatus_gateway_connections_accepted_total",
+            "counter",
+            "HTTP connections accepted and served.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections_accepted_total {}",
+            self.connections_accepted.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_connections_refused_total",
+            "counter",
+            "Connections refused with 503, by the limit that was reached.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections_refused_total{{limit=\"max_connections\"}} {}\nimstatus_gateway_connections_refused_total{{limit=\"max_connections_per_ip\"}} {}",
+            self.refused_max.load(Ordering::Relaxed),
+            self.refused_per_ip.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_connections_timed_out_total",
+            "counter",
+            "Connections closed by a timeout: header_read_timeout or idle_timeout.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections_timed_out_total{{timeout=\"header_read\"}} {}\nimstatus_gateway_connections_timed_out_total{{timeout=\"idle\"}} {}",
+            self.header_timeouts.load(Ordering::Relaxed),
+            self.idle_timeouts.load(Ordering::Relaxed)
         );
         family(
             out,
