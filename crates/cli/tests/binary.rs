@@ -266,6 +266,16 @@ fn serve_answers_on_loopback_and_drains_on_sigterm() {
         "{accounts}"
     );
     assert_eq!(status.expect("exited").code(), Some(0));
+    // The start-up line says who may do what: without tokens, read-only by default.
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(
+        err.contains(&format!(
+            "imstatus: serving 1 account(s) on http://127.0.0.1:{port}/ (loopback only, no tokens, read-only)"
+        )),
+        "{err}"
+    );
 }
 
 #[test]

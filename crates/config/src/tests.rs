@@ -3,8 +3,11 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use imstatus_core::{AccountId, CodedError, ErrorCode};
+
+use crate::serve::parse_origin;
 use imstatus_hub::{BoxFuture, Check, Source};
 
 use super::*;
@@ -302,4 +305,118 @@ fn empty_file_has_no_accounts_and_the_default_is_the_first_default_factory() {
     assert_eq!(d.accounts[0].kind, SourceKind::new_static("desk"));
     let none = Config::default_local(&[&ChatFactory]).expect("default");
     assert!(none.accounts.is_empty());
+}
+
+#[test]
+fn serve_defaults_when_absent() {
+    let c = parse("[serve]\n").expect("valid");
+    let s = c.serve.expect("serve");
+    assert_eq!(s, ServeConfig::default());
+    assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+    assert!(!s.tokenless_write, "read-only without tokens unless asked");
+    assert!(s.allowed_origins.is_empty());
+    assert_eq!((s.max_connections, s.max_connections_per_ip), (512, 64));
+    assert_eq!(
+        (s.header_read_timeout, s.idle_timeout),
+        (Duration::from_secs(10), Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn serve_hardening_keys_are_read() {
+    let c = parse(
+        "[serve]\nallowed_origins = [\"https://Dash.example/\", \"http://localhost:3000\", \"https://x.example:443\", \"http://[::1]:8080\"]\n\
+         tokenless_write = true\nmax_connections = 100\nmax_connections_per_ip = 100\n\
+         header_read_timeout = \"2s 500ms\"\nidle_timeout = \"5m\"\n",
+    )
+    .expect("valid");
+    let s = c.serve.expect("serve");
+    assert_eq!(
+        s.allowed_origins,
+        [
+            "https://dash.example",
+            "http://localhost:3000",
+            "https://x.example",
+            "http://[::1]:8080"
+        ]
+    );
+    assert!(s.tokenless_write);
+    assert_eq!((s.max_connections, s.max_connections_per_ip), (100, 100));
+    assert_eq!(s.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(s.idle_timeout, Duration::from_secs(300));
+    // A small max_connections lowers the default per-address cap with it.
+    let s = parse("[serve]\nmax_connections = 10\n")
+        .expect("valid")
+        .serve
+        .expect("serve");
+    assert_eq!((s.max_connections, s.max_connections_per_ip), (10, 10));
+}
+
+#[test]
+fn serve_hardening_keys_are_checked_with_file_line_and_key() {
+    for (text, want) in [
+        (
+            "[serve]\n\nallowed_origins = [\"https://dash.example/app\"]\n",
+            "cfg.toml:3: key `allowed_origins`: `https://dash.example/app` is not an origin",
+        ),
+        (
+            "[serve]\nallowed_origins = [\"*\"]\n",
+            "cfg.toml:2: key `allowed_origins`: `*` is not an origin",
+        ),
+        (
+            "[serve]\nallowed_origins = [\"null\"]\n",
+            "cfg.toml:2: key `allowed_origins`: `null` is not an origin",
+        ),
+        (
+            "[serve]\nallowed_origins = [\"ftp://a.example\"]\n",
+            "cfg.toml:2: key `allowed_origins`: `ftp://a.example` is not an origin",
+        ),
+        (
+            "[serve]\nmax_connections = 0\n",
+            "cfg.toml:2: key `max_connections`: 0 is not a number of connections",
+        ),
+        (
+            "[serve]\nmax_connections_per_ip = -1\n",
+            "cfg.toml:2: key `max_connections_per_ip`: -1 is not a number of connections",
+        ),
+        (
+            "[serve]\nmax_connections = 10\nmax_connections_per_ip = 11\n",
+            "cfg.toml:3: key `max_connections_per_ip`: 11 is more than max_connections (10)",
+        ),
+        (
+            "[serve]\nheader_read_timeout = \"soon\"\n",
+            "cfg.toml:2: key `header_read_timeout`: `soon` is not a duration like 10s",
+        ),
+        (
+            "[serve]\nidle_timeout = \"0s\"\n",
+            "cfg.toml:2: key `idle_timeout`: `0s` is not a duration",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.starts_with(want), "{text:?}: {e}");
+    }
+    let e = err("[serve]\ntokenless_write = \"yes\"\n");
+    assert!(e.starts_with("cfg.toml:2:"), "{e}");
+}
+
+#[test]
+fn origins_are_normalised_like_browsers_send_them() {
+    for (text, want) in [
+        ("http://127.0.0.1:8470", Some("http://127.0.0.1:8470")),
+        ("HTTP://LocalHost:80/", Some("http://localhost")),
+        ("https://a.example:8443", Some("https://a.example:8443")),
+        ("http://[::1]", Some("http://[::1]")),
+        ("http://a.example:0", None),
+        ("http://a.example:99999", None),
+        ("http://a.example:080", None),
+        ("http://[::1", None),
+        ("http://[zz]:1", None),
+        ("https://", None),
+        ("https://user@a.example", None),
+        ("https://a.example?x", None),
+        ("a.example", None),
+        ("null", None),
+    ] {
+        assert_eq!(parse_origin(text).as_deref(), want, "{text}");
+    }
 }

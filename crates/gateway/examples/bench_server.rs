@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use imstatus_config::TokenConfig;
 use imstatus_core::{AccountId, Availability, ContactId, Observation, PartId, SourceKind, Status};
-use imstatus_gateway::{hash_token, serve_on, Gateway};
+use imstatus_gateway::{hash_token, serve_on, Gateway, Limits};
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::Hub;
 use nix::time::{clock_gettime, ClockId};
@@ -200,7 +200,13 @@ fn main() {
             accounts: vec!["*".to_owned()],
             write: false,
         };
-        let gateway = Gateway::new(hub, &[token]).into_state();
+        // B6 and B7 open thousands of connections from one address.
+        let limits = Limits {
+            max_connections: 100_000,
+            max_connections_per_ip: 100_000,
+            ..Limits::default()
+        };
+        let gateway = Gateway::new(hub, &[token]).with_limits(limits).into_state();
         let listener = tokio::net::TcpListener::bind(args.addr).await.unwrap();
         if let Some(addr) = args.control {
             let l = tokio::net::TcpListener::bind(addr).await.unwrap();

@@ -227,6 +227,17 @@ pub(crate) async fn set_status(
         return Err(ApiError::no_account(&name));
     }
     if !caller.can_write() {
+        if caller.is_open() {
+            return Err(ApiError::forbidden(
+                "without tokens the gateway is read-only: any local user or process could \
+                 otherwise set your status",
+            )
+            .with_hint(
+                "to let every local process set status without a token, put \
+                 `tokenless_write = true` under [serve]; or add a [[serve.token]] with \
+                 `write = true` and send it as a bearer token",
+            ));
+        }
         return Err(ApiError::forbidden(
             "this token may only read; setting status needs a token with `write = true`",
         ));
@@ -395,7 +406,7 @@ pub(crate) async fn metrics(State(gw): State<GatewayState>, caller: Caller) -> R
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        gw.metrics.render(&gw.hub, &caller),
+        gw.metrics.render(&gw, &caller),
     )
         .into_response()
 }

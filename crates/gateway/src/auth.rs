@@ -102,19 +102,29 @@ impl Tokens {
 }
 
 /// Who is asking: a configured token, or anyone in open mode (no tokens configured, loopback
-/// only). Extracted from `Authorization: Bearer <token>` or, for clients that cannot set
+/// only; read-only unless `[serve] tokenless_write = true`). Extracted from `Authorization: Bearer <token>` or, for clients that cannot set
 /// headers (`EventSource`, `<img src>`, browser WebSockets), the `access_token` query
 /// parameter (RFC 6750 §2.3).
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// `None` in open mode.
     token: Option<Arc<Token>>,
+    /// In open mode: may it set status (`tokenless_write`)?
+    open_write: bool,
 }
 
 impl Caller {
-    /// A caller that may do everything (open mode).
-    pub(crate) fn open() -> Self {
-        Caller { token: None }
+    /// Anyone, in open mode: may see every account, and write only if `write`.
+    pub(crate) fn open(write: bool) -> Self {
+        Caller {
+            token: None,
+            open_write: write,
+        }
+    }
+
+    /// Is this open mode (no tokens configured)?
+    pub(crate) fn is_open(&self) -> bool {
+        self.token.is_none()
     }
 
     /// May this caller see `account`? (It may still not exist.)
@@ -128,9 +138,9 @@ impl Caller {
         }
     }
 
-    /// May this caller set status?
+    /// May this caller set status? A write token, or open mode with `tokenless_write`.
     pub fn can_write(&self) -> bool {
-        self.token.as_ref().is_none_or(|t| t.write)
+        self.token.as_ref().map_or(self.open_write, |t| t.write)
     }
 
     /// May this caller see every account?
@@ -145,15 +155,17 @@ impl Caller {
         self.token.as_ref().map(|t| t.name.as_str())
     }
 
-    /// Authenticates a request by its headers and URI.
+    /// Authenticates a request by its headers and URI; `tokenless_write` is what open mode
+    /// may do.
     pub(crate) fn authenticate(
         tokens: &Tokens,
+        tokenless_write: bool,
         headers: &HeaderMap,
         uri: &Uri,
     ) -> Result<Caller, ApiError> {
         if tokens.is_empty() {
             check_loopback_host(headers)?;
-            return Ok(Caller::open());
+            return Ok(Caller::open(tokenless_write));
         }
         let presented = match bearer(headers)? {
             Some(t) => t,
@@ -168,7 +180,10 @@ impl Caller {
         };
         tokens
             .find(&presented)
-            .map(|token| Caller { token: Some(token) })
+            .map(|token| Caller {
+                token: Some(token),
+                open_write: false,
+            })
             .ok_or_else(ApiError::invalid_token)
     }
 }
@@ -180,7 +195,12 @@ impl FromRequestParts<GatewayState> for Caller {
         parts: &mut Parts,
         state: &GatewayState,
     ) -> Result<Self, Self::Rejection> {
-        Caller::authenticate(&state.tokens, &parts.headers, &parts.uri)
+        Caller::authenticate(
+            &state.tokens,
+            state.tokenless_write,
+            &parts.headers,
+            &parts.uri,
+        )
     }
 }
 

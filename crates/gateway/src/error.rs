@@ -29,7 +29,7 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The server failed while running.
+    /// The listening socket's own address could not be read.
     #[error("the gateway's listener failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -107,6 +107,8 @@ pub struct ApiError {
     detail: String,
     /// `invalid_token` in `WWW-Authenticate` when a token was given but is not valid.
     invalid_token: bool,
+    /// A hint for this case instead of the code's general one.
+    hint: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -124,7 +126,14 @@ impl ApiError {
             code: Code::Http(code),
             detail: detail.into(),
             invalid_token: false,
+            hint: None,
         }
+    }
+
+    /// The same error with a hint for this case instead of the code's general one.
+    pub fn with_hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
     }
 
     /// 401: no token, or one the gateway does not know.
@@ -204,6 +213,7 @@ impl ApiError {
             code: Code::Coded(code),
             detail: detail.into(),
             invalid_token: false,
+            hint: None,
         }
     }
 
@@ -230,6 +240,9 @@ impl ApiError {
 
     /// The `hint` in the JSON body.
     pub fn hint(&self) -> &'static str {
+        if let Some(hint) = self.hint {
+            return hint;
+        }
         match self.code {
             Code::Coded(c) => c.hint(),
             Code::Http(c) => c.hint(),
@@ -239,6 +252,19 @@ impl ApiError {
     /// The `detail` in the JSON body.
     pub fn detail(&self) -> &str {
         &self.detail
+    }
+
+    /// The JSON body: `{"error", "hresult", "detail", "hint"}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let body = Body {
+            error: self.code(),
+            hresult: format!("0x{:08X}", self.hresult()),
+            detail: &self.detail,
+            hint: self.hint(),
+        };
+        // Serialising plain strings cannot fail; keep a fixed body just in case.
+        serde_json::to_vec(&body)
+            .unwrap_or_else(|_| br#"{"error":"internal","hresult":"0x8000FFFF"}"#.to_vec())
     }
 }
 
@@ -260,15 +286,7 @@ impl From<CodedError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: self.code(),
-            hresult: format!("0x{:08X}", self.hresult()),
-            detail: &self.detail,
-            hint: self.hint(),
-        };
-        // Serialising plain strings cannot fail; keep a fixed body just in case.
-        let json = serde_json::to_vec(&body)
-            .unwrap_or_else(|_| br#"{"error":"internal","hresult":"0x8000FFFF"}"#.to_vec());
+        let json = self.to_json();
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],

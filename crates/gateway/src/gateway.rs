@@ -1,6 +1,7 @@
-//! The gateway's shared state: the hub, the tokens, the metrics, the options and the shutdown
-//! signal every stream watches.
+//! The gateway's shared state: the hub, the tokens, the metrics, the options, the open
+//! connections and the shutdown signal every stream watches.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use imstatus_hub::Hub;
 use tokio::sync::watch;
 
 use crate::auth::Tokens;
+use crate::connection::{Limits, Table};
 use crate::metrics::Metrics;
 
-/// How often an idle SSE stream gets a keep-alive comment, by default.
+/// How often an idle SSE stream gets a keep-alive comment (and an idle WebSocket a ping), by
+/// default; never less often than half the idle timeout.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long one WebSocket send may take before the client is closed as too slow, by default.
 pub const DEFAULT_WS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +34,12 @@ pub struct Gateway {
     pub(crate) ws_send_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) set_status_timeout: Duration,
+    /// Without tokens, may anyone set status?
+    pub(crate) tokenless_write: bool,
+    /// Origins (normalised) whose pages may use the gateway besides its own.
+    pub(crate) allowed_origins: HashSet<String>,
+    /// The open connections, under the caps of the limits.
+    pub(crate) conns: Table,
     /// SSE frames rendered once for every subscriber.
     pub(crate) frames: crate::stream::Frames,
     shutdown: watch::Sender<bool>,
@@ -49,14 +58,18 @@ impl std::fmt::Debug for Gateway {
                 "tokens",
                 &self.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
             )
+            .field("tokenless_write", &self.tokenless_write)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("limits", &self.conns.limits())
             .field("shutting_down", &self.is_shutting_down())
             .finish_non_exhaustive()
     }
 }
 
 impl Gateway {
-    /// A gateway over `hub` accepting `tokens` (none = open mode: every request allowed; only
-    /// serve it on loopback, which [`crate::serve`] enforces).
+    /// A gateway over `hub` accepting `tokens` (none = open mode: anyone may read, nobody may
+    /// write unless [`Gateway::with_tokenless_write`]; only serve it on loopback, which
+    /// [`crate::serve`] enforces), with the default [`Limits`] and no allowed origins.
     pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig]) -> Gateway {
         let routes: Vec<&'static str> = crate::routes().into_iter().map(|(_, p)| p).collect();
         for t in tokens {
@@ -75,15 +88,73 @@ impl Gateway {
             ws_send_timeout: DEFAULT_WS_SEND_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
+            tokenless_write: false,
+            allowed_origins: HashSet::new(),
+            conns: Table::new(Limits::default()),
             frames: crate::stream::Frames::new(),
             shutdown: watch::channel(false).0,
             streams: watch::channel(0).0,
         }
     }
 
-    /// A gateway with the tokens of a `[serve]` section.
+    /// A gateway with the tokens, origins, write mode and limits of a `[serve]` section.
     pub fn from_config(hub: Arc<Hub>, config: &ServeConfig) -> Gateway {
         Gateway::new(hub, &config.tokens)
+            .with_allowed_origins(config.allowed_origins.iter().map(String::as_str))
+            .with_tokenless_write(config.tokenless_write)
+            .with_limits(Limits::from_config(config))
+    }
+
+    /// Lets pages of these origins (`https://dash.example`) use the gateway: their requests
+    /// are served, with CORS headers. Anything that is not an origin is ignored with a warning
+    /// (the config refuses it).
+    pub fn with_allowed_origins<'a>(mut self, origins: impl IntoIterator<Item = &'a str>) -> Self {
+        for o in origins {
+            match imstatus_config::serve::parse_origin(o) {
+                Some(origin) => {
+                    self.allowed_origins.insert(origin);
+                }
+                None => {
+                    tracing::warn!(origin = %o, "ignoring an allowed origin that is not scheme://host[:port]")
+                }
+            }
+        }
+        self
+    }
+
+    /// Without tokens, lets anyone who can reach the gateway set status (default: read-only).
+    pub fn with_tokenless_write(mut self, allow: bool) -> Self {
+        self.tokenless_write = allow;
+        self
+    }
+
+    /// Sets the caps on connections and their timeouts ([`Limits::default`] otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.conns = Table::new(limits);
+        self
+    }
+
+    /// The caps on connections and their timeouts.
+    pub fn limits(&self) -> Limits {
+        self.conns.limits()
+    }
+
+    /// How many connections are open (streams included).
+    pub fn open_connections(&self) -> usize {
+        self.conns.open()
+    }
+
+    /// Whether setting status without a token is allowed (without tokens only).
+    pub fn tokenless_write(&self) -> bool {
+        self.tokenless_write
+    }
+
+    /// The keep-alive interval of streams: the configured one, but at most half the idle
+    /// timeout, so that an open stream is never closed as idle.
+    pub(crate) fn stream_keep_alive(&self) -> Duration {
+        self.keep_alive
+            .min(self.conns.limits().idle_timeout / 2)
+            .max(Duration::from_millis(10))
     }
 
     /// Sets the keep-alive interval of SSE streams ([`DEFAULT_KEEP_ALIVE`]).

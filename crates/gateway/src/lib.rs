@@ -10,7 +10,11 @@
 //! SHA-256, compared in constant time, and each is limited to accounts; an account outside a
 //! token's scope is indistinguishable from one that does not exist. Without tokens the gateway
 //! serves loopback only, and [`serve`] refuses to start anywhere else. Everything is built as
-//! one axum [`Router`] by [`app`], which tests drive with tower's `oneshot`.
+//! one axum [`Router`] by [`app`], which tests drive with tower's `oneshot`; [`serve_on`] runs
+//! it on hyper's HTTP/1 server from its own accept loop rather than `axum::serve`, because
+//! that is where a flood is stopped: a cap on connections (in all and per address) that
+//! answers the excess with 503 instead of holding descriptors, a header-read timeout (hyper's,
+//! which needs a timer that `axum::serve` does not give it) and an idle timeout.
 //!
 //! # API
 //!
@@ -53,16 +57,36 @@
 //! a resync, never to another run's events. `?accounts=a,b` limits
 //! the stream to some accounts. On shutdown the stream ends with a `: shutting down` comment.
 //! `GET /v1/ws` sends the same JSON objects as text frames (same parameters; ignore anything
-//! the client sends), and closes with 1001 on shutdown or 1008 when the client does not read
-//! for the send timeout (30 s).
+//! the client sends), a ping after 15 s without an event, and closes with 1001 on shutdown or
+//! 1008 when the client does not read for the send timeout (30 s).
 //!
 //! **Auth.** `Authorization: Bearer <token>`; clients that cannot set headers (`EventSource`,
 //! `<img>`, browser WebSockets) may pass `?access_token=<token>` instead. Without a token (or
 //! with an unknown one) the answer is 401; an account outside the token's accounts is 404,
 //! exactly like one that does not exist; `PUT …/status` with a read-only token is 403
 //! `access_denied`. `/`, `/dashboard.*`, `/openapi.json` and `/healthz` need no token. With no
-//! tokens configured every request is allowed, but only on loopback, and only when `Host` is a
-//! loopback name (`localhost`, `127.0.0.1`, `[::1]`), which defeats DNS rebinding.
+//! tokens configured every read is allowed, but only on loopback, and only when `Host` is a
+//! loopback name (`localhost`, `127.0.0.1`, `[::1]`), which defeats DNS rebinding; writes are
+//! refused (403 `access_denied`) unless `[serve] tokenless_write = true`, since any local user
+//! or process could otherwise set the status. `/metrics` shows a token limited to some
+//! accounts only the per-account series of those accounts.
+//!
+//! **Pages of other sites.** A browser lets any page open a WebSocket to the gateway, and
+//! without tokens nothing else would stop it. So every route refuses (403 `access_denied`) a
+//! request whose `Origin` is neither the gateway's own (`http://` + `Host`) nor listed in
+//! `[serve] allowed_origins`, and `Origin: null`; allowed origins get CORS headers. Without
+//! tokens, a request a browser marks as made for a page of another site (`Sec-Fetch-Site:
+//! cross-site`/`same-site`, e.g. an `<img>` badge whose size would tell the status) is refused
+//! too, unless it is a top-level navigation. Clients that are not browsers send neither.
+//!
+//! **Connections.** At most `max_connections` at once (512 by default) and
+//! `max_connections_per_ip` from one address or IPv6 /64 (64); a connection over a cap gets a
+//! 503 JSON error and is closed, and a warning is logged at most every 10 s per cap. A client
+//! has `header_read_timeout` (10 s) to send a request head, counted from when the connection
+//! opens or the previous response ends; a connection on which nothing moves for
+//! `idle_timeout` (60 s) is closed. Streams are never idle: SSE sends a keep-alive comment and
+//! WebSocket a ping after 15 s (or half the idle timeout, if shorter) without an event. See
+//! [`Limits`].
 //!
 //! **Errors** are JSON: `{"error": code, "hresult": "0x…", "detail": …, "hint": …}` with the
 //! design's codes (`unsupported` → 501, `not_signed_in`/`client_not_running` → 409,
@@ -78,26 +102,28 @@
 mod api;
 mod auth;
 mod badge;
+mod connection;
 mod dashboard;
 mod error;
 mod gateway;
 mod metrics;
+mod origin;
 mod stream;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{get, put, MethodRouter};
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use imstatus_config::ServeConfig;
 use imstatus_hub::Hub;
 use tokio::net::TcpListener;
 
 pub use auth::{hash_token, hash_token_hex, Caller};
+pub use connection::Limits;
 pub use error::{ApiError, Error};
 pub use gateway::{
     Gateway, GatewayState, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_SET_STATUS_TIMEOUT,
@@ -161,8 +187,9 @@ pub fn routes() -> Vec<(Method, &'static str)> {
     table().into_iter().map(|(m, p, _)| (m, p)).collect()
 }
 
-/// The gateway's router: every route of [`routes`], JSON 404/405 fallbacks, and the
-/// per-route latency metrics.
+/// The gateway's router: every route of [`routes`], JSON 404/405 fallbacks, the per-route
+/// latency metrics, and, around everything, the refusal of cross-site requests (and CORS
+/// for allowed origins).
 pub fn app(state: GatewayState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in table() {
@@ -175,6 +202,10 @@ pub fn app(state: GatewayState) -> Router {
         ))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::check,
+        ))
         .with_state(state)
 }
 
@@ -211,7 +242,8 @@ pub async fn serve(
 
 /// Serves `gateway` on an already bound listener (e.g. `127.0.0.1:0` in tests) until
 /// `shutdown` resolves or [`Gateway::shutdown`] is called, then drains for at most the
-/// gateway's drain timeout. Refuses a non-loopback listener without tokens.
+/// gateway's drain timeout. Refuses a non-loopback listener without tokens. Connections are
+/// capped and timed out by the gateway's [`Limits`].
 pub async fn serve_on(
     listener: TcpListener,
     gateway: GatewayState,
@@ -219,12 +251,18 @@ pub async fn serve_on(
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
     check_listen(addr, gateway.has_tokens())?;
-    tracing::info!(%addr, tokens = gateway.has_tokens(), "gateway listening");
-    let listener = listener.tap_io(|tcp| {
-        // Events are small and latency matters more than packet count.
-        let _ = tcp.set_nodelay(true);
-    });
-    let signal = {
+    let limits = gateway.limits();
+    tracing::info!(
+        %addr,
+        tokens = gateway.has_tokens(),
+        tokenless_write = gateway.tokenless_write(),
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        header_read_timeout_ms = limits.header_read_timeout.as_millis() as u64,
+        idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
+        "gateway listening"
+    );
+    let stop = {
         let gw = gateway.clone();
         async move {
             tokio::select! {
@@ -234,33 +272,22 @@ pub async fn serve_on(
             gw.shutdown();
         }
     };
-    let server = axum::serve(listener, app(gateway.clone()))
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.map_err(Error::Serve),
-        () = gateway.shutdown_started() => {}
-    }
+    // Returns once shutdown started, with the listener closed.
+    connection::accept_until(&gateway, listener, app(gateway.clone()), stop).await;
     tracing::info!(%addr, "gateway draining");
     let drained = tokio::time::timeout(gateway.drain_timeout, async {
-        let result = server.await;
+        gateway.conns.all_closed().await;
         gateway.streams_closed().await;
-        result
     })
     .await;
     match drained {
-        Ok(result) => {
-            tracing::info!(%addr, "gateway stopped");
-            result.map_err(Error::Serve)
-        }
-        Err(_) => {
-            tracing::warn!(
-                %addr,
-                open_streams = gateway.open_streams(),
-                "gateway stopped with connections still open after the drain timeout"
-            );
-            Ok(())
-        }
+        Ok(()) => tracing::info!(%addr, "gateway stopped"),
+        Err(_) => tracing::warn!(
+            %addr,
+            open_connections = gateway.open_connections(),
+            open_streams = gateway.open_streams(),
+            "gateway stopped with connections still open after the drain timeout"
+        ),
     }
+    Ok(())
 }

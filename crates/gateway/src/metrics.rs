@@ -1,5 +1,10 @@
-//! Prometheus metrics: hub counters, stream gauges, per-account source state and a request
-//! latency histogram per route, rendered as the text exposition format.
+//! Prometheus metrics: hub counters, stream and connection gauges, per-account source state and
+//! a request latency histogram per route, rendered as the text exposition format.
+//!
+//! A token limited to some accounts sees only the per-account families, for its accounts: the
+//! hub- and gateway-wide ones (events, subscribers, streams, connections, requests by route)
+//! describe what other tokens' clients do, so they are shown only to `*` tokens (and, without
+//! tokens, to everyone, who may see every account anyway).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +18,7 @@ use imstatus_core::Client;
 use imstatus_hub::Hub;
 
 use crate::auth::Caller;
-use crate::gateway::GatewayState;
+use crate::gateway::{Gateway, GatewayState};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -65,6 +70,18 @@ pub(crate) struct Metrics {
     pub(crate) sse_total: AtomicU64,
     pub(crate) ws_total: AtomicU64,
     pub(crate) ws_slow_disconnects: AtomicU64,
+    /// Connections handed to HTTP.
+    pub(crate) connections_accepted: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub(crate) refused_max: AtomicU64,
+    /// Connections refused because `max_connections_per_ip` were open from the address.
+    pub(crate) refused_per_ip: AtomicU64,
+    /// Connections closed because the request head did not arrive in time.
+    pub(crate) header_timeouts: AtomicU64,
+    /// Connections closed because nothing moved for the idle timeout.
+    pub(crate) idle_timeouts: AtomicU64,
+    /// Requests refused because they came from a page of another site.
+    pub(crate) cross_site_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -78,6 +95,12 @@ impl Metrics {
             sse_total: AtomicU64::new(0),
             ws_total: AtomicU64::new(0),
             ws_slow_disconnects: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            refused_max: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
+            cross_site_refused: AtomicU64::new(0),
         }
     }
 
@@ -87,32 +110,47 @@ impl Metrics {
         found.unwrap_or_else(|| &self.routes[self.routes.len() - 1])
     }
 
-    /// Renders everything the caller may see: per-account series only for its accounts.
-    pub(crate) fn render(&self, hub: &Hub, caller: &Caller) -> String {
+    /// Renders everything the caller may see: per-account series only for its accounts, and
+    /// the hub- and gateway-wide ones only when it sees every account.
+    pub(crate) fn render(&self, gw: &Gateway, caller: &Caller) -> String {
         let mut out = String::with_capacity(4096);
+        let all = caller.sees_all();
+        if all {
+            self.render_global(&mut out, gw);
+        }
+        self.render_accounts(&mut out, &gw.hub, caller);
+        if all {
+            self.render_requests(&mut out);
+        }
+        out
+    }
+
+    /// The hub's counters, the gateway's streams and connections.
+    fn render_global(&self, out: &mut String, gw: &Gateway) {
+        let hub = &gw.hub;
         family(
-            &mut out,
+            out,
             "imstatus_events_published_total",
             "counter",
             "Events the hub has published.",
         );
         let _ = writeln!(out, "imstatus_events_published_total {}", hub.event_count());
         family(
-            &mut out,
+            out,
             "imstatus_subscribers",
             "gauge",
             "Open hub subscriptions (gateway streams and any other subscriber).",
         );
         let _ = writeln!(out, "imstatus_subscribers {}", hub.subscriber_count());
         family(
-            &mut out,
+            out,
             "imstatus_lagged_resyncs_total",
             "counter",
             "Subscribers that fell behind the hub's ring and were resynchronised with a snapshot.",
         );
         let _ = writeln!(out, "imstatus_lagged_resyncs_total {}", hub.resync_count());
         family(
-            &mut out,
+            out,
             "imstatus_gateway_streams",
             "gauge",
             "Open event streams of the gateway, by transport.",
@@ -124,7 +162,7 @@ impl Metrics {
             self.ws_streams.load(Ordering::Relaxed)
         );
         family(
-            &mut out,
+            out,
             "imstatus_gateway_streams_opened_total",
             "counter",
             "Event streams the gateway has opened, by transport.",
@@ -136,7 +174,7 @@ impl Metrics {
             self.ws_total.load(Ordering::Relaxed)
         );
         family(
-            &mut out,
+            out,
             "imstatus_gateway_ws_slow_disconnects_total",
             "counter",
             "WebSocket clients closed because a send did not complete within the send timeout.",
@@ -146,14 +184,74 @@ impl Metrics {
             "imstatus_gateway_ws_slow_disconnects_total {}",
             self.ws_slow_disconnects.load(Ordering::Relaxed)
         );
+        family(
+            out,
+            "imstatus_gateway_connections",
+            "gauge",
+            "Open HTTP connections, WebSockets included.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections {}",
+            gw.open_connections()
+        );
+        family(
+            out,
+            "imstatus_gateway_connections_accepted_total",
+            "counter",
+            "HTTP connections accepted and served.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections_accepted_total {}",
+            self.connections_accepted.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_connections_refused_total",
+            "counter",
+            "Connections refused with 503, by the limit that was reached.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections_refused_total{{limit=\"max_connections\"}} {}\nimstatus_gateway_connections_refused_total{{limit=\"max_connections_per_ip\"}} {}",
+            self.refused_max.load(Ordering::Relaxed),
+            self.refused_per_ip.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_connections_timed_out_total",
+            "counter",
+            "Connections closed by a timeout: header_read_timeout or idle_timeout.",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_connections_timed_out_total{{timeout=\"header_read\"}} {}\nimstatus_gateway_connections_timed_out_total{{timeout=\"idle\"}} {}",
+            self.header_timeouts.load(Ordering::Relaxed),
+            self.idle_timeouts.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "imstatus_gateway_cross_site_refused_total",
+            "counter",
+            "Requests refused because a page of another site made them (Origin, Sec-Fetch-Site).",
+        );
+        let _ = writeln!(
+            out,
+            "imstatus_gateway_cross_site_refused_total {}",
+            self.cross_site_refused.load(Ordering::Relaxed)
+        );
+    }
 
+    /// The per-account families, for the accounts the caller may see.
+    fn render_accounts(&self, out: &mut String, hub: &Hub, caller: &Caller) {
         let accounts: Vec<_> = hub
             .snapshots()
             .into_iter()
             .filter(|e| caller.can_see(&e.account))
             .collect();
         family(
-            &mut out,
+            out,
             "imstatus_account_source_up",
             "gauge",
             "1 while the account's source sees the account, 0 while it is down.",
@@ -168,7 +266,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "imstatus_account_source_error",
             "gauge",
             "1 with the error code that keeps the account's source down.",
@@ -184,7 +282,7 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "imstatus_account_state",
             "gauge",
             "1 with the account's current client, session and availability as labels.",
@@ -203,7 +301,7 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "imstatus_account_client_running",
             "gauge",
             "1 while the account's IM client runs (like UpAndRunning = 2), 0 otherwise or unknown.",
@@ -219,7 +317,7 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "imstatus_account_signed_in",
             "gauge",
             "1 while the user is signed in (mistatus & MISTATUS_ONLINE).",
@@ -234,9 +332,12 @@ impl Metrics {
                 );
             }
         }
+    }
 
+    /// Request latencies and responses by route.
+    fn render_requests(&self, out: &mut String) {
         family(
-            &mut out,
+            out,
             "imstatus_http_request_duration_seconds",
             "histogram",
             "Time to answer a request (for /v1/events and /v1/ws: until the stream starts), by route.",
@@ -262,7 +363,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "imstatus_http_responses_total",
             "counter",
             "Responses by route and status class.",
@@ -280,7 +381,6 @@ impl Metrics {
                 }
             }
         }
-        out
     }
 }
 

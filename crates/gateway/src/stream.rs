@@ -211,7 +211,7 @@ async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseSta
             biased;
             _ = st.shutdown.wait_for(|s| *s) => Next::Shutdown,
             event = st.sub.recv() => Next::Event(event),
-            () = tokio::time::sleep(st.gw.keep_alive) => Next::Idle,
+            () = tokio::time::sleep(st.gw.stream_keep_alive()) => Next::Idle,
         };
         let out = match next {
             Next::Idle => sse_comment("keep-alive"),
@@ -326,20 +326,31 @@ async fn ws_session(
         let _ = gone_tx.send(());
     });
     let mut shutdown = gw.shutdown_receiver();
+    // A ping when nothing was sent for the keep-alive interval: the connection is not idle,
+    // and a peer that is gone is noticed.
+    let keep_alive = gw.stream_keep_alive();
+    let ping = tokio::time::sleep(keep_alive);
+    tokio::pin!(ping);
     let frame = loop {
-        let next = tokio::select! {
+        let message = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break close(1001, "server shutting down"),
             _ = &mut gone => break None,
-            event = sub.recv() => event,
+            event = sub.recv() => {
+                let Some(event) = event else {
+                    break close(1001, "the event hub stopped");
+                };
+                let Some(json) = event_json(&event) else {
+                    continue;
+                };
+                Message::Text(json.into())
+            }
+            () = &mut ping => Message::Ping(Bytes::new()),
         };
-        let Some(event) = next else {
-            break close(1001, "the event hub stopped");
-        };
-        let Some(json) = event_json(&event) else {
-            continue;
-        };
-        match tokio::time::timeout(gw.ws_send_timeout, tx.send(Message::Text(json.into()))).await {
+        let sent = tokio::time::timeout(gw.ws_send_timeout, tx.send(message)).await;
+        ping.as_mut()
+            .reset(tokio::time::Instant::now() + keep_alive);
+        match sent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break None,
             Err(_) => {

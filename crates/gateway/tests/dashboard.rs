@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use fantoccini::{Client, ClientBuilder};
 use imstatus_core::{Availability, ContactId, Observation, PartId, Status};
+use imstatus_gateway::Gateway;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -335,6 +336,199 @@ async fn dashboard_shows_each_account_updates_live_and_survives_a_gateway_restar
             "no horizontal scrolling: {state:#}"
         );
         screenshot(&browser, "imstatus-gateway-dashboard-phone.png").await;
+
+        browser.close().await.expect("close the browser");
+        server.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// A page of another site: a tiny HTTP server on its own port that answers every request with
+/// one HTML page whose script tries everything a hostile page could against the gateway whose
+/// address follows `#` in the page's URL.
+struct OtherSite {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtherSite {
+    async fn start() -> OtherSite {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let page = OTHER_SITE_PAGE.to_owned();
+        let task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let page = page.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                        page.len()
+                    );
+                    let _ = tcp.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        OtherSite { addr, task }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn url(&self, gateway: SocketAddr) -> String {
+        format!("http://{}/#{gateway}", self.addr)
+    }
+}
+
+impl Drop for OtherSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a hostile page tries: a WebSocket, an EventSource, a CORS fetch and a badge `<img>` (whose size would tell the status), recording everything it gets.
+const OTHER_SITE_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>another site</title></head><body><script>
+"use strict";
+const gw = location.hash.slice(1);
+const got = window.__got = {
+  wsOpen: false, wsMessages: [], wsClosed: null,
+  sseOpen: false, sseMessages: [], sseError: false,
+  fetchText: null, fetchError: null,
+  badgeWidth: null, badgeError: false,
+};
+const ws = new WebSocket(`ws://${gw}/v1/ws`);
+ws.onopen = () => { got.wsOpen = true; };
+ws.onmessage = (e) => { got.wsMessages.push(String(e.data)); };
+ws.onclose = (e) => { got.wsClosed = e.code; };
+const es = new EventSource(`http://${gw}/v1/events`);
+es.onopen = () => { got.sseOpen = true; };
+es.onmessage = (e) => { got.sseMessages.push(String(e.data)); };
+es.onerror = () => { got.sseError = true; es.close(); };
+fetch(`http://${gw}/v1/accounts`).then((r) => r.text()).then(
+  (t) => { got.fetchText = t; }, (e) => { got.fetchError = String(e); });
+const img = new Image();
+img.onload = () => { got.badgeWidth = img.naturalWidth; };
+img.onerror = () => { got.badgeError = true; };
+img.src = `http://${gw}/v1/accounts/alice/badge.svg`;
+</script></body></html>
+"#;
+
+/// Everything the other site's page recorded, once every attempt has settled.
+async fn other_site_results(browser: &Client) -> Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let got = browser
+            .execute("return window.__got || null;", vec![])
+            .await
+            .expect("page state");
+        // Each attempt either got something or failed for good.
+        let some = |k: &str| got[k].as_array().is_some_and(|m| !m.is_empty());
+        let settled = (got["wsClosed"].is_number() || some("wsMessages"))
+            && (got["sseError"] == true || some("sseMessages"))
+            && (got["fetchText"].is_string() || got["fetchError"].is_string())
+            && (got["badgeWidth"].is_number() || got["badgeError"] == true);
+        if settled {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not settle: {got:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_gets_nothing_from_the_gateway() {
+    let driver = Chromedriver::start();
+    limit(LIMIT, async {
+        let s = scripted_hub().await;
+        let evil = OtherSite::start().await;
+        let friend = OtherSite::start().await;
+        let gw = Gateway::new(s.hub.clone(), &[])
+            .with_allowed_origins([friend.origin().as_str()])
+            .into_state();
+        let server = Server::start(gw).await;
+        let browser = driver.browser().await;
+
+        browser
+            .goto(&evil.url(server.addr))
+            .await
+            .expect("load the other site");
+        let got = other_site_results(&browser).await;
+        eprintln!("another origin got: {got:#}");
+        assert_eq!(got["wsOpen"], false, "{got:#}");
+        assert_eq!(got["wsMessages"], json!([]), "{got:#}");
+        assert_eq!(got["sseOpen"], false, "{got:#}");
+        assert_eq!(got["sseMessages"], json!([]), "{got:#}");
+        assert_eq!(got["fetchText"], Value::Null, "{got:#}");
+        assert_eq!(
+            got["badgeWidth"],
+            Value::Null,
+            "the badge's size tells the status: {got:#}"
+        );
+        assert_eq!(got["badgeError"], true, "{got:#}");
+        assert_eq!(server.gateway.open_streams(), 0);
+
+        // The same page from an origin in allowed_origins reads all of it but the <img>, which
+        // carries no Origin to allow: what the page above got is what the gateway refused.
+        browser
+            .goto(&friend.url(server.addr))
+            .await
+            .expect("load the allowed site");
+        let got = other_site_results(&browser).await;
+        let first = |key: &str| -> Value {
+            let text = got[key][0]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key}: {got:#}"));
+            serde_json::from_str(text).unwrap()
+        };
+        assert_eq!(first("wsMessages")["event"], "snapshot", "{got:#}");
+        assert_eq!(first("sseMessages")["event"], "snapshot", "{got:#}");
+        assert!(
+            got["fetchText"]
+                .as_str()
+                .is_some_and(|t| t.contains("\"alice\"")),
+            "{got:#}"
+        );
+        assert_eq!(got["badgeError"], true, "{got:#}");
+
+        // The dashboard, on the gateway's own origin, still opens a WebSocket and reads it.
+        browser
+            .goto(&server.url("/"))
+            .await
+            .expect("load the dashboard");
+        wait_page(&browser, "the live dashboard", STEP, |p| {
+            p["conn"] == "live"
+        })
+        .await;
+        let first = browser
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   const ws = new WebSocket(`ws://${location.host}/v1/ws`);
+                   ws.onmessage = (e) => { ws.close(); done(String(e.data)); };
+                   ws.onclose = (e) => done(`closed ${e.code}`);"#,
+                vec![],
+            )
+            .await
+            .expect("a same-origin WebSocket");
+        let first: Value = serde_json::from_str(first.as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {first}"));
+        assert_eq!(first["event"], "snapshot");
 
         browser.close().await.expect("close the browser");
         server.stop().await.unwrap();

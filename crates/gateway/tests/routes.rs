@@ -320,9 +320,108 @@ async fn open_mode_answers_loopback_names_only() {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         let v: Value = serde_json::from_slice(&body_bytes(resp).await).unwrap();
         assert_eq!(error_code(&v), "access_denied");
-        // Open mode may write.
+        // Open mode reads only, unless configured to write.
+        let (st, _) = put_status(&state, "alice", None, r#"{"availability":"available"}"#).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        let state = open_writable_gateway(&s.hub);
         let (st, _) = put_status(&state, "alice", None, r#"{"availability":"available"}"#).await;
         assert_eq!(st, StatusCode::NO_CONTENT);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_tokens_the_gateway_is_read_only_by_default() {
+    limit(LIMIT, async {
+        let s = scripted_hub().await;
+        let state = gateway(&s.hub, &[]);
+        let before = s.hub.snapshot(&alice()).unwrap();
+        let (st, v) = put_status(&state, "alice", None, r#"{"availability":"busy"}"#).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        let v = v.expect("a JSON error");
+        assert_eq!(error_code(&v), "access_denied");
+        assert_eq!(v["hresult"], "0x80070005");
+        let hint = v["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("tokenless_write = true") && hint.contains("[serve]"),
+            "{hint}"
+        );
+        // Refused before the source was asked: nothing changed, not even the seq.
+        assert_eq!(s.hub.snapshot(&alice()).unwrap().seq, before.seq);
+        // Reading still works.
+        let (st, a) = get(&state, "/v1/accounts/alice", None).await;
+        assert_eq!(
+            (st, a["availability"].as_str()),
+            (StatusCode::OK, Some("away"))
+        );
+
+        // `tokenless_write = true` lets it through to the source.
+        let state = open_writable_gateway(&s.hub);
+        let (st, v) = put_status(&state, "alice", None, r#"{"availability":"busy"}"#).await;
+        assert_eq!(st, StatusCode::NO_CONTENT, "{v:?}");
+        // The scripted source reports the set status as its part `scripted`.
+        let (_, a) = get(&state, "/v1/accounts/alice", None).await;
+        assert!(
+            a["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["resource"] == "scripted" && r["availability"] == "busy"),
+            "{a}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_scoped_to_some_accounts_sees_only_their_metrics() {
+    limit(LIMIT, async {
+        let s = scripted_hub().await;
+        let state = gateway(&s.hub, &tokens());
+        let _ = get(&state, "/v1/accounts/bob", Some(READ_ALL)).await;
+        let metrics = |token: &'static str| {
+            let state = state.clone();
+            async move {
+                let resp = call(&state, request(Method::GET, "/metrics", Some(token), None)).await;
+                assert_eq!(resp.status(), StatusCode::OK);
+                String::from_utf8(body_bytes(resp).await).unwrap()
+            }
+        };
+        let scoped = metrics(READ_ALICE).await;
+        let samples: Vec<&str> = scoped.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(!samples.is_empty(), "{scoped}");
+        for line in &samples {
+            assert!(
+                line.contains("{account=\"alice\""),
+                "a sample not about alice: {line}"
+            );
+        }
+        for family in [
+            "imstatus_events_published_total",
+            "imstatus_subscribers",
+            "imstatus_lagged_resyncs_total",
+            "imstatus_gateway_",
+            "imstatus_http_",
+        ] {
+            assert!(
+                !scoped.contains(family),
+                "{family} shown to a scoped token:\n{scoped}"
+            );
+        }
+        assert!(scoped.contains("imstatus_account_source_up{account=\"alice\",source=\"test\"} 1"));
+
+        let all = metrics(READ_ALL).await;
+        for needle in [
+            "imstatus_events_published_total ",
+            "imstatus_gateway_streams{transport=\"sse\"} 0",
+            "imstatus_http_responses_total{route=\"/v1/accounts/{name}\",code=\"2xx\"} 1",
+            "imstatus_account_signed_in{account=\"bob\"} 1",
+        ] {
+            assert!(
+                all.contains(needle),
+                "missing {needle:?} for a `*` token:\n{all}"
+            );
+        }
     })
     .await;
 }
@@ -360,7 +459,7 @@ async fn setting_status_reaches_the_source_and_the_snapshot() {
 async fn unsupported_set_status_is_501_with_the_design_code() {
     limit(LIMIT, async {
         let s = scripted_hub().await;
-        let state = gateway(&s.hub, &[]);
+        let state = open_writable_gateway(&s.hub);
         let (st, v) = put_status(&state, "carol", None, r#"{"availability":"away"}"#).await;
         assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
         let v = v.unwrap();
@@ -374,7 +473,7 @@ async fn unsupported_set_status_is_501_with_the_design_code() {
 async fn bad_inputs_get_json_errors() {
     limit(LIMIT, async {
         let s = scripted_hub().await;
-        let state = gateway(&s.hub, &[]);
+        let state = open_writable_gateway(&s.hub);
         for body in [
             "{not json",
             "",

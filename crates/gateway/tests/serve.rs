@@ -26,7 +26,7 @@ async fn refuses_a_public_address_without_tokens() {
         for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:8470"] {
             let config = ServeConfig {
                 listen: listen.parse().unwrap(),
-                tokens: Vec::new(),
+                ..ServeConfig::default()
             };
             let err = serve(s.hub.clone(), &config, async {})
                 .await
@@ -55,7 +55,7 @@ async fn serve_binds_the_configured_loopback_address_and_stops_on_the_shutdown_f
         let port = imstatus_testkit::free_port();
         let config = ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            tokens: Vec::new(),
+            ..ServeConfig::default()
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
@@ -133,7 +133,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
                 .with_source(AccountId::new("slow"), Arc::new(source))
                 .start(),
         );
-        let server = Server::start(gateway(&hub, &[])).await;
+        let server = Server::start(open_writable_gateway(&hub)).await;
         let addr = server.addr;
         let put = tokio::spawn(async move {
             let body = r#"{"availability":"away"}"#;
@@ -174,6 +174,7 @@ async fn the_drain_is_bounded_when_a_request_never_finishes() {
                 .start(),
         );
         let gw = imstatus_gateway::Gateway::new(hub, &[])
+            .with_tokenless_write(true)
             .with_drain_timeout(Duration::from_millis(300))
             .with_set_status_timeout(Duration::from_secs(60))
             .into_state();

@@ -66,10 +66,10 @@ pub(crate) async fn run(
 
 /// Who may use the gateway, for the start-up line.
 fn access(serve: &ServeConfig) -> &'static str {
-    if serve.tokens.is_empty() {
-        "loopback only, no tokens"
-    } else {
-        "bearer tokens required"
+    match (serve.tokens.is_empty(), serve.tokenless_write) {
+        (true, false) => "loopback only, no tokens, read-only",
+        (true, true) => "loopback only, no tokens, read-write: tokenless_write = true",
+        (false, _) => "bearer tokens required",
     }
 }
 

@@ -209,6 +209,13 @@ pub fn gateway(hub: &Arc<Hub>, tokens: &[TokenConfig]) -> GatewayState {
     Gateway::new(hub.clone(), tokens).into_state()
 }
 
+/// A gateway without tokens that lets anyone set status (`tokenless_write = true`).
+pub fn open_writable_gateway(hub: &Arc<Hub>) -> GatewayState {
+    Gateway::new(hub.clone(), &[])
+        .with_tokenless_write(true)
+        .into_state()
+}
+
 /// One Server-Sent Events message (or a comment-only block).
 #[derive(Debug, Default, Clone)]
 pub struct SseFrame {
@@ -293,8 +300,10 @@ impl SseClient {
         headers: &[(&str, &str)],
         read_head: bool,
     ) -> SseClient {
+        // Host as a browser sends it: the address and port it connected to.
+        let host = stream.peer_addr().expect("peer address");
         let mut req =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
