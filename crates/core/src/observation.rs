@@ -1,5 +1,6 @@
 //! What sources see, translated into the core's vocabulary.
 
+use crate::activity::ActivitySignal;
 use crate::error::ErrorCode;
 use crate::event::SignOutReason;
 use crate::id::{ContactId, PartId};
@@ -54,6 +55,9 @@ pub enum Observation {
     /// The source lost sight of the account (its own connection dropped): the session becomes
     /// `unknown` until the next [`Observation::Synced`].
     SourceDown(ErrorCode, String),
+    /// One desktop signal (microphone, camera, idle, lock). Applied at once, also while the
+    /// source is down: the source itself resets a signal whose backend went away.
+    Activity(ActivitySignal),
     /// The source has reported everything it currently sees (after its start or a reconnect).
     /// Parts and contacts not re-reported since the last `SourceDown` are dropped.
     Synced,
