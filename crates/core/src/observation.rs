@@ -55,6 +55,10 @@ pub enum Observation {
     /// The source lost sight of the account (its own connection dropped): the session becomes
     /// `unknown` until the next [`Observation::Synced`].
     SourceDown(ErrorCode, String),
+    /// This account has no sign-in (a desktop account): its session and status stay
+    /// `unknown`, and `Synced` never turns an empty list of parts into `signed_out`. Reported
+    /// once, before the first `Synced`; parts must not be reported after it.
+    NoSession,
     /// One desktop signal (microphone, camera, idle, lock). Applied at once, also while the
     /// source is down: the source itself resets a signal whose backend went away.
     Activity(ActivitySignal),

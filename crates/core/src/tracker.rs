@@ -317,6 +317,8 @@ struct AccountTracker {
     /// When the last input happened, per the last idle reading: `idle_s` in snapshots counts
     /// from here.
     last_input: Option<Timestamp>,
+    /// The source said the account has no sign-in: the session stays as it is (`unknown`).
+    no_session: bool,
 }
 
 impl AccountTracker {
@@ -336,6 +338,7 @@ impl AccountTracker {
             pending_reason: None,
             pending_failure: None,
             last_input: None,
+            no_session: false,
         }
     }
 
@@ -557,6 +560,7 @@ impl AccountTracker {
                     },
                 );
             }
+            Observation::NoSession => self.no_session = true,
             Observation::Activity(signal) => self.observe_activity(now, signal, out),
             Observation::Synced => {
                 if !self.down {
@@ -621,7 +625,7 @@ impl AccountTracker {
 
     /// Emits the events that bring the visible state to what the parts say.
     fn reconcile(&mut self, out: &mut Emitter<'_>) {
-        if self.down {
+        if self.down || self.no_session {
             return;
         }
         let session = self.target_session();

@@ -387,8 +387,31 @@ fn desktop() -> Harness {
     let mut h = Harness::new(SourceKind::new_static("desktop"));
     // An hour after the epoch, so that idle readings never reach back before it.
     h.now = 3_600_000;
-    h.feed([Observation::ClientAppeared, Observation::Synced]);
+    let kinds = h.feed([
+        Observation::NoSession,
+        Observation::ClientAppeared,
+        Observation::Synced,
+    ]);
+    assert_eq!(kinds, vec![EventKind::ClientStarted]);
     h
+}
+
+#[test]
+fn an_account_without_sign_in_keeps_its_session_unknown_through_resyncs() {
+    let mut h = desktop();
+    let kinds = h.feed([
+        Observation::SourceDown(ErrorCode::ClientNotRunning, "no backend".into()),
+        Observation::ClientVanished,
+        Observation::ClientAppeared,
+        Observation::Synced,
+    ]);
+    assert_eq!(
+        names(&kinds),
+        ["source_error", "client_shutdown", "client_started"]
+    );
+    assert_eq!(h.snapshot().session, Session::Unknown);
+    assert_eq!(h.snapshot().availability, Availability::Unknown);
+    assert_eq!(h.snapshot().mistatus, 0);
 }
 
 #[test]
