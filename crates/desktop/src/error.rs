@@ -54,6 +54,19 @@ impl Error {
         }
     }
 
+    /// An error of the same kind as `like`, with `text`.
+    #[must_use]
+    pub(crate) fn with_kind_of(self, like: &Error, text: String) -> Self {
+        match like {
+            Error::NotRunning(_) => Error::NotRunning(text),
+            Error::Lost(_) => Error::Lost(text),
+            Error::Protocol(_) => Error::Protocol(text),
+            Error::Denied(_) => Error::Denied(text),
+            Error::Timeout(_) => Error::Timeout(text),
+            Error::Unsupported(_) => Error::Unsupported(text),
+        }
+    }
+
     /// The text without the code.
     pub fn detail(&self) -> &str {
         match self {

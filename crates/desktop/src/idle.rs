@@ -90,7 +90,7 @@ pub(crate) async fn run(config: &DesktopConfig, r: &mut Reporter) -> Error {
                 };
                 return e.context(backend.as_str());
             }
-            Err(e) => failures.push(format!("{}: {e}", backend.as_str())),
+            Err(e) => failures.push((backend.as_str(), e)),
         }
     }
     crate::lock::no_backend(failures)

@@ -231,7 +231,7 @@ pub(crate) async fn run(config: &DesktopConfig, r: &mut Reporter) -> Error {
     for backend in &config.lock_backends {
         match LockWatch::open(*backend, config).await {
             Ok(w) => watches.push(w),
-            Err(e) => failures.push(format!("{}: {e}", backend.as_str())),
+            Err(e) => failures.push((backend.as_str(), e)),
         }
     }
     if watches.is_empty() {
@@ -259,7 +259,18 @@ pub(crate) async fn run(config: &DesktopConfig, r: &mut Reporter) -> Error {
     }
 }
 
-/// The error for "no backend answered": the most telling code, every reason in the text.
-pub(crate) fn no_backend(failures: Vec<String>) -> Error {
-    Error::NotRunning(format!("no backend answered ({})", failures.join("; ")))
+/// The error for "no backend answered", every reason in the text; its code is a protocol
+/// error when any backend answered garbage (someone is there, misbehaving), else the first
+/// backend's.
+pub(crate) fn no_backend(failures: Vec<(&'static str, Error)>) -> Error {
+    let text: Vec<String> = failures.iter().map(|(b, e)| format!("{b}: {e}")).collect();
+    let text = format!("no backend answered ({})", text.join("; "));
+    let protocol = failures
+        .iter()
+        .any(|(_, e)| matches!(e, Error::Protocol(_)));
+    match failures.into_iter().next() {
+        _ if protocol => Error::Protocol(text),
+        Some((_, e)) => Error::NotRunning(String::new()).with_kind_of(&e, text),
+        None => Error::NotRunning(text),
+    }
 }

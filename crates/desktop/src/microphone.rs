@@ -63,9 +63,19 @@ pub(crate) fn socket_path(config: &DesktopConfig) -> Result<PathBuf> {
     }
 }
 
-/// The authentication cookie: `PULSE_COOKIE`, `~/.config/pulse/cookie`, `~/.pulse-cookie`
-/// (pipewire-pulse and `auth-anonymous` servers need none). A secret: never logged.
+/// The cookie's length in the protocol.
+const COOKIE_LENGTH: usize = 256;
+
+/// The authentication cookie: `PULSE_COOKIE`, `~/.config/pulse/cookie`, `~/.pulse-cookie`,
+/// else zeros (pipewire-pulse and `auth-anonymous` servers ignore it, but the protocol wants
+/// its 256 bytes, as libpulse sends). A secret: never logged.
 fn cookie() -> Vec<u8> {
+    let mut cookie = cookie_file();
+    cookie.resize(COOKIE_LENGTH, 0);
+    cookie
+}
+
+fn cookie_file() -> Vec<u8> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let candidates = std::env::var_os("PULSE_COOKIE")
         .map(PathBuf::from)
@@ -74,7 +84,7 @@ fn cookie() -> Vec<u8> {
         .chain(home.iter().map(|h| h.join(".pulse-cookie")));
     for path in candidates {
         if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.len() <= 256 {
+            if bytes.len() == COOKIE_LENGTH {
                 return bytes;
             }
         }
