@@ -37,10 +37,12 @@ ensure_demo_packages() {
 
 # Everything the end-to-end tests start for real: the demo's servers, ejabberd (the XMPP
 # source's invisibility is tested against it too), Chromium with its WebDriver (the gateway's
-# dashboard) and mosquitto (MQTT).
+# dashboard), mosquitto (MQTT), and for the desktop source PulseAudio with parecord/pactl,
+# Xvfb with xdotool (docs/signals.md).
 ensure_test_packages() {
   ensure_demo_packages
   ensure_debs ejabberd chromium chromium-driver mosquitto mosquitto-clients
+  ensure_debs pulseaudio pulseaudio-utils xvfb xdotool
 }
 
 # A Rust toolchain with rustfmt and clippy.

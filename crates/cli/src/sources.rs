@@ -19,6 +19,8 @@ pub fn factories() -> Vec<&'static dyn SourceFactory> {
         &imstatus_purple::PurpleFactory,
         #[cfg(feature = "xmpp")]
         &imstatus_xmpp::XmppFactory,
+        #[cfg(all(unix, feature = "desktop"))]
+        &imstatus_desktop::DesktopFactory,
         #[cfg(feature = "windows")]
         &imstatus_windows::WindowsFactory,
     ];
@@ -52,6 +54,15 @@ const ABSENT: &[Absent] = &[
         kind: SourceKind::new_static("xmpp"),
         present: cfg!(feature = "xmpp"),
         why: "built without its cargo feature",
+    },
+    Absent {
+        kind: SourceKind::new_static("desktop"),
+        present: cfg!(all(unix, feature = "desktop")),
+        why: if cfg!(unix) {
+            "built without its cargo feature"
+        } else {
+            "the desktop signals are Linux-only"
+        },
     },
     Absent {
         kind: SourceKind::new_static("windows"),
@@ -155,7 +166,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(kinds.len(), unique.len(), "{kinds:?}");
-        for k in ["purple", "xmpp", "windows"] {
+        for k in ["purple", "xmpp", "desktop", "windows"] {
             assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
         }
     }

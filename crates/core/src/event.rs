@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::activity::Activity;
 use crate::error::ErrorCode;
 use crate::id::{AccountId, ContactId, PartId};
 use crate::mistatus::mistatus;
@@ -188,6 +189,10 @@ pub struct Snapshot {
     /// When each axis last changed.
     #[serde(default)]
     pub since: Since,
+    /// On a call, idle, locked: only for sources that see the local desktop (`None`, and left
+    /// out of the JSON, for every other account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
 }
 
 impl Snapshot {
@@ -202,6 +207,7 @@ impl Snapshot {
             resources: Vec::new(),
             contacts: Vec::new(),
             since: Since::default(),
+            activity: None,
         }
     }
 
@@ -267,6 +273,7 @@ impl Snapshot {
                     self.set_session(Session::Unknown, time);
                 }
             }
+            EventKind::ActivityChanged { to, .. } => self.activity = Some((**to).clone()),
         }
         self.mistatus = mistatus(self.session, self.availability);
     }
@@ -355,6 +362,15 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         session_unknown: bool,
     },
+    /// The activity (microphone, camera, idle, locked) changed; `from` is `null` the first
+    /// time a source reports it. `idle_s` is the reading as of the change: it changing alone
+    /// is never an event.
+    ActivityChanged {
+        /// Before (`null` the first time).
+        from: Option<Box<Activity>>,
+        /// After.
+        to: Box<Activity>,
+    },
 }
 
 impl EventKind {
@@ -373,6 +389,7 @@ impl EventKind {
             EventKind::ClientShutdown => "client_shutdown",
             EventKind::ContactStatusChanged { .. } => "contact_status_changed",
             EventKind::SourceError { .. } => "source_error",
+            EventKind::ActivityChanged { .. } => "activity_changed",
         }
     }
 }

@@ -8,9 +8,13 @@
 //! nothing and never reads a clock: time is always an argument, so every rule is testable with
 //! plain values.
 //!
+//! A fourth, optional axis, **activity** (on a call, idle, screen locked), comes from sources
+//! that see the local desktop; see [`activity`].
+//!
 //! The MISTATUS and HRESULT tables keep the Office Communicator SDK's numbers so that people
 //! who know that SDK recognise them.
 
+pub mod activity;
 pub mod backoff;
 pub mod error;
 pub mod event;
@@ -21,6 +25,7 @@ pub mod state;
 pub mod time;
 pub mod tracker;
 
+pub use activity::{Activity, ActivitySignal, App};
 pub use backoff::Backoff;
 pub use error::{CodedError, ErrorCode};
 pub use event::{

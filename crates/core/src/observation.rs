@@ -1,5 +1,6 @@
 //! What sources see, translated into the core's vocabulary.
 
+use crate::activity::ActivitySignal;
 use crate::error::ErrorCode;
 use crate::event::SignOutReason;
 use crate::id::{ContactId, PartId};
@@ -54,6 +55,13 @@ pub enum Observation {
     /// The source lost sight of the account (its own connection dropped): the session becomes
     /// `unknown` until the next [`Observation::Synced`].
     SourceDown(ErrorCode, String),
+    /// This account has no sign-in (a desktop account): its session and status stay
+    /// `unknown`, and `Synced` never turns an empty list of parts into `signed_out`. Reported
+    /// once, before the first `Synced`; parts must not be reported after it.
+    NoSession,
+    /// One desktop signal (microphone, camera, idle, lock). Applied at once, also while the
+    /// source is down: the source itself resets a signal whose backend went away.
+    Activity(ActivitySignal),
     /// The source has reported everything it currently sees (after its start or a reconnect).
     /// Parts and contacts not re-reported since the last `SourceDown` are dropped.
     Synced,

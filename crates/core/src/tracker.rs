@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use crate::activity::{self, ActivitySignal};
 use crate::error::ErrorCode;
 use crate::event::{Event, EventKind, Resource, SignInResult, SignOutReason, Snapshot, SourceKind};
 use crate::id::{AccountId, ContactId, PartId};
@@ -218,6 +219,11 @@ impl Tracker {
     }
 }
 
+/// Whole seconds from the last input to `now`.
+fn idle_seconds(last_input: Option<Timestamp>, now: Timestamp) -> Option<u64> {
+    last_input.map(|t| now.saturating_since(t).as_secs())
+}
+
 /// Queue capacity kept after a burst has been drained.
 const QUEUE_KEEP: usize = 64;
 
@@ -308,6 +314,11 @@ struct AccountTracker {
     quitting: bool,
     pending_reason: Option<SignOutReason>,
     pending_failure: Option<ErrorCode>,
+    /// When the last input happened, per the last idle reading: `idle_s` in snapshots counts
+    /// from here.
+    last_input: Option<Timestamp>,
+    /// The source said the account has no sign-in: the session stays as it is (`unknown`).
+    no_session: bool,
 }
 
 impl AccountTracker {
@@ -326,19 +337,61 @@ impl AccountTracker {
             quitting: false,
             pending_reason: None,
             pending_failure: None,
+            last_input: None,
+            no_session: false,
         }
     }
 
     fn snapshot_event(&self, now: Timestamp, resync: bool) -> Event {
+        let mut snapshot = self.visible.clone();
+        if let Some(activity) = &mut snapshot.activity {
+            activity.idle_s = idle_seconds(self.last_input, now);
+        }
         Event {
             seq: self.last_seq,
             time: now,
             account: self.account.clone(),
             source: self.source.clone(),
             kind: EventKind::Snapshot {
-                snapshot: Box::new(self.visible.clone()),
+                snapshot: Box::new(snapshot),
                 resync,
             },
+        }
+    }
+
+    /// Folds one desktop signal into the activity; emits `activity_changed` when anything but
+    /// the idle reading changed.
+    fn observe_activity(&mut self, now: Timestamp, signal: ActivitySignal, out: &mut Emitter<'_>) {
+        let from = self.visible.activity.clone();
+        let mut to = from.clone().unwrap_or_default();
+        match signal {
+            ActivitySignal::Microphone(apps) => {
+                to.microphone_apps = activity::normalise(apps);
+                to.microphone = !to.microphone_apps.is_empty();
+            }
+            ActivitySignal::Camera(apps) => {
+                to.camera_apps = activity::normalise(apps);
+                to.camera = !to.camera_apps.is_empty();
+            }
+            ActivitySignal::Idle { idle, input_ago } => {
+                to.idle = idle;
+                self.last_input = input_ago.map(|ago| {
+                    let ms = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
+                    Timestamp::from_millis(now.as_millis().saturating_sub(ms))
+                });
+            }
+            ActivitySignal::Locked(locked) => to.locked = locked,
+        }
+        to.in_call = to.microphone || to.camera;
+        to.idle_s = idle_seconds(self.last_input, now);
+        if from.as_ref().is_none_or(|f| f.differs_from(&to)) {
+            out.emit(
+                self,
+                EventKind::ActivityChanged {
+                    from: from.map(Box::new),
+                    to: Box::new(to),
+                },
+            );
         }
     }
 
@@ -507,6 +560,8 @@ impl AccountTracker {
                     },
                 );
             }
+            Observation::NoSession => self.no_session = true,
+            Observation::Activity(signal) => self.observe_activity(now, signal, out),
             Observation::Synced => {
                 if !self.down {
                     return;
@@ -570,7 +625,7 @@ impl AccountTracker {
 
     /// Emits the events that bring the visible state to what the parts say.
     fn reconcile(&mut self, out: &mut Emitter<'_>) {
-        if self.down {
+        if self.down || self.no_session {
             return;
         }
         let session = self.target_session();

@@ -1,8 +1,11 @@
 //! The ordering contract of design §1, scenario by scenario and as properties.
 
+use std::time::Duration;
+
 use imstatus_core::{
-    AccountId, Availability, Client, ContactId, ErrorCode, Event, EventKind, Observation, PartId,
-    Session, SignInResult, SignOutReason, Snapshot, SourceKind, Status, Timestamp, Tracker,
+    AccountId, Activity, ActivitySignal, App, Availability, Client, ContactId, ErrorCode, Event,
+    EventKind, Observation, PartId, Session, SignInResult, SignOutReason, Snapshot, SourceKind,
+    Status, Timestamp, Tracker,
 };
 use proptest::prelude::*;
 
@@ -364,6 +367,182 @@ fn events_serialise_to_the_documented_json() {
     assert!(json.get("resync").is_none());
 }
 
+// ---------------------------------------------------------------- activity
+
+fn mic(apps: &[(&str, u32)]) -> Observation {
+    Observation::Activity(ActivitySignal::Microphone(
+        apps.iter().map(|(n, p)| App::new(*n, Some(*p))).collect(),
+    ))
+}
+
+fn idle(idle: bool, secs: u64) -> Observation {
+    Observation::Activity(ActivitySignal::Idle {
+        idle,
+        input_ago: Some(Duration::from_secs(secs)),
+    })
+}
+
+/// A desktop-like account: synced, client running, session unknown.
+fn desktop() -> Harness {
+    let mut h = Harness::new(SourceKind::new_static("desktop"));
+    // An hour after the epoch, so that idle readings never reach back before it.
+    h.now = 3_600_000;
+    let kinds = h.feed([
+        Observation::NoSession,
+        Observation::ClientAppeared,
+        Observation::Synced,
+    ]);
+    assert_eq!(kinds, vec![EventKind::ClientStarted]);
+    h
+}
+
+#[test]
+fn an_account_without_sign_in_keeps_its_session_unknown_through_resyncs() {
+    let mut h = desktop();
+    let kinds = h.feed([
+        Observation::SourceDown(ErrorCode::ClientNotRunning, "no backend".into()),
+        Observation::ClientVanished,
+        Observation::ClientAppeared,
+        Observation::Synced,
+    ]);
+    assert_eq!(
+        names(&kinds),
+        ["source_error", "client_shutdown", "client_started"]
+    );
+    assert_eq!(h.snapshot().session, Session::Unknown);
+    assert_eq!(h.snapshot().availability, Availability::Unknown);
+    assert_eq!(h.snapshot().mistatus, 0);
+}
+
+#[test]
+fn activity_is_absent_until_a_source_reports_it_and_then_starts_from_null() {
+    let mut h = desktop();
+    assert_eq!(h.snapshot().activity, None);
+    let json = serde_json::to_value(h.snapshot()).expect("serialise");
+    assert!(json.get("activity").is_none(), "{json}");
+    let kinds = h.feed([Observation::Activity(ActivitySignal::Locked(false))]);
+    assert_eq!(
+        kinds,
+        vec![EventKind::ActivityChanged {
+            from: None,
+            to: Box::new(Activity::default()),
+        }]
+    );
+    assert_eq!(h.snapshot().activity, Some(Activity::default()));
+}
+
+#[test]
+fn microphone_apps_make_a_call_and_repeating_them_emits_nothing() {
+    let mut h = desktop();
+    h.feed([Observation::Activity(ActivitySignal::Locked(false))]);
+    let kinds = h.feed([mic(&[("zoom", 7), ("parecord", 42), ("zoom", 7)])]);
+    let on_call = Activity {
+        microphone: true,
+        in_call: true,
+        microphone_apps: vec![App::new("parecord", Some(42)), App::new("zoom", Some(7))],
+        ..Activity::default()
+    };
+    assert_eq!(
+        kinds,
+        vec![EventKind::ActivityChanged {
+            from: Some(Box::new(Activity::default())),
+            to: Box::new(on_call.clone()),
+        }]
+    );
+    assert_eq!(h.feed([mic(&[("parecord", 42), ("zoom", 7)])]), vec![]);
+    let kinds = h.feed([mic(&[])]);
+    assert_eq!(
+        kinds,
+        vec![EventKind::ActivityChanged {
+            from: Some(Box::new(on_call)),
+            to: Box::new(Activity::default()),
+        }]
+    );
+}
+
+#[test]
+fn idle_seconds_grow_in_snapshots_without_events_and_only_the_crossing_is_news() {
+    let mut h = desktop();
+    let kinds = h.feed([idle(false, 10)]);
+    assert_eq!(names(&kinds), ["activity_changed"]);
+    // The same state read again later: a larger reading, no event.
+    assert_eq!(h.feed([idle(false, 40)]), vec![]);
+    h.now += 5_000;
+    assert_eq!(
+        h.snapshot().activity.and_then(|a| a.idle_s),
+        Some(45),
+        "the snapshot counts from the last input it was told about"
+    );
+    let kinds = h.feed([idle(true, 300)]);
+    let EventKind::ActivityChanged { from, to } = &kinds[0] else {
+        panic!("expected activity_changed, got {kinds:?}");
+    };
+    assert_eq!(kinds.len(), 1);
+    assert!(!from.as_ref().expect("known before").idle);
+    assert!(to.idle);
+    assert_eq!(to.idle_s, Some(300));
+    // No idle backend any more: the reading's absence is news.
+    let kinds = h.feed([Observation::Activity(ActivitySignal::Idle {
+        idle: false,
+        input_ago: None,
+    })]);
+    assert_eq!(names(&kinds), ["activity_changed"]);
+    assert_eq!(h.snapshot().activity.and_then(|a| a.idle_s), None);
+}
+
+#[test]
+fn absurd_idle_readings_saturate_instead_of_panicking() {
+    let mut h = desktop();
+    h.feed([Observation::Activity(ActivitySignal::Idle {
+        idle: true,
+        input_ago: Some(Duration::MAX),
+    })]);
+    let idle_s = h.snapshot().activity.and_then(|a| a.idle_s);
+    assert_eq!(idle_s, Some(h.now / 1000), "counted from the epoch at most");
+}
+
+#[test]
+fn activity_changed_serialises_to_the_documented_json() {
+    let mut h = desktop();
+    h.feed([Observation::Activity(ActivitySignal::Locked(false))]);
+    h.tracker
+        .handle_observation(
+            Timestamp::from_millis(1_795_514_400_000),
+            &alice(),
+            Observation::Activity(ActivitySignal::Camera(vec![App::new("cheese", Some(99))])),
+        )
+        .expect("known");
+    let event = h.drain().pop().expect("an event");
+    assert_eq!(
+        serde_json::to_value(&event).expect("serialise"),
+        serde_json::json!({
+            "seq": event.seq, "time": "2026-11-24T10:00:00.000Z", "account": "alice",
+            "source": "desktop", "event": "activity_changed",
+            "from": {"microphone": false, "camera": false, "in_call": false, "idle_s": null,
+                "idle": false, "locked": false, "microphone_apps": [], "camera_apps": []},
+            "to": {"microphone": false, "camera": true, "in_call": true, "idle_s": null,
+                "idle": false, "locked": false, "microphone_apps": [],
+                "camera_apps": [{"name": "cheese", "pid": 99}]}
+        })
+    );
+}
+
+#[test]
+fn snapshots_without_activity_keep_their_json_and_old_json_still_parses() {
+    let old = r#"{"seq":7,"time":"2026-11-24T10:00:00.000Z","account":"alice","source":"xmpp",
+        "event":"snapshot","client":"unknown","session":"signed_in","availability":"away",
+        "message":"lunch","mistatus":34,"resources":[],
+        "since":{"client":null,"session":null,"status":null}}"#;
+    let event: Event = serde_json::from_str(old).expect("old JSON parses");
+    assert_eq!(event.snapshot().map(|s| s.activity.clone()), Some(None));
+    let back = serde_json::to_value(&event).expect("serialise");
+    let expected: serde_json::Value = serde_json::from_str(old).expect("valid JSON");
+    assert_eq!(
+        back, expected,
+        "no new key appears for a source without activity"
+    );
+}
+
 // ---------------------------------------------------------------- properties
 
 fn arb_status() -> impl Strategy<Value = Status> {
@@ -410,7 +589,31 @@ fn arb_observation() -> impl Strategy<Value = Observation> {
         code.clone()
             .prop_map(|c| Observation::Anomaly(c, "bad".into())),
         code.prop_map(|c| Observation::SourceDown(c, "down".into())),
+        arb_activity(),
     ]
+}
+
+fn arb_activity() -> impl Strategy<Value = Observation> {
+    let apps = prop::collection::vec(
+        (
+            prop::sample::select(vec!["zoom", "parecord", "cheese"]),
+            prop::option::of(1u32..4),
+        )
+            .prop_map(|(n, p)| App::new(n, p)),
+        0..3,
+    );
+    prop_oneof![
+        apps.clone().prop_map(ActivitySignal::Microphone),
+        apps.prop_map(ActivitySignal::Camera),
+        (any::<bool>(), prop::option::of(0u64..600_000)).prop_map(|(idle, ms)| {
+            ActivitySignal::Idle {
+                idle,
+                input_ago: ms.map(Duration::from_millis),
+            }
+        }),
+        any::<bool>().prop_map(ActivitySignal::Locked),
+    ]
+    .prop_map(Observation::Activity)
 }
 
 /// Steps: an observation, or time passing by that many seconds.
@@ -428,6 +631,10 @@ struct Run {
     first: Snapshot,
     events: Vec<Event>,
     last: Snapshot,
+    /// The last idle reading: when the last input was, per the last `Idle` observation.
+    last_input: Option<Option<u64>>,
+    /// The time of the final snapshot.
+    end: u64,
     /// For each step: the events it produced and the observation.
     steps: Vec<(Option<Observation>, Vec<Event>)>,
 }
@@ -442,10 +649,14 @@ fn run(steps: Vec<Result<Observation, u64>>) -> Run {
         .expect("known");
     let mut all = Vec::new();
     let mut per_step = Vec::new();
+    let mut last_input = None;
     for step in steps {
         now += 1;
         let obs = match step {
             Ok(o) => {
+                if let Observation::Activity(ActivitySignal::Idle { input_ago, .. }) = &o {
+                    last_input = Some(input_ago.map(|d| now - d.as_millis() as u64));
+                }
                 t.handle_observation(Timestamp::from_millis(now), &alice(), o.clone())
                     .expect("known");
                 Some(o)
@@ -470,8 +681,19 @@ fn run(steps: Vec<Result<Observation, u64>>) -> Run {
         first,
         events: all,
         last,
+        last_input,
+        end: now,
         steps: per_step,
     }
+}
+
+/// The snapshot with the idle reading's value blanked (its presence kept): the reading grows
+/// with time and is filled in when a snapshot is taken, never folded from events.
+fn without_idle_reading(mut s: Snapshot) -> Snapshot {
+    if let Some(a) = &mut s.activity {
+        a.idle_s = a.idle_s.map(|_| 0);
+    }
+    s
 }
 
 proptest! {
@@ -496,7 +718,31 @@ proptest! {
             prop_assert_eq!(&back, e);
             folded.apply(&back.kind, back.time);
         }
-        prop_assert_eq!(folded, r.last);
+        let idle_s = r.last.activity.as_ref().and_then(|a| a.idle_s);
+        prop_assert_eq!(
+            idle_s,
+            r.last_input.flatten().map(|t| (r.end - t) / 1000),
+            "a snapshot's idle_s counts from the last reading"
+        );
+        prop_assert_eq!(without_idle_reading(folded), without_idle_reading(r.last));
+    }
+
+    #[test]
+    fn an_idle_reading_alone_is_never_an_event(steps in arb_steps(), ms in 0u64..600_000) {
+        // After any history, a second reading of the same idle state emits nothing.
+        let mut steps = steps;
+        steps.push(Ok(Observation::Activity(ActivitySignal::Idle {
+            idle: true,
+            input_ago: Some(Duration::from_millis(ms)),
+        })));
+        steps.push(Err(1));
+        steps.push(Ok(Observation::Activity(ActivitySignal::Idle {
+            idle: true,
+            input_ago: Some(Duration::from_millis(ms / 2)),
+        })));
+        let r = run(steps);
+        let last = r.steps.last().map(|(_, evs)| evs.clone()).unwrap_or_default();
+        prop_assert!(last.is_empty(), "{:?}", last);
     }
 
     #[test]

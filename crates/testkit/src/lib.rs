@@ -1,5 +1,5 @@
 //! Real programs for end-to-end tests: Prosody, ejabberd, a private D-Bus daemon, finch in tmux,
-//! and a minimal raw XMPP client.
+//! a minimal raw XMPP client, and for the desktop source a private PulseAudio and Xvfb.
 //!
 //! Every helper starts the real binary (never a mock) in its own temporary directory, on free
 //! loopback ports, and stops it again by the PID it recorded, in `Drop` as well: nothing is
@@ -21,8 +21,10 @@ mod finch;
 pub mod mosquitto;
 mod process;
 mod prosody;
+mod pulse;
 mod wait;
 mod xmpp;
+mod xvfb;
 
 pub use dbus::DbusDaemon;
 pub use ejabberd::{Ejabberd, EjabberdOptions};
@@ -30,5 +32,7 @@ pub use error::{Error, Result};
 pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
 pub use process::{listening_sockets, pid_alive, stop_pid};
 pub use prosody::{Prosody, ProsodyOptions};
+pub use pulse::{PulseAudio, Recorder};
 pub use wait::{free_port, try_wait_until, wait_until, POLL_STEP};
 pub use xmpp::XmppClient;
+pub use xvfb::Xvfb;
