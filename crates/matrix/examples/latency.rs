@@ -1,0 +1,3 @@
+//! Presence-change latency of the Matrix source against a minimal /sync reader.
+
+fn main() {}
