@@ -41,6 +41,25 @@ ensure_demo_packages() {
 ensure_test_packages() {
   ensure_demo_packages
   ensure_debs ejabberd chromium chromium-driver mosquitto mosquitto-clients
+  ensure_synapse
+}
+
+# The Matrix homeserver the Matrix source is tested against: Synapse from PyPI, pinned (its
+# presence timers are config keys only since 1.163), in a venv cached across runs. The testkit
+# finds it at $IMSTATUS_SYNAPSE_VENV or at this default path. Debian's own python3 (not
+# whatever python3 comes first on PATH), so that the venv matches the machine CI gets.
+SYNAPSE_VERSION=1.163.2
+SYNAPSE_VENV=${IMSTATUS_SYNAPSE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/imstatus/synapse-$SYNAPSE_VERSION}
+ensure_synapse() {
+  ensure_debs python3 python3-venv
+  if "$SYNAPSE_VENV/bin/python" -c 'import synapse.app.homeserver' >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "installing matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV" >&2
+  rm -rf "$SYNAPSE_VENV"
+  mkdir -p "$(dirname "$SYNAPSE_VENV")"
+  /usr/bin/python3 -m venv "$SYNAPSE_VENV"
+  "$SYNAPSE_VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
 }
 
 # A Rust toolchain with rustfmt and clippy.

@@ -1,5 +1,5 @@
-//! Real programs for end-to-end tests: Prosody, ejabberd, a private D-Bus daemon, finch in tmux,
-//! and a minimal raw XMPP client.
+//! Real programs for end-to-end tests: Prosody, ejabberd, Synapse, a private D-Bus daemon, finch
+//! in tmux, and minimal raw XMPP and Matrix clients.
 //!
 //! Every helper starts the real binary (never a mock) in its own temporary directory, on free
 //! loopback ports, and stops it again by the PID it recorded, in `Drop` as well: nothing is
@@ -19,6 +19,7 @@ mod error;
 mod finch;
 mod process;
 mod prosody;
+mod synapse;
 mod wait;
 mod xmpp;
 
@@ -28,5 +29,6 @@ pub use error::{Error, Result};
 pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
 pub use process::{listening_sockets, pid_alive, stop_pid};
 pub use prosody::{Prosody, ProsodyOptions};
+pub use synapse::{Answer, MatrixUser, Synapse, SynapseOptions, SYNAPSE_VERSION};
 pub use wait::{free_port, try_wait_until, wait_until, POLL_STEP};
 pub use xmpp::XmppClient;
