@@ -173,8 +173,9 @@ impl MatrixSource {
             Err(f) => return (f, None),
         };
         batch.push(Observation::Synced);
-        sink.observe_all(batch);
+        // Before the report: whoever sees it synced may call set_status at once.
         *lock(&self.token) = Some(auth.token.clone());
+        sink.observe_all(batch);
         let synced_at = Instant::now();
         loop {
             let body = match self
