@@ -23,7 +23,7 @@ use serde_json::Value;
 use sha1::Sha1;
 use tempfile::TempDir;
 
-use crate::process::{kill_child, log_since, read_log, stop_child};
+use crate::process::{find_program, kill_child, log_since, read_log, run, stop_child};
 use crate::{free_port, try_wait_until, Error, Result};
 
 /// The pinned Synapse release.
@@ -46,12 +46,19 @@ const INSTALL: &str = "bash -c '. scripts/lib.sh; ensure_synapse'";
 pub struct SynapseOptions {
     /// `presence: {enabled: …}` (many deployments switch it off).
     pub presence: bool,
+    /// A second client listener with TLS (a self-signed certificate for `127.0.0.1` and
+    /// `localhost`, see [`Synapse::tls_url`] and [`Synapse::ca_cert`]); the testkit's own
+    /// client keeps using the plain one.
+    pub tls: bool,
 }
 
 impl Default for SynapseOptions {
-    /// Presence enabled.
+    /// Presence enabled, no TLS listener.
     fn default() -> Self {
-        SynapseOptions { presence: true }
+        SynapseOptions {
+            presence: true,
+            tls: false,
+        }
     }
 }
 
@@ -86,6 +93,8 @@ pub struct Synapse {
     log: PathBuf,
     port: u16,
     presence: bool,
+    /// The TLS listener's port and the certificate it serves.
+    tls: Option<(u16, PathBuf)>,
     child: Option<Child>,
     // Last, so that it is deleted after the server is stopped.
     dir: TempDir,
@@ -157,9 +166,14 @@ impl Synapse {
             log: dir.path().join("synapse.log"),
             port: free_port(),
             presence: opts.presence,
+            tls: None,
             child: None,
             dir,
         };
+        if opts.tls {
+            let cert = make_certificate(synapse.dir.path())?;
+            synapse.tls = Some((free_port(), cert));
+        }
         synapse.write_config()?;
         let mut attempt = 1;
         loop {
@@ -169,6 +183,9 @@ impl Synapse {
                 {
                     attempt += 1;
                     synapse.port = free_port();
+                    if let Some((port, _)) = &mut synapse.tls {
+                        *port = free_port();
+                    }
                     synapse.write_config()?;
                 }
                 other => return other.map(|()| synapse),
@@ -184,6 +201,18 @@ impl Synapse {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `https://127.0.0.1:<tls port>` when started with [`SynapseOptions::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("https://127.0.0.1:{port}"))
+    }
+
+    /// The TLS listener's self-signed certificate (PEM, `CA:FALSE`), for clients to trust.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, cert)| cert.as_path())
     }
 
     /// The server name, `example.test`.
@@ -399,6 +428,15 @@ impl Synapse {
         let t = self.dir.path();
         let path = |p: &str| t.join(p).to_string_lossy().into_owned();
         let relaxed = "{per_second: 1000, burst_count: 1000}";
+        let tls = match &self.tls {
+            Some((port, cert)) => format!(
+                "  - {{port: {port}, bind_addresses: ['127.0.0.1'], type: http, tls: true, resources: [{{names: [client]}}]}}\n\
+                 tls_certificate_path: {}\ntls_private_key_path: {}\n",
+                cert.display(),
+                cert.with_extension("key").display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "# written by imstatus-testkit (matrix-recipe.md §2)\n\
              server_name: {SERVER_NAME}\n\
@@ -406,6 +444,7 @@ impl Synapse {
              signing_key_path: {key}\n\
              pid_file: {pid}\n\
              listeners:\n  - {{port: {port}, bind_addresses: ['127.0.0.1'], type: http, tls: false, resources: [{{names: [client]}}]}}\n\
+             {tls}\
              database: {{name: sqlite3, args: {{database: {db}}}}}\n\
              media_store_path: {media}\n\
              registration_shared_secret: {SHARED_SECRET}\n\
@@ -422,6 +461,7 @@ impl Synapse {
              rc_login: {{address: {relaxed}, account: {relaxed}, failed_attempts: {relaxed}}}\n\
              rc_registration: {relaxed}\n\
              rc_joins: {{local: {relaxed}}}\n\
+             rc_joins_per_room: {relaxed}\n\
              rc_room_creation: {relaxed}\n\
              rc_invites: {{per_room: {relaxed}, per_user: {relaxed}}}\n",
             key = path("signing.key"),
@@ -505,6 +545,30 @@ impl Drop for Synapse {
             }
         }
     }
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` (`CA:FALSE`: rustls refuses a CA
+/// certificate as a server's own), `server.crt`/`server.key` in `dir`.
+fn make_certificate(dir: &Path) -> Result<PathBuf> {
+    let openssl = find_program("openssl", "openssl")?;
+    let crt = dir.join("server.crt");
+    run(
+        Command::new(openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+            ])
+            // Not CN=localhost: Debian's snakeoil certificate in /etc/ssl/certs has that name,
+            // and a trust anchor of the same name turns "unknown issuer" into "bad signature".
+            .args(["-subj", "/CN=imstatus-test-synapse"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(dir.join("server.key"))
+            .arg("-out")
+            .arg(&crt),
+        "openssl req (Synapse certificate)",
+    )?;
+    Ok(crt)
 }
 
 /// The `what` of the internal error that makes [`Synapse::start`] pick another port.
