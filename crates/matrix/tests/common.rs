@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imstatus_config::Secret;
-use imstatus_core::{AccountId, ErrorCode, Event, EventKind};
-use imstatus_hub::{Hub, Subscription};
+use imstatus_core::{AccountId, CodedError, ErrorCode, Event, EventKind, SourceKind, Status};
+use imstatus_hub::{BoxFuture, Hub, Sink, Source, Subscription};
 use imstatus_matrix::{Credentials, MatrixConfig, MatrixSource, UserId};
 use tempfile::{NamedTempFile, TempDir};
 
@@ -72,9 +72,17 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Starts a hub with `source`, subscribes, and only then lets the source run, so that no
+    /// early event (a refused connection is reported within a millisecond) can be missed.
     pub fn start(source: Arc<MatrixSource>) -> Watch {
-        let hub = Hub::builder().with_source(alice(), source.clone()).start();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let gated = Arc::new(Gated {
+            inner: source.clone(),
+            gate: gate.clone(),
+        });
+        let hub = Hub::builder().with_source(alice(), gated).start();
         let sub = hub.subscribe();
+        gate.add_permits(1);
         Watch { hub, sub, source }
     }
 
@@ -128,6 +136,29 @@ impl Watch {
             .snapshot(&alice())
             .and_then(|e| e.snapshot().cloned())
             .unwrap()
+    }
+}
+
+/// A source that runs `inner` once the gate has a permit.
+struct Gated {
+    inner: Arc<MatrixSource>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Source for Gated {
+    fn kind(&self) -> SourceKind {
+        self.inner.kind()
+    }
+
+    fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.gate.acquire().await;
+            self.inner.clone().run(sink).await;
+        })
+    }
+
+    fn set_status(&self, status: Status) -> BoxFuture<'_, Result<(), CodedError>> {
+        self.inner.set_status(status)
     }
 }
 

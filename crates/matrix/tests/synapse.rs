@@ -490,7 +490,7 @@ async fn set_status_changes_what_others_see_and_refuses_what_matrix_cannot_say()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn doctor_passes_every_step_and_says_when_presence_is_disabled() {
+async fn doctor_passes_every_step_and_keeps_its_login_for_the_source() {
     use imstatus_hub::{SourceFactory, Value};
     let synapse = blocking(shared).await;
     let a = user(&synapse, "alice").await;
@@ -524,16 +524,61 @@ async fn doctor_passes_every_step_and_says_when_presence_is_disabled() {
         "{checks:#?}"
     );
     assert!(StoredLogin::load(&config.state_file(&alice()).unwrap()).is_some());
+}
 
-    let off = blocking(|| Synapse::start_with(SynapseOptions { presence: false }).unwrap()).await;
-    let url = off.url();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_certificate_must_be_trusted_and_disabled_presence_is_reported() {
+    let off = blocking(|| {
+        Synapse::start_with(SynapseOptions {
+            presence: false,
+            tls: true,
+        })
+        .unwrap()
+    })
+    .await;
+    let url = off.tls_url().unwrap();
+    let ca = off.ca_cert().unwrap().to_owned();
     let off = Arc::new(off);
     let o = off.clone();
     blocking(move || o.register("alice", "alicepw").unwrap()).await;
+
+    // Not trusted without ca_file.
     let acc = Account::password(&url, "@alice:example.test", "alicepw");
+    let mut w = Watch::start(acc.source());
+    let events = w.until("source_error", is("source_error")).await;
+    let (code, detail, _) = source_error(events.last().unwrap()).unwrap();
+    assert_eq!(code, ErrorCode::InvalidCertificate, "{detail}");
+    assert!(detail.contains("unknown authority"), "{detail}");
+    drop(w);
+
+    // With it, the watch works, and says once that presence is off.
+    let mut acc = Account::password(&url, "@alice:example.test", "alicepw");
+    acc.config.ca_file = Some(ca);
+    let mut w = Watch::start(acc.source());
+    let events = w.synced().await;
+    let errors: Vec<_> = events.iter().filter_map(|e| source_error(e)).collect();
+    assert_eq!(errors.len(), 1, "{events:#?}");
+    assert_eq!(errors[0].0, ErrorCode::Unsupported);
+    assert!(
+        errors[0].1.contains("presence looks disabled"),
+        "{}",
+        errors[0].1
+    );
+    assert!(!errors[0].2, "the session is not unknown for it");
+
     let checks = imstatus_matrix::doctor::doctor(&acc.config).await;
+    let summary: Vec<(&str, bool)> = checks.iter().map(|c| (c.name, c.ok)).collect();
+    assert_eq!(
+        summary,
+        [
+            ("versions", true),
+            ("login", true),
+            ("sync", true),
+            ("presence", false)
+        ],
+        "{checks:#?}"
+    );
     let last = checks.last().unwrap();
-    assert_eq!((last.name, last.ok), ("presence", false), "{checks:#?}");
     assert!(
         last.detail.contains("presence looks disabled"),
         "{}",
