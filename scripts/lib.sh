@@ -52,7 +52,7 @@ SYNAPSE_VERSION=1.163.2
 SYNAPSE_VENV=${IMSTATUS_SYNAPSE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/imstatus/synapse-$SYNAPSE_VERSION}
 ensure_synapse() {
   ensure_debs python3 python3-venv
-  if "$SYNAPSE_VENV/bin/python" -c 'import synapse.app.homeserver' >/dev/null 2>&1; then
+  if "$SYNAPSE_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('matrix-synapse') != '$SYNAPSE_VERSION')" >/dev/null 2>&1; then
     return 0
   fi
   echo "installing matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV" >&2
