@@ -296,3 +296,35 @@ async fn https_to_a_plaintext_port_is_tls_failed() {
     assert_eq!(code, ErrorCode::TlsFailed, "{detail}");
     assert!(detail.contains("TLS handshake failed"), "{detail}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_gets_one_new_login_and_then_auth_failed() {
+    let fake = Fake::start(|path, n| match path {
+        "/_matrix/client/v3/sync" => Reply::Json(
+            401,
+            r#"{"errcode":"M_UNKNOWN_TOKEN","error":"Invalid access token passed.","soft_logout":false}"#,
+        ),
+        _ => working(path, n),
+    })
+    .await;
+    let acc = fake.account();
+    // A login kept from an earlier run.
+    imstatus_matrix::StoredLogin {
+        homeserver: fake.url.clone(),
+        user_id: "@alice:example.test".into(),
+        device_id: "FAKEDEV".into(),
+        access_token: "syt_old".into(),
+    }
+    .save(&acc.config.state_file(&crate::common::alice()).unwrap())
+    .unwrap();
+    let mut w = Watch::start(acc.source());
+    let events = w.until("source_error", is("source_error")).await;
+    let (code, detail, _) = source_error(events.last().unwrap()).unwrap();
+    assert_eq!(code, ErrorCode::AuthFailed);
+    assert!(detail.ends_with("right after a new login"), "{detail}");
+    assert!(w.quiet_for(Duration::from_secs(2)).await.is_empty());
+    // The stored token, one new login, its token: refused too, and nothing more.
+    assert_eq!(fake.count("/_matrix/client/v3/sync"), 2);
+    assert_eq!(fake.count("/_matrix/client/v3/login"), 1);
+    assert_eq!(fake.total(), 3);
+}
