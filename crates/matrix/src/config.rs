@@ -252,8 +252,13 @@ impl SourceSettings for MatrixConfig {
     }
 }
 
-/// `$XDG_STATE_HOME/imstatus/matrix`, else `$HOME/.local/state/imstatus/matrix`.
+/// `$XDG_STATE_HOME/imstatus/matrix`, else `$HOME/.local/state/imstatus/matrix`; on Windows
+/// `%LOCALAPPDATA%\imstatus\matrix`.
 pub fn default_state_dir() -> Option<PathBuf> {
+    #[cfg(windows)]
+    if let Some(local) = std::env::var_os("LOCALAPPDATA").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(local).join("imstatus").join("matrix"));
+    }
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
