@@ -37,12 +37,31 @@ ensure_demo_packages() {
 
 # Everything the end-to-end tests start for real: the demo's servers, ejabberd (the XMPP
 # source's invisibility is tested against it too), Chromium with its WebDriver (the gateway's
-# dashboard), mosquitto (MQTT), and for the desktop source PulseAudio with parecord/pactl,
-# Xvfb with xdotool (docs/signals.md).
+# dashboard), mosquitto (MQTT), for the desktop source PulseAudio with parecord/pactl and
+# Xvfb with xdotool (docs/signals.md), and Synapse for the Matrix source.
 ensure_test_packages() {
   ensure_demo_packages
   ensure_debs ejabberd chromium chromium-driver mosquitto mosquitto-clients
   ensure_debs pulseaudio pulseaudio-utils xvfb xdotool
+  ensure_synapse
+}
+
+# The Matrix homeserver the Matrix source is tested against: Synapse from PyPI, pinned (its
+# presence timers are config keys only since 1.163), in a venv cached across runs. The testkit
+# finds it at $IMSTATUS_SYNAPSE_VENV or at this default path. Debian's own python3 (not
+# whatever python3 comes first on PATH), so that the venv matches the machine CI gets.
+SYNAPSE_VERSION=1.163.2
+SYNAPSE_VENV=${IMSTATUS_SYNAPSE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/imstatus/synapse-$SYNAPSE_VERSION}
+ensure_synapse() {
+  ensure_debs python3 python3-venv
+  if "$SYNAPSE_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('matrix-synapse') != '$SYNAPSE_VERSION')" >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "installing matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV" >&2
+  rm -rf "$SYNAPSE_VENV"
+  mkdir -p "$(dirname "$SYNAPSE_VENV")"
+  /usr/bin/python3 -m venv "$SYNAPSE_VENV"
+  "$SYNAPSE_VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
 }
 
 # A Rust toolchain with rustfmt and clippy.

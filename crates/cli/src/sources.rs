@@ -19,6 +19,8 @@ pub fn factories() -> Vec<&'static dyn SourceFactory> {
         &imstatus_purple::PurpleFactory,
         #[cfg(feature = "xmpp")]
         &imstatus_xmpp::XmppFactory,
+        #[cfg(feature = "matrix")]
+        &imstatus_matrix::MatrixFactory,
         #[cfg(all(unix, feature = "desktop"))]
         &imstatus_desktop::DesktopFactory,
         #[cfg(feature = "windows")]
@@ -53,6 +55,11 @@ const ABSENT: &[Absent] = &[
     Absent {
         kind: SourceKind::new_static("xmpp"),
         present: cfg!(feature = "xmpp"),
+        why: "built without its cargo feature",
+    },
+    Absent {
+        kind: SourceKind::new_static("matrix"),
+        present: cfg!(feature = "matrix"),
         why: "built without its cargo feature",
     },
     Absent {
@@ -166,7 +173,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(kinds.len(), unique.len(), "{kinds:?}");
-        for k in ["purple", "xmpp", "desktop", "windows"] {
+        for k in ["purple", "xmpp", "matrix", "desktop", "windows"] {
             assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
         }
     }

@@ -1,5 +1,6 @@
-//! Real programs for end-to-end tests: Prosody, ejabberd, a private D-Bus daemon, finch in tmux,
-//! a minimal raw XMPP client, and for the desktop source a private PulseAudio and Xvfb.
+//! Real programs for end-to-end tests: Prosody, ejabberd, Synapse, a private D-Bus daemon, finch
+//! in tmux, minimal raw XMPP and Matrix clients, and for the desktop source a private PulseAudio
+//! and Xvfb.
 //!
 //! Every helper starts the real binary (never a mock) in its own temporary directory, on free
 //! loopback ports, and stops it again by the PID it recorded, in `Drop` as well: nothing is
@@ -22,6 +23,7 @@ pub mod mosquitto;
 mod process;
 mod prosody;
 mod pulse;
+mod synapse;
 mod wait;
 mod xmpp;
 mod xvfb;
@@ -33,6 +35,7 @@ pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
 pub use process::{listening_sockets, pid_alive, stop_pid};
 pub use prosody::{Prosody, ProsodyOptions};
 pub use pulse::{PulseAudio, Recorder};
+pub use synapse::{Answer, MatrixUser, Synapse, SynapseOptions, SYNAPSE_VERSION};
 pub use wait::{free_port, try_wait_until, wait_until, POLL_STEP};
 pub use xmpp::XmppClient;
 pub use xvfb::Xvfb;
