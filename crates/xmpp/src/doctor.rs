@@ -149,7 +149,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         connect::open(tcp, domain, config.tls, roots.as_ref()),
     )
     .await?;
-    checks.push(match (&roots, info.session) {
+    checks.push(match (&roots, info.session.clone()) {
         (Some(roots), Some(session)) => passed(
             "tls",
             format!(
@@ -181,7 +181,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         .join(", ");
     let (_, mut stream) = timed(
         "SASL",
-        connect::authenticate(stream, &features, &login, password),
+        connect::authenticate(stream, &features, &login, password, info.secure),
     )
     .await?;
     checks.push(passed(

@@ -31,9 +31,12 @@
 //! [`imstatus_core::Backoff`] (1 s → 60 s, jittered), except after `auth_failed`, which is
 //! reported once and then the source stays down.
 
+mod auth;
 mod census;
 mod connect;
 pub mod doctor;
+mod guard;
+mod scan;
 mod source;
 mod subscription;
 mod tls;

@@ -61,6 +61,10 @@ const CENSUS_ID: &str = "imstatus-items-";
 /// The outcome of one of our IQ requests: the result's payload, or the error.
 type Reply = Result<Option<Element>, StanzaError>;
 
+/// The roster result may be this large (a roster of 100,000 contacts is about 10 MB); every
+/// other stanza is held to [`crate::scan::MAX_STANZA_BYTES`].
+pub const MAX_ROSTER_BYTES: usize = 16 * 1024 * 1024;
+
 /// Watches one XMPP account: logs in as the user (resource `imstatus-<random>`, priority −1)
 /// or as a watcher account subscribed to the user, hidden from the contacts where the server
 /// allows it, and translates the presence of the user's resources.
@@ -239,10 +243,11 @@ impl XmppSource {
             TlsMode::Required => Some(self.roots().await?),
             TlsMode::InsecurePlaintext => None,
         };
-        let (features, stream, _) =
+        let (features, stream, info) =
             connect::open(tcp, domain, self.config.tls, roots.as_ref()).await?;
         *step = "sasl";
-        let (_, mut stream) = connect::authenticate(stream, &features, login, password).await?;
+        let (_, mut stream) =
+            connect::authenticate(stream, &features, login, password, info.secure).await?;
         *step = "bind";
         let resource = format!("{RESOURCE_PREFIX}{:016x}", random_u64());
         let own = connect::bind(&mut stream, &resource).await?;
@@ -436,6 +441,11 @@ impl Conn {
         features: bool,
     ) -> Result<(std::collections::BTreeSet<String>, Roster), Failure> {
         let domain = Jid::from(BareJid::from_parts(None, self.login.domain()));
+        // The roster reply may be larger than other stanzas.
+        self.stream
+            .get_stream()
+            .shared()
+            .allow_large(Some((ROSTER_ID, MAX_ROSTER_BYTES)));
         let mut requests = Vec::new();
         if features {
             requests.push((
@@ -453,7 +463,9 @@ impl Conn {
                 },
             ),
         ));
-        let mut replies = self.request(requests).await?;
+        let replies = self.request(requests).await;
+        self.stream.get_stream().shared().allow_large(None);
+        let mut replies = replies?;
         let features = match replies.remove(DISCO_ID) {
             Some(Ok(payload)) => visibility::features(payload),
             _ => Default::default(),
@@ -689,6 +701,17 @@ impl Conn {
             Next::Anomaly(detail) => self
                 .batch
                 .push(Observation::Anomaly(ErrorCode::ProtocolError, detail)),
+            Next::Dropped(dropped, unqueued) => {
+                let more = if unqueued > 0 {
+                    format!(" (and {unqueued} more stanzas before it)")
+                } else {
+                    String::new()
+                };
+                self.batch.push(Observation::Anomaly(
+                    ErrorCode::ProtocolError,
+                    format!("{}{more}", clip(&dropped.describe(), 300)),
+                ));
+            }
             Next::Idle => {
                 // Silence for a long time: ask the server for a sign of life (the stream's hard
                 // timeout ends the session if none comes).
