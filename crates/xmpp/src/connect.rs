@@ -7,6 +7,9 @@
 //! reports login errors only to its log, and builds its rustls config internally (no extra
 //! CA). Here every step is ours, SASL included ([`crate::auth`]), and every byte the server
 //! sends passes [`crate::guard`] before the XML parser sees it.
+//!
+//! `tls = "insecure-plaintext"` is refused for any address that is not loopback, before a
+//! TCP connection is made (and checked again on the connected socket).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -235,6 +238,22 @@ pub(crate) fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
+/// `tls = "insecure-plaintext"` only to loopback: refuses before any connection is made when
+/// one of `addrs` is not loopback.
+pub(crate) fn check_plaintext(tls: TlsMode, addrs: &[SocketAddr]) -> Result<(), Failure> {
+    match (tls, addrs.iter().find(|a| !is_loopback(a))) {
+        (TlsMode::InsecurePlaintext, Some(addr)) => Err(Failure::fatal(
+            ErrorCode::TlsFailed,
+            format!(
+                "tls = \"insecure-plaintext\" is only allowed for a server on this machine \
+                 (loopback), and {addr} is not: the password would cross the network in the \
+                 clear (use tls = \"required\")"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Connects to the first address that answers.
 pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
     let mut errors = Vec::new();
@@ -286,6 +305,7 @@ pub(crate) async fn open(
     match (tls, roots) {
         (TlsMode::InsecurePlaintext, _) => {
             let peer = tcp.peer_addr().map_err(|e| io_failure(&e, "connecting"))?;
+            check_plaintext(TlsMode::InsecurePlaintext, &[peer])?;
             let io: Io = Guarded::new(BufWriter::new(Box::new(tcp)));
             let (features, stream) = start_stream(io, domain).await?;
             let requires_tls = features.starttls.as_ref().is_some_and(|s| s.required)
@@ -667,6 +687,26 @@ mod tests {
             "stream error <conflict/>: Replaced by new connection"
         );
         assert!(!f.fatal);
+    }
+
+    #[test]
+    fn plaintext_is_refused_for_any_address_off_this_machine() {
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().expect("addr")).collect()
+        };
+        let local = addrs(&["127.0.0.1:5222", "[::1]:5222", "[::ffff:127.0.0.2]:5222"]);
+        assert!(check_plaintext(TlsMode::InsecurePlaintext, &local).is_ok());
+        for remote in ["192.0.2.1:5222", "[2001:db8::1]:5222", "0.0.0.0:5222"] {
+            let mixed = addrs(&["127.0.0.1:5222", remote]);
+            let f = check_plaintext(TlsMode::InsecurePlaintext, &mixed).expect_err("refused");
+            assert_eq!((f.code, f.fatal), (ErrorCode::TlsFailed, true), "{remote}");
+            assert!(
+                f.detail.contains("is not: the password would cross"),
+                "{}",
+                f.detail
+            );
+            assert!(check_plaintext(TlsMode::Required, &mixed).is_ok());
+        }
     }
 
     #[test]

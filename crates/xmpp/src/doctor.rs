@@ -131,6 +131,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
     )
     .await?;
     checks.push(passed("dns", resolved.how.clone()));
+    connect::check_plaintext(config.tls, &resolved.addrs)?;
 
     let tcp = timed("the TCP connect", connect::tcp(&resolved.addrs)).await?;
     let peer = tcp

@@ -233,6 +233,7 @@ impl XmppSource {
         let domain = login.domain().as_str();
         *step = "dns";
         let resolved = connect::resolve(domain, self.config.server.as_deref()).await?;
+        connect::check_plaintext(self.config.tls, &resolved.addrs)?;
         *step = "tcp";
         let tcp = connect::tcp(&resolved.addrs).await?;
         *step = match self.config.tls {

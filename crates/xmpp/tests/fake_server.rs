@@ -1112,3 +1112,22 @@ async fn a_server_offering_only_anonymous_gets_no_login_attempt() {
     let retried = tokio::time::timeout(Duration::from_secs(3), wait_connections(&count, 2)).await;
     assert!(retried.is_err(), "fatal: never retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_an_address_that_is_not_loopback_is_refused_before_connecting() {
+    let (port, count) = serve(|peer, _| async move { peer.hold().await }).await;
+    // 0.0.0.0 is not a loopback address, yet Linux connects it to this machine: were the
+    // check missing, the fake server would see a connection (and the test no traffic leaves).
+    let mut w = watch_config(port, None, |c| c.server = Some(format!("0.0.0.0:{port}")));
+    let events = w.until("source_error", |e| source_error(e).is_some()).await;
+    let (code, detail) = source_error(&events[events.len() - 1]).unwrap();
+    assert_eq!(code, ErrorCode::TlsFailed, "{detail}");
+    assert!(
+        detail.starts_with(
+            "tls = \"insecure-plaintext\" is only allowed for a server on this machine"
+        ),
+        "{detail}"
+    );
+    let connected = tokio::time::timeout(Duration::from_secs(2), wait_connections(&count, 1)).await;
+    assert!(connected.is_err(), "a connection was made");
+}
