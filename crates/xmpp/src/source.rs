@@ -6,6 +6,9 @@
 //!
 //! 1. DNS, TCP, STARTTLS, SASL, resource binding ([`crate::connect`]).
 //! 2. Discovery, in one flight: the server's disco#info (for invisibility) and the roster.
+//!    Every reply to our requests is accepted only from the entity the request went to (the
+//!    server answers with no `from`, or the account's bare JID for requests without `to`), so
+//!    nobody else who knows our full JID can inject a roster or end the census early.
 //! 3. Contact mode: without a subscription to the user, ask for one and report
 //!    `access_denied` until it is approved.
 //! 4. Hiding ([`crate::visibility`]): probes to the watched JIDs, then XEP-0186 or the privacy
@@ -385,11 +388,13 @@ fn bare_account(jid: &str) -> Option<BareJid> {
 }
 
 /// What one read brought, beyond what [`Conn::next`] handles itself.
+// Boxing the big variant would cost an allocation per reply; a `Got` lives only briefly.
+#[allow(clippy::large_enum_variant)]
 enum Got {
     /// Nothing for the caller (a presence was translated, a push or ping answered).
     Other,
-    /// The result or error of one of our requests.
-    Reply(String, Reply),
+    /// The result or error of one of our requests: id, sender, outcome.
+    Reply(String, Option<Jid>, Reply),
     /// A roster push from the server (already answered and translated).
     RosterPush(Roster),
     /// A subscription presence (`subscribed`, `unsubscribed`, …) from this bare JID.
@@ -415,21 +420,36 @@ impl Conn {
         connect::send(&mut self.stream, stanza).await
     }
 
-    /// Sends `requests` and reads until each has its reply.
+    /// Sends `requests` and reads until each has its reply from the entity it went to
+    /// ([`answers`]); replies from anyone else are ignored.
     async fn request(
         &mut self,
         requests: Vec<(String, Iq)>,
     ) -> Result<HashMap<String, Reply>, Failure> {
-        let mut waiting: Vec<String> = Vec::with_capacity(requests.len());
+        let mut waiting: HashMap<String, Option<Jid>> = HashMap::with_capacity(requests.len());
         for (id, iq) in requests {
+            let to = match &iq {
+                Iq::Get { to, .. } | Iq::Set { to, .. } => to.clone(),
+                Iq::Result { to, .. } | Iq::Error { to, .. } => to.clone(),
+            };
             self.send(iq.into()).await?;
-            waiting.push(id);
+            waiting.insert(id, to);
         }
         let mut replies = HashMap::with_capacity(waiting.len());
         while replies.len() < waiting.len() {
-            if let Got::Reply(id, reply) = self.next().await? {
-                if waiting.contains(&id) {
+            if let Got::Reply(id, from, reply) = self.next().await? {
+                let Some(to) = waiting.get(&id) else { continue };
+                if replies.contains_key(&id) {
+                    continue;
+                }
+                if answers(from.as_ref(), to.as_ref(), &self.login) {
                     replies.insert(id, reply);
+                } else {
+                    tracing::debug!(
+                        id = %id,
+                        from = %from.as_ref().map_or("", |j| j.as_str()),
+                        "ignored a reply from an entity the request did not go to"
+                    );
                 }
             }
         }
@@ -725,8 +745,12 @@ impl Conn {
 
     async fn handle_iq(&mut self, iq: Iq) -> Result<Got, Failure> {
         match iq {
-            Iq::Result { id, payload, .. } => Ok(Got::Reply(id, Ok(payload))),
-            Iq::Error { id, error, .. } => Ok(Got::Reply(id, Err(error))),
+            Iq::Result {
+                id, from, payload, ..
+            } => Ok(Got::Reply(id, from, Ok(payload))),
+            Iq::Error {
+                id, from, error, ..
+            } => Ok(Got::Reply(id, from, Err(error))),
             Iq::Set {
                 from, id, payload, ..
             } if payload.is("query", xmpp_parsers::ns::ROSTER)
@@ -796,6 +820,18 @@ impl Conn {
             },
         };
         self.send(iq.into()).await
+    }
+}
+
+/// Whether a reply from `from` answers a request sent to `to` by the account `login`:
+/// a stanza without `from` comes from the server itself (it stamps every stanza it routes);
+/// otherwise it must come from `to`, or from the account's bare JID for a request without `to`
+/// (RFC 6120 §8.1.2.1 and §10.3.3, RFC 6121 §2.1.4).
+pub(crate) fn answers(from: Option<&Jid>, to: Option<&Jid>, login: &BareJid) -> bool {
+    match (from, to) {
+        (None, _) => true,
+        (Some(from), Some(to)) => from == to,
+        (Some(from), None) => from.resource().is_none() && from.to_bare() == *login,
     }
 }
 
@@ -883,6 +919,36 @@ mod tests {
             "in use",
         );
         assert_eq!(condition(&e), "conflict: in use");
+    }
+
+    #[test]
+    fn replies_count_only_from_whom_they_were_asked_of() {
+        let jid = |s: &str| Jid::new(s).expect("jid");
+        let alice = BareJid::new("alice@example.test").expect("jid");
+        let bob = jid("bob@example.test");
+        // The server itself (no `from`) answers for anyone.
+        assert!(answers(None, Some(&bob), &alice));
+        assert!(answers(None, None, &alice));
+        // Otherwise only the addressee, exactly.
+        assert!(answers(Some(&bob), Some(&bob), &alice));
+        assert!(!answers(
+            Some(&jid("bob@example.test/x")),
+            Some(&bob),
+            &alice
+        ));
+        assert!(!answers(
+            Some(&jid("mallory@evil.test")),
+            Some(&jid("example.test")),
+            &alice
+        ));
+        // A request without `to` is answered for the account's bare JID.
+        assert!(answers(Some(&jid("Alice@example.test")), None, &alice));
+        assert!(!answers(
+            Some(&jid("alice@example.test/phone")),
+            None,
+            &alice
+        ));
+        assert!(!answers(Some(&jid("mallory@evil.test/x")), None, &alice));
     }
 
     #[test]

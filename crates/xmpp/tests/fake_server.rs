@@ -1131,3 +1131,68 @@ async fn plaintext_to_an_address_that_is_not_loopback_is_refused_before_connecti
     let connected = tokio::time::timeout(Duration::from_secs(2), wait_connections(&count, 1)).await;
     assert!(connected.is_err(), "a connection was made");
 }
+
+/// The census results for alice (id 0) and bob (id 1).
+const BARRIER_2: &str =
+    "<iq type='result' id='imstatus-items-0'/><iq type='result' id='imstatus-items-1'/>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_result_from_another_entity_is_ignored() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        if n > 0 {
+            return peer.hold().await;
+        }
+        peer.bind().await;
+        peer.expect("</iq>").await;
+        // Someone who knows our full JID answers first.
+        peer.send(
+            "<iq type='result' id='imstatus-roster' from='mallory@evil.test/x'>\
+             <query xmlns='jabber:iq:roster'><item jid='eve@evil.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.send(
+            "<iq type='result' id='imstatus-roster'>\
+             <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.expect("</presence>").await;
+        peer.expect("</iq>").await;
+        peer.expect("</iq>").await;
+        peer.send(BARRIER_2).await;
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let contacts: Vec<&str> = w
+        .state
+        .contacts
+        .iter()
+        .map(|c| c.contact.as_str())
+        .collect();
+    assert_eq!(contacts, ["bob@example.test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_result_from_another_entity_does_not_end_the_login() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        if n == 0 {
+            peer.send("<iq type='result' id='imstatus-items-0' from='mallory@evil.test/x'/>")
+                .await;
+            peer.send("<iq type='error' id='imstatus-items-0' from='alice@example.test/phone'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+                .await;
+            peer.send("<presence from='alice@example.test/desk'><show>dnd</show></presence>")
+                .await;
+            peer.send("<iq type='result' id='imstatus-items-0' from='alice@example.test'/>")
+                .await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, ["snapshot", "signed_in", "status_changed"]);
+    assert_eq!(w.state.availability, Availability::Busy);
+}
