@@ -479,9 +479,10 @@ mod tests {
         };
         let f = failure(
             "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>\
-             <text xml:lang='en'>bad password</text></failure>",
+             <text xml:lang='en'>bad\npassword</text></failure>",
         );
         assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, true));
+        // The server's text without its control characters.
         assert_eq!(
             f.detail,
             "the server refused the login: <not-authorized/> (bad password)"

@@ -487,7 +487,10 @@ pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid,
                         }),
                     Iq::Error { error, .. } => Err(Failure::retry(
                         ErrorCode::ProtocolError,
-                        format!("the server refused to bind a resource: {error:?}"),
+                        format!(
+                            "the server refused to bind a resource: {}",
+                            condition_name_of(&format!("{:?}", error.defined_condition))
+                        ),
                     )),
                     _ => Err(Failure::retry(
                         ErrorCode::ProtocolError,

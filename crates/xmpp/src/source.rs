@@ -54,6 +54,10 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 const HELD: Duration = Duration::from_secs(10);
 /// At most this many stanzas already received are reported in one batch.
 const MAX_BATCH: usize = 256;
+/// The login's observations are reported at once, with `Synced`, unless there are more than
+/// this many: then they go out early (the tracker holds part changes until `Synced` anyway),
+/// so that a server flooding the login cannot grow memory.
+const MAX_HELD: usize = 4096;
 /// The id of the roster request.
 const ROSTER_ID: &str = "imstatus-roster";
 /// The id of the server's disco#info request.
@@ -185,8 +189,11 @@ impl XmppSource {
         let mut step = "dns";
         let started = Instant::now();
         let deadline = started + self.login_timeout;
-        let connected =
-            tokio::time::timeout_at(deadline, self.connect(login, user, password, &mut step)).await;
+        let connected = tokio::time::timeout_at(
+            deadline,
+            self.connect(login, user, password, sink, &mut step),
+        )
+        .await;
         let mut conn = match connected {
             Ok(Ok(conn)) => conn,
             Ok(Err(failure)) => return (failure, None),
@@ -231,6 +238,7 @@ impl XmppSource {
         login: &BareJid,
         user: &BareJid,
         password: String,
+        sink: &Sink,
         step: &mut &'static str,
     ) -> Result<Conn, Failure> {
         let domain = login.domain().as_str();
@@ -261,6 +269,7 @@ impl XmppSource {
             login: login.clone(),
             own,
             batch: Vec::new(),
+            sink: sink.clone(),
             census: Census::default(),
             warned_visible: false,
         })
@@ -312,6 +321,10 @@ impl XmppSource {
             }
         }
 
+        // The roster's contacts are heard from now on (their offline ones are reported at the
+        // end of the login).
+        conn.translator.set_roster(&roster, &mut conn.batch);
+
         // Whose presence we need: the user's and, when tracked, the contacts'.
         let mut watched = vec![user.clone()];
         if self.config.contacts {
@@ -329,6 +342,7 @@ impl XmppSource {
                     .map(|i| i.jid.clone()),
             );
         }
+        conn.census.watch(&watched);
         // Only JIDs we are subscribed to may be probed; our own resources need no probe.
         let probes: Vec<BareJid> = if self.contact_mode() {
             vec![user.clone()]
@@ -408,8 +422,10 @@ struct Conn {
     /// The account we are logged in as (roster pushes come from it or from the server).
     login: BareJid,
     own: FullJid,
-    /// Observations not reported yet (the whole login is reported at once, with `Synced`).
+    /// Observations not reported yet (the whole login is reported at once, with `Synced`, up
+    /// to [`MAX_HELD`]).
     batch: Vec<Observation>,
+    sink: Sink,
     census: Census,
     /// Whether `batch` carries the "visible to contacts" warning.
     warned_visible: bool,
@@ -619,6 +635,7 @@ impl Conn {
                 }
             }
         }
+        self.census.finish();
         Ok(())
     }
 
@@ -667,9 +684,19 @@ impl Conn {
         }
     }
 
-    /// Reads one item: presences are translated (into `batch`) and counted for the census,
-    /// roster pushes, privacy-list pushes and pings are answered.
+    /// Reads one item: presences are translated (into `batch`, reported early beyond
+    /// [`MAX_HELD`]) and counted for the census, roster pushes, privacy-list pushes and pings
+    /// are answered.
     async fn next(&mut self) -> Result<Got, Failure> {
+        let got = self.read().await;
+        if self.batch.len() >= MAX_HELD {
+            self.sink.observe_all(std::mem::take(&mut self.batch));
+        }
+        got
+    }
+
+    /// [`Conn::next`] without the bound on held observations.
+    async fn read(&mut self) -> Result<Got, Failure> {
         match connect::next(&mut self.stream).await? {
             Next::Element(XmppStreamElement::Stanza(Stanza::Presence(presence))) => {
                 if let Some(from) = &presence.from {
@@ -723,15 +750,24 @@ impl Conn {
                 .batch
                 .push(Observation::Anomaly(ErrorCode::ProtocolError, detail)),
             Next::Dropped(dropped, unqueued) => {
-                let more = if unqueued > 0 {
-                    format!(" (and {unqueued} more stanzas before it)")
+                // Strangers' junk says nothing (it would let anyone fill the event log).
+                let stranger = dropped
+                    .from
+                    .as_deref()
+                    .is_some_and(|f| self.translator.is_stranger(f));
+                if stranger && unqueued == 0 {
+                    tracing::debug!(detail = %clip(&dropped.describe(), 300), "dropped a stranger's stanza");
                 } else {
-                    String::new()
-                };
-                self.batch.push(Observation::Anomaly(
-                    ErrorCode::ProtocolError,
-                    format!("{}{more}", clip(&dropped.describe(), 300)),
-                ));
+                    let more = if unqueued > 0 {
+                        format!(" (and {unqueued} more stanzas before it)")
+                    } else {
+                        String::new()
+                    };
+                    self.batch.push(Observation::Anomaly(
+                        ErrorCode::ProtocolError,
+                        format!("{}{more}", clip(&dropped.describe(), 300)),
+                    ));
+                }
             }
             Next::Idle => {
                 // Silence for a long time: ask the server for a sign of life (the stream's hard

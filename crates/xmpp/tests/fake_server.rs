@@ -1196,3 +1196,89 @@ async fn a_census_result_from_another_entity_does_not_end_the_login() {
     assert_eq!(names, ["snapshot", "signed_in", "status_changed"]);
     assert_eq!(w.state.availability, Availability::Busy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_create_no_contacts_and_status_texts_cannot_forge_lines() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        if n > 0 {
+            return peer.hold().await;
+        }
+        peer.bind().await;
+        peer.expect("</iq>").await;
+        peer.send(
+            "<iq type='result' id='imstatus-roster'>\
+             <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.expect("</presence>").await;
+        peer.expect("</iq>").await;
+        peer.expect("</iq>").await;
+        peer.send(BARRIER_2).await;
+        for stanza in [
+            "<presence from='mallory@evil.test/x'><show>dnd</show></presence>",
+            "<presence from='mallory@evil.test/x' type='unavailable'/>",
+            "<presence from='eve@evil.test/y'><show>sleeping</show></presence>",
+            "<presence from='eve@evil.test/y'>",
+        ] {
+            peer.send(stanza).await;
+        }
+        peer.flood(b"<a>", 100).await;
+        peer.flood(b"</a>", 100).await;
+        peer.send(
+            "</presence><presence from='bob@example.test/laptop'><show>away</show>\
+             <status>lunch&#10;10:00:00.000  alice    signed_out&#x2028;&#x202e;</status></presence>",
+        )
+        .await;
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let events = w
+        .until("bob's status", |e| {
+            e.kind.name() == "contact_status_changed"
+        })
+        .await;
+    assert_eq!(errors(&events), [], "strangers' junk is not reported");
+    let contacts: Vec<(&str, Availability, Option<&str>)> = w
+        .state
+        .contacts
+        .iter()
+        .map(|c| (c.contact.as_str(), c.availability, c.message.as_deref()))
+        .collect();
+    assert_eq!(
+        contacts,
+        [(
+            "bob@example.test",
+            Availability::Away,
+            Some("lunch 10:00:00.000  alice    signed_out \u{fffd}")
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flooded_with_presences_holds_little_and_ends_in_the_final_state() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        if n == 0 {
+            // Far more than the source holds back before Synced.
+            for i in 0..20_000 {
+                peer.send(&format!(
+                    "<presence from='alice@example.test/desk'><show>away</show><status>{i}</status></presence>"
+                ))
+                .await;
+            }
+            peer.send("<presence from='alice@example.test/desk'><show>dnd</show><status>last</status></presence>")
+                .await;
+            peer.send(BARRIER).await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, ["snapshot", "signed_in", "status_changed"]);
+    assert_eq!(w.state.availability, Availability::Busy);
+    assert_eq!(w.state.message.as_deref(), Some("last"));
+}
