@@ -35,6 +35,9 @@ mod auth;
 mod census;
 mod connect;
 pub mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod scan;
 mod source;
