@@ -959,9 +959,10 @@ fn pbkdf2_time(iterations: u32) -> Duration {
 
 #[tokio::test(flavor = "current_thread")]
 async fn scram_hashing_runs_off_the_runtime_thread() {
-    // About one second of hashing on this machine and build, at most the cap.
+    // About two seconds of hashing on this machine and build (debug), at most the cap (about
+    // 0.3 s in a release build).
     let per_10k = pbkdf2_time(10_000).max(Duration::from_micros(100));
-    let iterations = (10_000.0 * (1.0 / per_10k.as_secs_f64())).clamp(10_000.0, 1_000_000.0) as u32;
+    let iterations = (20_000.0 / per_10k.as_secs_f64()).clamp(10_000.0, 1_000_000.0) as u32;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (port, _count) = serve(move |mut peer, _| {
         let tx = tx.clone();
@@ -1018,12 +1019,13 @@ async fn scram_hashing_runs_off_the_runtime_thread() {
         during.len()
     );
     assert!(
-        hashing > Duration::from_millis(500),
+        hashing > Duration::from_millis(100),
         "too little hashing to tell ({hashing:?})"
     );
+    // Hashing on the runtime thread would leave one gap as long as the hashing.
     assert!(
-        longest_gap < Duration::from_millis(250),
-        "the runtime stalled for {longest_gap:?} while hashing"
+        longest_gap < hashing / 4,
+        "the runtime stalled for {longest_gap:?} of {hashing:?} of hashing"
     );
 }
 
