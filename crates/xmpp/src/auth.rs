@@ -33,7 +33,7 @@ use xmpp_parsers::stream_error::StreamError;
 use crate::connect::{self, Failure};
 use crate::guard::Guarded;
 use crate::scan::{Limits, Mark, Scanner};
-use crate::translate::clip;
+use imstatus_core::text::clip;
 
 /// The most SCRAM iterations imstatus computes: above OWASP's 600,000 for PBKDF2-SHA-256 and far
 /// above the servers' defaults (ejabberd 4,096, Prosody 10,000); about 0.3 s (SHA-256) to

@@ -38,7 +38,7 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::guard::Guarded;
 use crate::tls::{self, Roots, Seen};
-use crate::translate::clip;
+use imstatus_core::text::clip;
 
 /// The default c2s port when there is no SRV record.
 pub(crate) const DEFAULT_PORT: u16 = 5222;

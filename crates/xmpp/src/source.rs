@@ -42,8 +42,9 @@ use crate::census::Census;
 use crate::connect::{self, Failure, Next, Stream};
 use crate::subscription::{self, Subscription};
 use crate::tls::Roots;
-use crate::translate::{clip, Translator, RESOURCE_PREFIX};
+use crate::translate::{Translator, RESOURCE_PREFIX};
 use crate::visibility::{self, Method, Plan};
+use imstatus_core::text::clip;
 
 /// How long a login (DNS, TCP, TLS, SASL, bind, hiding, initial presences) may take.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,10 +17,10 @@
 //! characters in anything a peer wrote (status texts, resource names, quoted errors) are
 //! replaced ([`sanitize`]), so that they cannot forge lines in human output.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use imstatus_core::text::{clip, sanitize};
 use imstatus_core::{
     Availability, ContactId, ErrorCode, Observation, PartId, SignOutReason, Status,
 };
@@ -30,7 +30,7 @@ use xmpp_parsers::presence::{Presence, Show, Type};
 use xmpp_parsers::roster::{Roster, Subscription};
 
 /// Status texts longer than this many characters are cut (and reported as an anomaly).
-pub const MAX_STATUS_CHARS: usize = 1024;
+pub use imstatus_core::text::MAX_STATUS_CHARS;
 
 /// At most this many roster contacts are tracked; more are ignored (reported once).
 pub const MAX_CONTACTS: usize = 100_000;
@@ -402,47 +402,6 @@ fn best_status(presence: &Presence) -> Option<&str> {
 
 fn anomaly(detail: String) -> Observation {
     Observation::Anomaly(ErrorCode::ProtocolError, detail)
-}
-
-/// `text` with every character that could forge or reorder a line of human output replaced:
-/// line breaks, tabs and other whitespace controls (`\t \n \r`, U+0085, U+2028, U+2029)
-/// become a space; other control characters (C0, DEL, C1) and the bidirectional overrides and
-/// isolates (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069) become U+FFFD.
-pub fn sanitize(text: &str) -> Cow<'_, str> {
-    fn replacement(c: char) -> Option<char> {
-        match c {
-            '\t' | '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
-                Some(' ')
-            }
-            '\u{61c}'
-            | '\u{200e}'
-            | '\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2066}'..='\u{2069}' => Some('\u{fffd}'),
-            c if c.is_control() => Some('\u{fffd}'),
-            _ => None,
-        }
-    }
-    if !text.chars().any(|c| replacement(c).is_some()) {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(text.chars().map(|c| replacement(c).unwrap_or(c)).collect())
-}
-
-/// At most `max` characters of `text`, [sanitised](sanitize), with `…` when cut.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    let text = match text.char_indices().nth(max) {
-        Some((at, _)) => {
-            let mut s = text.get(..at).unwrap_or_default().to_owned();
-            s.push('…');
-            s
-        }
-        None => text.to_owned(),
-    };
-    match sanitize(&text) {
-        Cow::Borrowed(_) => text,
-        Cow::Owned(clean) => clean,
-    }
 }
 
 #[cfg(test)]
@@ -954,12 +913,9 @@ mod tests {
             panic!("{out:?}");
         };
         assert!(!detail.chars().any(char::is_control), "{detail:?}");
-        assert_eq!(sanitize("plain text"), Cow::Borrowed("plain text"));
-    }
-
-    #[test]
-    fn clip_cuts_on_character_boundaries() {
-        assert_eq!(clip("abc", 5), "abc");
-        assert_eq!(clip("äöüß", 2), "äö…");
+        assert_eq!(
+            sanitize("plain text"),
+            std::borrow::Cow::Borrowed("plain text")
+        );
     }
 }
