@@ -14,6 +14,7 @@ use zbus::message::{Flags, Message, Sequence};
 use zbus::zvariant::{DynamicDeserialize, DynamicType};
 use zbus::{Connection, MessageStream};
 
+use crate::error::Error;
 use crate::signal::{
     CONTACT_MEMBERS, DBUS_NAME, PURPLE_INTERFACE, PURPLE_MEMBERS, PURPLE_PATH, PURPLE_SERVICE,
 };
@@ -36,7 +37,7 @@ pub(crate) fn describe(bus: Option<&str>) -> String {
 }
 
 /// Connects to `bus` (a D-Bus address) or the session bus.
-pub(crate) async fn connect(bus: Option<&str>) -> Result<Connection, String> {
+pub(crate) async fn connect(bus: Option<&str>) -> Result<Connection, Error> {
     let build = async {
         let builder = match bus {
             Some(address) => zbus::connection::Builder::address(address)?,
@@ -46,11 +47,14 @@ pub(crate) async fn connect(bus: Option<&str>) -> Result<Connection, String> {
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, build).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(format!("cannot connect to {}: {e}", describe(bus))),
-        Err(_) => Err(format!(
-            "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}",
-            describe(bus)
-        )),
+        Ok(Err(source)) => Err(Error::Connect {
+            bus: describe(bus),
+            source: Box::new(source),
+        }),
+        Err(_) => Err(Error::ConnectTimeout {
+            bus: describe(bus),
+            after: CONNECT_TIMEOUT,
+        }),
     }
 }
 

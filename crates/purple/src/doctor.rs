@@ -17,10 +17,10 @@ pub async fn doctor(config: &PurpleConfig) -> Vec<Check> {
     let where_ = bus::describe(config.bus.as_deref());
     let conn = match bus::connect(config.bus.as_deref()).await {
         Ok(conn) => conn,
-        Err(detail) => {
+        Err(e) => {
             checks.push(Check::fail(
                 "bus",
-                detail,
+                e.to_string(),
                 "start a D-Bus session bus, or set `bus` in the config to the address the client uses",
             ));
             return checks;

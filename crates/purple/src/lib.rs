@@ -34,6 +34,7 @@
 mod bus;
 pub mod config;
 mod doctor;
+mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod gate;

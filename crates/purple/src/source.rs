@@ -15,6 +15,7 @@ use zbus::message::{Message, Sequence, Type};
 use zbus::{Connection, MessageStream};
 
 use crate::bus;
+use crate::error::Error;
 use crate::gate::Gate;
 use crate::signal;
 use crate::translate::{wanted, Need, Prefetch, StatusRead, Translator};
@@ -63,9 +64,9 @@ impl PurpleSource {
             let down = match bus::connect(self.bus.as_deref()).await {
                 // No bus, no client can run on it: the client axis is `not_running` and the
                 // CLI says "client_not_running (0x80040111)".
-                Err(detail) => {
+                Err(e) => {
                     sink.observe(Observation::ClientVanished);
-                    Observation::SourceDown(ErrorCode::ClientNotRunning, detail)
+                    Observation::SourceDown(ErrorCode::ClientNotRunning, e.to_string())
                 }
                 Ok(conn) => {
                     let started = Instant::now();
@@ -88,7 +89,7 @@ impl PurpleSource {
     }
 
     /// Watches one connection until it is lost; returns why.
-    async fn watch(&self, conn: &Connection, sink: &Sink) -> String {
+    async fn watch(&self, conn: &Connection, sink: &Sink) -> Error {
         // The stream exists before the match rules, and a pump task always drains it, so zbus
         // never stalls on a full queue while this task awaits a reply. The pump passes on only
         // what the gate admits, into a queue of `QUEUE` signals; when that is full it drops
@@ -103,7 +104,7 @@ impl PurpleSource {
             lost.clone(),
         )));
         if let Err(e) = bus::add_matches(conn, self.contacts).await {
-            return format!("adding match rules: {e}");
+            return Error::Match(Box::new(e));
         }
         let mut t = Translator::<Sequence>::new(self.accounts.clone(), self.contacts);
         let sync = Resync {
@@ -141,8 +142,8 @@ impl PurpleSource {
                     Ok(())
                 }
                 Next::Message(Some(Ok(msg))) => self.handle(&sync, &mut t, &msg, &mut lane).await,
-                Next::Message(Some(Err(e))) => Err(e.to_string()),
-                Next::Message(None) => Err("the bus closed the connection".to_owned()),
+                Next::Message(Some(Err(e))) => Err(Error::Lost(Box::new(e))),
+                Next::Message(None) => Err(Error::Closed),
             };
             if let Err(why) = result {
                 return why;
@@ -157,7 +158,7 @@ impl PurpleSource {
         t: &mut Translator<Sequence>,
         msg: &Message,
         lane: &mut Lane,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let (conn, sink) = (sync.conn, sync.sink);
         let header = msg.header();
         let sender = header.sender().map(|s| s.as_str());
@@ -195,7 +196,7 @@ impl PurpleSource {
                     });
                 }
             }
-            let failed = |method: &str, e: &zbus::Error| failed(sink, method, e);
+            let failed = |method: &str, e: zbus::Error| failed(sink, method, e);
             match outcome.need {
                 None => return Ok(()),
                 Some(Need::Username(handle)) => {
@@ -204,7 +205,7 @@ impl PurpleSource {
                     {
                         Ok(name) => Some(name),
                         Err(e) => {
-                            failed(&format!("PurpleAccountGetUsername({handle})"), &e)?;
+                            failed(&format!("PurpleAccountGetUsername({handle})"), e)?;
                             None
                         }
                     };
@@ -216,7 +217,7 @@ impl PurpleSource {
                             Ok((0, _)) => None,
                             Ok((account, _)) => Some(account),
                             Err(e) => {
-                                failed(&format!("PurpleConnectionGetAccount({gc})"), &e)?;
+                                failed(&format!("PurpleConnectionGetAccount({gc})"), e)?;
                                 None
                             }
                         };
@@ -225,14 +226,14 @@ impl PurpleSource {
                 Some(Need::Saved(saved)) => {
                     match bus::read_saved(conn, saved).await {
                         Ok(read) => report(sink, t.handle_saved(read)),
-                        Err(e) => failed(&format!("reading saved status {saved}"), &e)?,
+                        Err(e) => failed(&format!("reading saved status {saved}"), e)?,
                     }
                     return Ok(());
                 }
                 Some(Need::Current) => {
                     match bus::read_current(conn).await {
                         Ok(read) => report(sink, t.handle_saved(read)),
-                        Err(e) => failed("reading the current saved status", &e)?,
+                        Err(e) => failed("reading the current saved status", e)?,
                     }
                     return Ok(());
                 }
@@ -240,7 +241,7 @@ impl PurpleSource {
                 Some(Need::Buddy(buddy)) => {
                     match bus::read_buddy(conn, buddy).await {
                         Ok(read) => report(sink, t.handle_buddy(read)),
-                        Err(e) => failed(&format!("reading buddy {buddy}"), &e)?,
+                        Err(e) => failed(&format!("reading buddy {buddy}"), e)?,
                     }
                     return Ok(());
                 }
@@ -279,7 +280,7 @@ impl PurpleSource {
             Some(conn) => conn,
             None => bus::connect(self.bus.as_deref())
                 .await
-                .map_err(|detail| CodedError::new(ErrorCode::ClientNotRunning, detail))?,
+                .map_err(|e| CodedError::new(ErrorCode::ClientNotRunning, e.to_string()))?,
         };
         let accounts = if status.availability == imstatus_core::Availability::Chatty {
             self.tracked_accounts(&conn).await?
@@ -331,7 +332,7 @@ struct Resync<'a> {
 impl Resync<'_> {
     /// Queries the whole client and reports it, ending with `Synced`. `Err` only when the
     /// connection itself is lost.
-    async fn run(&self, t: &mut Translator<Sequence>) -> Result<(), String> {
+    async fn run(&self, t: &mut Translator<Sequence>) -> Result<(), Error> {
         match bus::query(self.conn, self.contacts).await {
             Ok(read) => {
                 self.gate
@@ -340,7 +341,7 @@ impl Resync<'_> {
                     .learn(read.owner.as_deref(), read.owner_read_at);
                 self.sink.observe_all(t.handle_sync(read));
             }
-            Err(e) if bus::connection_lost(&e) => return Err(e.to_string()),
+            Err(e) if bus::connection_lost(&e) => return Err(Error::Lost(Box::new(e))),
             Err(e) => {
                 // Report what is known so that one-shot readers are not left waiting.
                 self.sink.observe_all([
@@ -391,7 +392,7 @@ type Lane = JoinSet<Fetched>;
 
 /// Hands a background answer to the translator. `Err` only when the connection is lost; any
 /// other failure is only logged (the question was optional: it is asked again when needed).
-fn apply(t: &mut Translator<Sequence>, sink: &Sink, fetched: Fetched) -> Result<(), String> {
+fn apply(t: &mut Translator<Sequence>, sink: &Sink, fetched: Fetched) -> Result<(), Error> {
     let failure = match fetched {
         Fetched::Connection(gc, Ok((account, _))) => {
             t.learn_connection(gc, (account != 0).then_some(account));
@@ -406,7 +407,7 @@ fn apply(t: &mut Translator<Sequence>, sink: &Sink, fetched: Fetched) -> Result<
     };
     let (what, e) = failure;
     if bus::connection_lost(&e) {
-        return Err(e.to_string());
+        return Err(Error::Lost(Box::new(e)));
     }
     tracing::debug!(%what, %e, "background question failed");
     Ok(())
@@ -414,12 +415,12 @@ fn apply(t: &mut Translator<Sequence>, sink: &Sink, fetched: Fetched) -> Result<
 
 /// Handles a failed call the signal needed: `Err` when the connection is lost; an anomaly
 /// unless the client is simply gone (its `NameOwnerChanged` follows).
-fn failed(sink: &Sink, method: &str, e: &zbus::Error) -> Result<(), String> {
-    if bus::connection_lost(e) {
-        return Err(e.to_string());
+fn failed(sink: &Sink, method: &str, e: zbus::Error) -> Result<(), Error> {
+    if bus::connection_lost(&e) {
+        return Err(Error::Lost(Box::new(e)));
     }
-    if !bus::client_gone(e) {
-        sink.observe(Observation::Anomaly(bus::code(e), format!("{method}: {e}")));
+    if !bus::client_gone(&e) {
+        sink.observe(Observation::Anomaly(bus::code(&e), format!("{method}: {e}")));
     }
     Ok(())
 }
