@@ -15,9 +15,13 @@
 //! `--json` on stdout stays clean.
 //!
 //! On Windows the command runs through `cmd.exe /D /V:ON /S /C` (see
-//! [`imstatus_config::shell_command`]) in a new console process group, and on expiry (or
-//! when imstatus stops) its process tree is killed with `taskkill /F /T`, then the `cmd.exe`
-//! itself. The temp file is in the user's own `%TEMP%`.
+//! [`imstatus_config::shell_command`]) in a new console process group and in a job object of
+//! its own: everything the hook starts joins the job, and on expiry (or when imstatus stops)
+//! the job is terminated, which takes the whole tree at once without starting another
+//! process. (The job is assigned right
+//! after `cmd.exe` starts, before it has read its command line.) Where a job cannot be made,
+//! the tree is killed with `taskkill /F /T` instead. The temp file is in the user's own
+//! `%TEMP%`.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -187,35 +191,126 @@ pub async fn run(command: &str, event: &Event, state: &Snapshot, timeout: Durati
     };
     // Declared after `child`, so dropped before it: the group is killed while its leader is
     // not reaped yet, so its id cannot have been reused.
-    let mut running = Running(child.id());
+    let mut running = Running::new(&child);
     let outcome = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Outcome::Ok,
         Ok(Ok(status)) => Outcome::Failed(status.code()),
         Ok(Err(e)) => Outcome::NotStarted(e.to_string()),
         Err(_) => {
             // Kill the whole group: `sh -c 'sleep 100'` leaves `sleep` behind otherwise.
-            if let Some(pid) = running.0.take() {
-                kill_tree(pid).await;
-            }
+            running.kill().await;
             let _ = child.start_kill();
             let _ = child.wait().await;
             Outcome::TimedOut
         }
     };
     // Reaped (or killed): the group is no longer ours to signal.
-    running.0 = None;
+    running.done();
     drop(file);
     outcome
 }
 
-/// The hook's process group (on Windows: the root of its process tree) while it runs; killed
-/// when dropped with an id in it, i.e. when the future running the hook is dropped mid-run.
-struct Running(Option<u32>);
+/// The hook's process group (on Windows: its job, or the root of its process tree) while it
+/// runs; killed when dropped still running, i.e. when the future running the hook is dropped
+/// mid-run.
+struct Running {
+    pid: Option<u32>,
+    #[cfg(windows)]
+    job: Option<job::Job>,
+}
+
+impl Running {
+    fn new(child: &tokio::process::Child) -> Self {
+        Running {
+            pid: child.id(),
+            #[cfg(windows)]
+            job: child.raw_handle().and_then(|process| job::Job::holding(process).ok()),
+        }
+    }
+
+    /// Kills what the hook started (it ran past its time).
+    async fn kill(&mut self) {
+        #[cfg(windows)]
+        if let Some(job) = self.job.take() {
+            job.terminate();
+            self.pid = None;
+            return;
+        }
+        if let Some(pid) = self.pid.take() {
+            kill_tree(pid).await;
+        }
+    }
+
+    /// The hook's shell was reaped: nothing left to kill (what it left in the background lives
+    /// on, on every platform).
+    fn done(&mut self) {
+        self.pid = None;
+        #[cfg(windows)]
+        drop(self.job.take());
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
+        #[cfg(windows)]
+        if let Some(job) = self.job.take() {
+            job.terminate();
+            self.pid = None;
+        }
+        if let Some(pid) = self.pid.take() {
             kill_tree_now(pid);
+        }
+    }
+}
+
+/// A job object that holds one hook's process tree (Windows has no process groups to signal,
+/// and killing `cmd.exe` alone leaves what it started running).
+#[cfg(windows)]
+mod job {
+    use std::os::windows::io::RawHandle;
+
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, TerminateJobObject,
+    };
+
+    /// An owned job handle. Closing it does not end the processes in it (a background job a
+    /// hook leaves behind lives on, as on Unix); [`Job::terminate`] does.
+    pub(super) struct Job(HANDLE);
+
+    // SAFETY: a job handle may be used and closed from any thread.
+    unsafe impl Send for Job {}
+    // SAFETY: the job functions called through `&Job` are thread-safe.
+    unsafe impl Sync for Job {}
+
+    impl Job {
+        /// A new job with `process` (a handle with PROCESS_SET_QUOTA and PROCESS_TERMINATE
+        /// access, as the one `CreateProcess` returns) in it; what it starts joins the job.
+        pub(super) fn holding(process: RawHandle) -> std::io::Result<Job> {
+            // SAFETY: no security attributes and no name; the handle is owned by `Job` below.
+            let handle = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+            if handle.is_null() {
+                return Err(std::io::Error::last_os_error());
+            }
+            let job = Job(handle);
+            // SAFETY: `process` is the live child's handle, owned by its `Child`.
+            if unsafe { AssignProcessToJobObject(job.0, process) } == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(job)
+        }
+
+        /// Ends every process in the job now.
+        pub(super) fn terminate(self) {
+            // SAFETY: a valid job handle; failure leaves the close in `Drop` to do it.
+            unsafe { TerminateJobObject(self.0, 1) };
+        }
+    }
+
+    impl Drop for Job {
+        fn drop(&mut self) {
+            // SAFETY: the handle is ours and closed once.
+            unsafe { CloseHandle(self.0) };
         }
     }
 }

@@ -423,24 +423,25 @@ fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
             return;
         }
     };
+    // The hook's own child is in the hook's job: killed with it, not left waiting.
+    let config = win(&wcfg);
+    let hung = ["status=chatty", config.as_str()];
     ran_past("for event snapshot of alice");
+    let gone = |when: &str| {
+        if let Err(e) = wait_until(when, STEP, || grandchildren(&hung).is_empty().then_some(())) {
+            let left = grandchildren(&hung);
+            kill_all(&left);
+            panic!("{e}: the hook's child outlived it: {left:?}");
+        }
+    };
+    gone("the timed-out hook's child to be killed with it");
     desk.presence(Some("xa"), None, Some(5)).expect("presence");
     ran_past("for event status_changed of alice");
     // (A status change is two events, status_changed and resource_changed: two runs or more.)
     let runs = std::fs::read_to_string(&marker).unwrap_or_default();
     assert!(runs.lines().count() >= 2, "{runs:?}");
-    // On Windows `taskkill /T` takes the grandchild with the hook; wine 8's taskkill has no /T,
-    // so here only the hook's cmd.exe is killed: say so, and stop what is left by its PID.
-    let left = grandchildren(&["status=chatty", &win(&wcfg)]);
-    if !left.is_empty() {
-        eprintln!("note: wine's taskkill left the hook's child running: {left:?}");
-        for pid in left {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
+    // Stopping imstatus mid-run (resource_changed's run is under way or about to be) takes the
+    // running hook's tree too.
     let pid = i32::try_from(child.id()).expect("pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -448,6 +449,7 @@ fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
     )
     .expect("SIGINT");
     assert_eq!(exit_within(&mut child, STEP), Some(0));
+    gone("the running hook's child to be killed when imstatus stops");
     desk.close().expect("close");
 }
 
@@ -500,6 +502,18 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// PIDs of processes whose command line contains all of `needles`, other than the watch (whose
 /// `--exec` argument contains them too).
+/// Kills `pids` (left behind by a failed test) with SIGKILL.
+fn kill_all(pids: &[u32]) {
+    for &pid in pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn grandchildren(needles: &[&str]) -> Vec<u32> {
     let mut found = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
