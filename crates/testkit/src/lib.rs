@@ -11,7 +11,7 @@
 //! async code call it from `spawn_blocking` or accept that it blocks the worker briefly.
 //!
 //! Waiting has a synchronous form ([`wait_until`], [`try_wait_until`]) and, with the `tokio`
-//! feature, an async twin for tokio tests ([`wait_until_async`]) that sleeps on the runtime's
+//! feature, an async twin for tokio tests (`wait_until_async`) that sleeps on the runtime's
 //! timer instead of blocking a worker: the one way the tests poll. On Windows (the Windows
 //! source's tests, run under wine) only the waiting helpers and [`free_port`] exist; the
 //! programs are Unix ones.
