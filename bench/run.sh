@@ -4,9 +4,10 @@
 #   bench/run.sh [quick|full] [B1 … B9 P]      (default: quick, every benchmark)
 #
 # Installs what it needs when missing (Debian: prosody, ejabberd, wrk, finch, dbus, tmux,
-# python3-venv; bench/.venv with slixmpp==1.17 and uvloop), builds the release binaries, runs each selected benchmark RUNS times (3) per
-# implementation, writes bench/results/<timestamp>.json (raw runs + medians) and prints a
-# markdown table. Everything listens on and talks to 127.0.0.1 only; every loop is bounded in
+# python3-venv; bench/.venv with slixmpp==1.17 and uvloop), builds the release binaries
+# (imstatus, and the drivers of bench/src/bin: package imstatus-bench), runs each selected
+# benchmark RUNS times (3) per implementation, writes bench/results/<timestamp>.json (raw runs
+# + medians) and prints a markdown table. Everything listens on and talks to 127.0.0.1 only; every loop is bounded in
 # count and time; every process started here is stopped by its PID on exit.
 #
 # Benchmarks: B1, B3 and B8 are defined here; every other one lives in bench/parts/<name>.sh,
@@ -24,7 +25,7 @@ for a in "$@"; do
   case "$a" in
     quick|full) MODE=$a ;;
     B[0-9]*|P) SEL+=("$a") ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
@@ -75,22 +76,20 @@ if ! [ -x "$PY" ] || ! "$PY" -c 'import slixmpp' 2>/dev/null; then
   "$HERE/.venv/bin/pip" install -q slixmpp==1.17
 fi
 log "building release binaries"
-(cd "$ROOT" && cargo build --release --locked -q -p imstatus -p imstatus-xmpp --benches --bins)
-# The bench executables of imstatus-xmpp (built with the bench profile), run directly so that
-# `timeout` and the EXIT trap reach the measuring process itself.
-bench_exe() {
-  (cd "$ROOT" && cargo bench --locked -q -p imstatus-xmpp --bench "$1" --no-run --message-format=json 2>/dev/null) |
-    "$PY" -c 'import json,sys
-for l in sys.stdin:
-    d = json.loads(l)
-    if d.get("reason") == "compiler-artifact" and d.get("executable") and d["target"]["name"] == sys.argv[1]:
-        print(d["executable"])' "$1" | tail -1
-}
-LATENCY_BIN=$(bench_exe latency); INGEST_BIN=$(bench_exe ingest)
-[ -x "$LATENCY_BIN" ] && [ -x "$INGEST_BIN" ] || { echo "bench executables not found" >&2; exit 1; }
+# The product binary on its own, exactly as a user builds it (B8 measures it; built together
+# with the drivers, its dependencies would get the drivers' features), then the drivers.
+(cd "$ROOT" && cargo build --release --locked -q -p imstatus && cargo build --release --locked -q -p imstatus-bench --bins)
 # Where cargo puts its output (CARGO_TARGET_DIR or the workspace's target/); parts use it too.
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 IMSTATUS=$TARGET_DIR/release/imstatus
+# bench_bin NAME: the path of a driver (bench/src/bin/NAME.rs), run directly so that `timeout`
+# and the EXIT trap reach the measuring process itself.
+bench_bin() {
+  local exe=$TARGET_DIR/release/$1
+  [ -x "$exe" ] || { echo "bench driver $exe not built" >&2; exit 1; }
+  echo "$exe"
+}
+LATENCY_BIN=$(bench_bin xmpp_latency); INGEST_BIN=$(bench_bin xmpp_ingest)
 
 wait_port() { # port pid
   for _ in $(seq 100); do
@@ -149,7 +148,7 @@ b1() {
   local r out
   for r in $(seq "$RUNS"); do
     log "B1 run $r/$RUNS: imstatus, raw, slixmpp ($B1_N toggles each)"
-    out=$(timeout 120 "$LATENCY_BIN" --bench --port "$BENCH_PROSODY_PORT" --domain p.test --n "$B1_N" --gap-ms 5)
+    out=$(timeout 120 "$LATENCY_BIN" --port "$BENCH_PROSODY_PORT" --domain p.test --n "$B1_N" --gap-ms 5)
     emit B1 imstatus "$r" "$out"
     for impl in raw slix; do
       out=$(timeout 120 "$PY" "$HERE/py/latency.py" prosody --observer self --impl $impl --n "$B1_N" --gap-ms 5 --states away,available)
@@ -169,7 +168,7 @@ b3() {
   for r in $(seq "$RUNS"); do
     log "B3 run $r/$RUNS: imstatus and slixmpp against replay_server.py (K=$B3_K, M=$B3_M)"
     replay_server
-    out=$(timeout 180 "$INGEST_BIN" --bench --port "$BENCH_REPLAY_PORT" --k "$B3_K" --m "$B3_M")
+    out=$(timeout 180 "$INGEST_BIN" --port "$BENCH_REPLAY_PORT" --k "$B3_K" --m "$B3_M")
     kill "$REPLAY_PID"; wait "$REPLAY_PID" 2>/dev/null || true
     emit B3 imstatus "$r" "$out"
     for impl in slix raw; do

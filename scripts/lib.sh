@@ -119,3 +119,22 @@ ensure_wine_prefix() {
     x86_64-w64-mingw32-gcc -shared -O2 -o "$dll" "$shim" -ladvapi32 -Wl,--kill-at
   fi
 }
+
+# The features of the `imstatus` binary (crates/cli/Cargo.toml), one a line, without
+# `default`: each source (and the gateway, MQTT) must build on its own.
+cli_features() {
+  sed -n '/^\[features\]/,/^\[/p' crates/cli/Cargo.toml | sed -n 's/^\([a-z][a-z0-9_-]*\) *=.*/\1/p' | grep -vx default
+}
+
+# Checks that `imstatus` builds with each feature alone (`--no-default-features --features X`),
+# with clippy and -D warnings (a cfg-gated import unused without the other features fails
+# here). Clippy rather than `cargo check`: the dependencies' metadata and the workspace crates
+# are the ones the workspace clippy run just built, so each feature costs little more than the
+# binary crate itself. Extra cargo arguments (--locked) pass through.
+check_features_alone() {
+  local f
+  for f in $(cli_features); do
+    echo "-- imstatus with only $f"
+    cargo clippy -p imstatus --no-default-features --features "$f" "$@" -- -D warnings
+  done
+}

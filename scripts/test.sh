@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Prosody, finch, D-Bus, tmux, the Windows
-# cross-toolchain and wine) when missing, then checks formatting, lints with -D warnings, runs
+# cross-toolchain and wine) when missing, then checks formatting, lints with -D warnings, builds
+# the API docs with -D warnings, checks that the binary builds with each feature alone, runs
 # the whole test suite, including the end-to-end tests against real Prosody and real finch, and
-# finally cross-builds imstatus.exe and tests it under wine.
+# finally cross-builds imstatus.exe and tests it under wine. Each step prints its wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,14 +12,27 @@ ensure_rust
 ensure_test_packages
 ensure_windows_packages
 
-echo "== cargo fmt"
+step() { # the name of the next step; prints the previous one's wall time
+  [ -z "${STEP_NAME:-}" ] || echo "== $STEP_NAME: $((SECONDS - STEP_START)) s"
+  STEP_NAME=$1 STEP_START=$SECONDS
+  [ -z "$1" ] || echo "== $1"
+}
+
+step "cargo fmt"
 cargo fmt --all --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+# The docs and the per-feature checks come right after clippy: they reuse its dependency
+# metadata (rustdoc and clippy both build dependencies as `cargo check` does).
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+step "each feature of imstatus alone"
+check_features_alone --locked
+step "cargo test"
 cargo test --workspace --locked
-echo "== windows: cross-build imstatus.exe, smoke-test it under wine"
+step "windows: cross-build imstatus.exe, smoke-test it under wine"
 exe=$(scripts/windows-build.sh --locked)
 scripts/windows-smoke.sh "$exe"
-echo "== windows: the Windows source's tests under wine"
+step "windows: the Windows source's tests under wine"
 scripts/windows-test.sh
+step ""

@@ -1,6 +1,6 @@
 # bench/parts/b2.sh — B2: contact presence latency (alice → watcher via the roster), sourced by bench/run.sh.
 #
-# imstatus: crates/xmpp/benches/latency.rs --observer roster (the XMPP source logs in as
+# imstatus: bench/src/bin/xmpp_latency.rs --observer roster (the XMPP source logs in as
 # `watcher`, contacts = true, visible, 5,001-item roster; a hub subscriber stamps the
 # `contact_status_changed` of alice whose message is the toggle's marker). Peers:
 # bench/py/latency.py prosody --observer roster --impl raw|slix. alice/desk toggles between
@@ -10,7 +10,7 @@ b2() {
   local r out impl n=${B2_N:-$([ "$MODE" = quick ] && echo 200 || echo 500)}
   for r in $(seq "$RUNS"); do
     log "B2 run $r/$RUNS: imstatus, raw, slixmpp as watcher ($n toggles of alice each)"
-    out=$(timeout 120 "$LATENCY_BIN" --bench --port "$BENCH_PROSODY_PORT" --domain p.test --observer roster --n "$n" --gap-ms 5)
+    out=$(timeout 120 "$LATENCY_BIN" --port "$BENCH_PROSODY_PORT" --domain p.test --observer roster --n "$n" --gap-ms 5)
     emit B2 imstatus "$r" "$out"
     for impl in raw slix; do
       out=$(timeout 120 "$PY" "$HERE/py/latency.py" prosody --observer roster --impl $impl --n "$n" --gap-ms 5 --states away,available)

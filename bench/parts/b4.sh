@@ -1,7 +1,7 @@
 # bench/parts/b4.sh — B4: ingest through the real server (sourced by bench/run.sh).
 #
 # bench/py/ingest_run.py (the team's reference orchestrator, shared generator mode): gen.py logs
-# K contacts in once, then each watcher in turn — imstatus (crates/xmpp/benches/watcher.rs, the
+# K contacts in once, then each watcher in turn — imstatus (bench/src/bin/xmpp_watcher.rs, the
 # XMPP source + hub + a subscriber, same READY/P/RESULT contract as watcher.py), raw and slix
 # (bench/py/watcher.py) — logs in as `watcher`, gets one blast of 20,000 presence changes and a
 # rate ladder (open loop, 1 ms ticks), and is stopped; RUNS rounds over the three. Metrics per
@@ -17,8 +17,7 @@ xb_uvloop() { # gen.py runs on uvloop when it is there (as in perf-baselines §4
 b4() {
   xb_uvloop
   local ks rates secs k out
-  export IMSTATUS_WATCHER; IMSTATUS_WATCHER=$(bench_exe watcher)
-  [ -x "$IMSTATUS_WATCHER" ] || { echo "B4: watcher bench executable not built" >&2; exit 1; }
+  export IMSTATUS_WATCHER; IMSTATUS_WATCHER=$(bench_bin xmpp_watcher)
   if [ "$MODE" = quick ]; then ks=${B4_K:-1000}; rates=${B4_RATES:-1000,2000,4000}; secs=${B4_SECS:-2}
   else ks=${B4_K:-"1000 2000 5000"}; rates=${B4_RATES:-1000,2000,4000,8000}; secs=${B4_SECS:-5}; fi
   for k in $ks; do

@@ -2,12 +2,12 @@
 #
 # wrk (Debian `wrk`) at 1, 16 and 64 connections (-t1 at 1, -t2 otherwise), B6_SECS each
 # (quick 3 s, full 10 s; quick is short to keep the whole quick suite within 10 min), against three servers, each its own process on 127.0.0.1:
-#   imstatus  crates/gateway/examples/bench_server.rs --accounts 2000: the real gateway (axum
-#             router, bearer token check, hub snapshot, serde) over a scripted hub holding
+#   imstatus  bench/src/bin/gateway_server.rs --accounts 2000: the real gateway (axum
+#             router, bearer token check, hub snapshot, serde) over a hub fed by the process, holding
 #             2,000 accounts u0001…u2000, each signed in from `desk` (away, a message,
 #             priority 5) with 3 contacts; `GET /v1/accounts/u<random>` with
 #             `Authorization: Bearer bench-token` (bench/wrk/imstatus_get.lua), ~650-byte answer
-#   floor     crates/gateway/examples/floor.rs: axum + tokio, 2 workers, a fixed ~70-byte JSON
+#   floor     bench/src/bin/http_floor.rs: axum + tokio, 2 workers, a fixed ~70-byte JSON
 #             (same lua), i.e. the HTTP stack alone
 #   ejabberd  mod_http_api POST /api/get_presence for a random u0001…u2000 (bench/wrk/
 #             get_presence.lua, the perf-baselines §3c script) with 2,000 raw sessions online
@@ -19,10 +19,6 @@
 # Knobs: B6_SECS, B6_LIST_SECS, B6_CONNS ("1 16 64"), B6_IMPLS ("imstatus floor ejabberd"),
 # B6_PORT (25470; +1 floor), WORKERS (server tokio workers, 2).
 NEEDS_B6=ejabberd
-
-b6_b7_build() { # the examples of B6 and B7, one cargo invocation (the same for both: no rebuild)
-  (cd "$ROOT" && cargo build --release --locked -q -p imstatus-gateway --example bench_server --example floor --example sse_fanout)
-}
 
 cpu_ticks() { # pid -> utime+stime in clock ticks
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -44,14 +40,14 @@ b6_cell() { # impl variant run pid url lua conns secs
 
 b6() {
   ensure_apt wrk wrk
-  local secs list_secs conns impls port=${B6_PORT:-25470} ex=$TARGET_DIR/release/examples
+  local secs list_secs conns impls port=${B6_PORT:-25470}
   if [ "$MODE" = quick ]; then secs=${B6_SECS:-3}; list_secs=${B6_LIST_SECS:-2}; else secs=${B6_SECS:-10}; list_secs=${B6_LIST_SECS:-10}; fi
   conns=${B6_CONNS:-1 16 64}; impls=${B6_IMPLS:-imstatus floor ejabberd}
-  b6_b7_build
-  local ims_pid floor_pid hold_pid c r impl pid url one all
-  "$ex/bench_server" 127.0.0.1:$port --accounts 2000 > "$WORK/b6-imstatus.log" 2>&1 &
+  local ims_pid floor_pid hold_pid c r impl pid url one all server floor
+  server=$(bench_bin gateway_server); floor=$(bench_bin http_floor)
+  "$server" 127.0.0.1:$port --accounts 2000 > "$WORK/b6-imstatus.log" 2>&1 &
   ims_pid=$!; PIDS+=("$ims_pid")
-  "$ex/floor" 127.0.0.1:$((port + 1)) > "$WORK/b6-floor.log" 2>&1 &
+  "$floor" 127.0.0.1:$((port + 1)) > "$WORK/b6-floor.log" 2>&1 &
   floor_pid=$!; PIDS+=("$floor_pid")
   wait_port $port $ims_pid && wait_port $((port + 1)) $floor_pid ||
     { cat "$WORK"/b6-*.log >&2; echo "B6: a server did not start" >&2; exit 1; }

@@ -1,14 +1,14 @@
 # bench/parts/b7.sh — B7: Server-Sent Events fan-out (sourced by bench/run.sh).
 #
 # N subscribers (quick: 1,000 and 5,000; full: 100, 1,000, 5,000) on one tokio runtime
-# (crates/gateway/examples/sse_fanout.rs, hyper-util client, 1 worker) read the event stream of
+# (bench/src/bin/sse_fanout.rs, hyper-util client, 1 worker) read the event stream of
 # a server in another process while the server makes B7_RATE (1,000) contact status changes a
 # second for B7_SECS seconds (quick 2, full 5). Servers, each started fresh per cell:
-#   imstatus  crates/gateway/examples/bench_server.rs --contacts 50: the real gateway
+#   imstatus  bench/src/bin/gateway_server.rs --contacts 50: the real gateway
 #             (`GET /v1/events` with a bearer token) over a scripted hub; the changes are
 #             contact presences of account alice (`contact_status_changed`, ~300 bytes each)
 #             fed into the hub by the same process
-#   floor     crates/gateway/examples/floor.rs: a minimal tokio broadcast → SSE server (each
+#   floor     bench/src/bin/http_floor.rs: a minimal tokio broadcast → SSE server (each
 #             event formatted once, shared Bytes, axum streaming body)
 # Each change carries `b7 <seq> <CLOCK_MONOTONIC ns>` stamped just before it enters the hub
 # (or the broadcast); the client stamps each chunk on arrival with the same clock.
@@ -30,10 +30,10 @@ case " ${B7_IMPLS:-} " in *" ejabberd "*) NEEDS_B7=ejabberd ;; esac
 
 b7() {
   local ns secs drain rate=${B7_RATE:-1000} impls port=${B7_PORT:-25480} ej_max=${B7_EJ_MAX:-100}
-  local ex=$TARGET_DIR/release/examples r n impl pid out tok
+  local r n impl pid out tok server floor client
   if [ "$MODE" = quick ]; then ns=${B7_NS:-1000 5000}; secs=${B7_SECS:-2}; drain=${B7_DRAIN:-1}; impls=${B7_IMPLS:-imstatus floor}
   else ns=${B7_NS:-100 1000 5000}; secs=${B7_SECS:-5}; drain=${B7_DRAIN:-10}; impls=${B7_IMPLS:-imstatus floor ejabberd}; fi
-  b6_b7_build
+  server=$(bench_bin gateway_server); floor=$(bench_bin http_floor); client=$(bench_bin sse_fanout)
   for r in $(seq "$RUNS"); do
     for n in $ns; do
       log "B7 run $r/$RUNS: $n SSE subscribers, $rate changes/s for ${secs}s: $impls"
@@ -48,14 +48,14 @@ b7() {
           continue
         fi
         case $impl in
-          imstatus) "$ex/bench_server" 127.0.0.1:$port --contacts 50 --control 127.0.0.1:$((port + 2)) > "$WORK/b7-$impl.log" 2>&1 & tok="--token bench-token" ;;
-          floor) "$ex/floor" 127.0.0.1:$port --control 127.0.0.1:$((port + 2)) > "$WORK/b7-$impl.log" 2>&1 & tok= ;;
+          imstatus) "$server" 127.0.0.1:$port --contacts 50 --control 127.0.0.1:$((port + 2)) > "$WORK/b7-$impl.log" 2>&1 & tok="--token bench-token" ;;
+          floor) "$floor" 127.0.0.1:$port --control 127.0.0.1:$((port + 2)) > "$WORK/b7-$impl.log" 2>&1 & tok= ;;
           *) echo "B7: unknown impl $impl" >&2; exit 1 ;;
         esac
         pid=$!; PIDS+=("$pid")
         wait_port $port $pid && wait_port $((port + 2)) $pid || { cat "$WORK/b7-$impl.log" >&2; echo "B7: $impl did not start" >&2; exit 1; }
         # shellcheck disable=SC2086
-        out=$(timeout $((secs + drain + 60)) "$ex/sse_fanout" --url http://127.0.0.1:$port/v1/events $tok \
+        out=$(timeout $((secs + drain + 60)) "$client" --url http://127.0.0.1:$port/v1/events $tok \
           --n "$n" --control 127.0.0.1:$((port + 2)) --rate "$rate" --secs "$secs" --drain "$drain" \
           --connect-timeout 30 --pid "$pid" 2> "$WORK/b7-client.log") ||
           { cat "$WORK/b7-client.log" >&2; echo "B7: sse_fanout failed ($impl, n=$n)" >&2; kill $pid; exit 1; }

@@ -2,7 +2,7 @@
 # (sourced by bench/run.sh).
 #
 # bench/py/b9_run.py: gen.py logs K contacts in; per watcher session (imstatus's
-# crates/xmpp/benches/watcher.rs, slixmpp's bench/py/watcher.py --reconnect) a storm of 5 blasts
+# bench/src/bin/xmpp_watcher.rs, slixmpp's bench/py/watcher.py --reconnect) a storm of 5 blasts
 # back to back (quick ~31,000 changes from 1,000 contacts; full ~110,000 from 5,000), every
 # contact cycling away/xa/dnd/unavailable/available. When the watcher has received half of it,
 # its TCP connection is destroyed with `ss -K` under the live process; the watcher must log in
@@ -13,8 +13,7 @@ NEEDS_B9=prosody
 b9() {
   ensure_apt ss iproute2
   local k storm out
-  export IMSTATUS_WATCHER; IMSTATUS_WATCHER=$(bench_exe watcher)
-  [ -x "$IMSTATUS_WATCHER" ] || { echo "B9: watcher bench executable not built" >&2; exit 1; }
+  export IMSTATUS_WATCHER; IMSTATUS_WATCHER=$(bench_bin xmpp_watcher)
   if [ "$MODE" = quick ]; then k=${B9_K:-1000}; storm=${B9_STORM:-30000}; else k=${B9_K:-5000}; storm=${B9_STORM:-100000}; fi
   log "B9 K=$k: flap storm of ~$storm with a broken connection, imstatus and slixmpp, $RUNS rounds"
   out=$(timeout $((300 + RUNS * 2 * 120)) "$PY" "$HERE/py/b9_run.py" prosody --server-pid "$PROSODY_PID" \

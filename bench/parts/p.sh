@@ -1,6 +1,6 @@
 # bench/parts/p.sh — "P": the libpurple source against a real finch (sourced by bench/run.sh).
 #
-# crates/purple/benches/latency.rs starts its own world (a private dbus-daemon, a private
+# bench/src/bin/purple_latency.rs starts its own world (a private dbus-daemon, a private
 # Prosody, finch in tmux; all through imstatus-testkit), then measures, per run:
 #   oneshot         hub start → synced (what `imstatus status` waits for), 20 times
 #   saved_status    SavedstatusChanged received by a plain D-Bus connection → status_changed, 100 toggles
@@ -17,16 +17,10 @@ p() {
   ensure_apt dbus-daemon dbus
   ensure_apt tmux tmux
   local exe r out
-  exe=$( (cd "$ROOT" && cargo bench --locked -q -p imstatus-purple --bench latency --no-run --message-format=json 2>/dev/null) |
-    "$PY" -c 'import json,sys
-for l in sys.stdin:
-    d = json.loads(l)
-    if d.get("reason") == "compiler-artifact" and d.get("executable") and d["target"]["name"] == "latency":
-        print(d["executable"])' | tail -1)
-  [ -x "$exe" ] || { echo "imstatus-purple latency bench not built" >&2; exit 1; }
+  exe=$(bench_bin purple_latency)
   for r in $(seq "$RUNS"); do
     log "P run $r/$RUNS: libpurple source against a real finch"
-    out=$(cd "$ROOT/crates/purple" && timeout 240 "$exe" --bench 2>"$WORK/p-$r.log") ||
+    out=$(timeout 240 "$exe" 2>"$WORK/p-$r.log") ||
       { cat "$WORK/p-$r.log" >&2; echo "P: the purple bench failed" >&2; exit 1; }
     while IFS= read -r line; do
       case "$line" in '{"impl"'*) emit P "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["impl"])' "$line")" "$r" "$line" ;; esac

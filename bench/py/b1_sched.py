@@ -18,7 +18,7 @@ for l in open(sys.argv[1]):
     if m:
         comm, tid, t, e, tr = m.groups()
         ev.append((float(t), comm, tid, e, tr))
-main = next(tid for t, comm, tid, e, tr in ev if comm.startswith('latency-'))
+main = next(tid for t, comm, tid, e, tr in ev if comm.startswith('xmpp_latency'))
 worker = next(re.search(r'next_pid=(\d+)', tr).group(1) for t, comm, tid, e, tr in ev
               if tid == main and e == 'sched_switch' and 'next_comm=tokio-rt-worker' in tr)
 sends = [t for t, c, tid, e, tr in ev if tid == main and e == 'sched_wakeup' and 'comm=lua' in tr]

@@ -4,7 +4,7 @@
   b5_run.py prosody --server-pid PID --k 1000 --impls imstatus,raw,slix --runs 3
 
 gen.py logs K contacts in once (each with one initial presence 'l <i> <t_ns>'); then each watcher
-(watcher.py --impl raw|slix, or imstatus's crates/xmpp/benches/watcher.rs via $IMSTATUS_WATCHER)
+(watcher.py --impl raw|slix, or imstatus's bench/src/bin/xmpp_watcher.rs via $IMSTATUS_WATCHER)
 logs in as `watcher` (5,001-item roster) in turn and is stopped when it knows all K presences.
 Per watcher session, one 'FLAT {json}' line:
   ready_s      process spawn -> READY line (imstatus: hub start -> synced; slix/raw: roster

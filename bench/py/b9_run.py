@@ -3,7 +3,7 @@
 
   b9_run.py prosody --server-pid PID --k 1000 --storm 50000 --impls imstatus,slix --runs 3
 
-gen.py logs K contacts in once. Per watcher session (imstatus's crates/xmpp/benches/watcher.rs via
+gen.py logs K contacts in once. Per watcher session (imstatus's bench/src/bin/xmpp_watcher.rs via
 $IMSTATUS_WATCHER, or watcher.py --impl slix --reconnect): the watcher logs in as `watcher`, then
 the storm is injected: a blast of 1..4 fifths of K (varying per session), then CHUNKS blasts,
 back to back (sizes storm/CHUNKS + i*K/(CHUNKS+1)), so that the contacts end in different states, every contact cycling away -> xa -> dnd -> unavailable ->

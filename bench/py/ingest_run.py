@@ -11,7 +11,7 @@ pipeline ceiling), rate ladder (open loop R/s for D s -> latency & CPU at a give
 the watcher can no longer keep up).
 
 Additions for bench/run.sh (the reference behaviour is unchanged with --impl and no new option):
-  --impl imstatus     the watcher is crates/xmpp/benches/watcher.rs ($IMSTATUS_WATCHER, the bench
+  --impl imstatus     the watcher is bench/src/bin/xmpp_watcher.rs ($IMSTATUS_WATCHER, the bench
                       executable), which honours the same READY / P / RESULT contract as watcher.py
   --server-pid PID    the server's PID (instead of the shared e2e-d pidfiles)
   --impls a,b --runs N  one generator for all: K contacts log in once, then each watcher in turn
@@ -54,9 +54,9 @@ def watcher_cmd(impl, server, extra=()):
     if impl == 'imstatus':
         exe = os.environ.get('IMSTATUS_WATCHER')
         if not exe:
-            sys.exit('--impl imstatus needs IMSTATUS_WATCHER (the watcher bench executable)')
+            sys.exit('--impl imstatus needs IMSTATUS_WATCHER (bench/src/bin/xmpp_watcher.rs, built)')
         dom, _, port = SERVERS[server]
-        return [exe, '--bench', '--port', str(port), '--domain', dom, *extra]
+        return [exe, '--port', str(port), '--domain', dom, *extra]
     return [sys.executable, os.path.join(HERE, 'watcher.py'), server, '--impl', impl, *extra]
 
 

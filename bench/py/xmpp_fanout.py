@@ -5,7 +5,7 @@ u0001..uN log in with the raw client (rawxmpp.py: plaintext, SASL PLAIN, bind, a
 presence) and read with a C regex; `watcher` (on every u's roster, subscription both) then sends
 R presences a second for D seconds (open loop, 1 ms ticks with catch-up, stopped after D + 1 s),
 each with <status>b SEQ CLOCK_MONOTONIC_NS</status>; ejabberd broadcasts every one to all N.
-Prints one JSON line with the keys of crates/gateway/examples/sse_fanout.rs (lost, p50/p90/p99
+Prints one JSON line with the keys of bench/src/bin/sse_fanout.rs (lost, p50/p90/p99
 over what arrived within --drain s after the last one, server CPU and RSS per session from /proc).
   xmpp_fanout.py --n 100 --rate 1000 --secs 2 --drain 1 --pid EJABBERD_PID"""
 import argparse, asyncio, json, os, sys, time

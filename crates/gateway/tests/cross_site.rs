@@ -4,14 +4,12 @@
 //! `allowed_origins` are served. (The same in a real Chromium is in tests/dashboard.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
-use common::*;
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
 use imstatus_gateway::{app, routes, Gateway, GatewayState};

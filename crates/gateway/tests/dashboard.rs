@@ -7,8 +7,6 @@
 //! Needs the Debian packages `chromium` and `chromium-driver`; a missing one is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fantoccini::{Client, ClientBuilder};
 use imstatus_core::{
     AccountId, ActivitySignal, App, Availability, ContactId, Observation, PartId, SourceKind,

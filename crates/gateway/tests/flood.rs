@@ -5,14 +5,12 @@
 //! SSE subscriber.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt as _;
 use imstatus_core::{Availability, Observation, PartId, Status};
 use imstatus_gateway::{Gateway, GatewayState, Limits};
@@ -279,10 +277,11 @@ async fn a_flood_from_one_address_is_capped_and_everyone_else_is_served() {
         assert_eq!(sse.status, 200);
         let seen = watch_ticks(sse);
         let (stop_publishing, sent) = keep_publishing(alice);
-        poll("the subscriber to see a tick", STEP, || {
+        wait_until_async("the subscriber to see a tick", STEP, || {
             (*seen.lock().unwrap() > 0).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         let flooder = Ipv4Addr::new(127, 0, 0, 2);
         let started = Instant::now();
@@ -306,10 +305,11 @@ async fn a_flood_from_one_address_is_capped_and_everyone_else_is_served() {
             served.elapsed()
         );
         let during = *sent.lock().unwrap();
-        poll("the subscriber to keep up during the flood", STEP, || {
+        wait_until_async("the subscriber to keep up during the flood", STEP, || {
             (*seen.lock().unwrap() >= during).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         // 64 are held until the header-read timeout; the rest got a 503 and were closed.
         let closed = futures_util::future::join_all(
@@ -370,10 +370,11 @@ async fn a_flood_from_one_address_is_capped_and_everyone_else_is_served() {
 
         // Still publishing and streaming after the flood.
         let after = *sent.lock().unwrap() + 5;
-        poll("ticks after the flood", STEP, || {
+        wait_until_async("ticks after the flood", STEP, || {
             (*seen.lock().unwrap() >= after).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         drop(stop_publishing);
         server.stop().await.unwrap();
     })
@@ -417,10 +418,11 @@ async fn a_flood_from_many_addresses_fills_max_connections_and_a_client_is_serve
             flooded - started < timeout,
             "the flood must be open before the first timeout"
         );
-        poll("the gateway to be full", STEP, || {
+        wait_until_async("the gateway to be full", STEP, || {
             (gw.open_connections() == 200).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         // A client retrying: refused while full, served once the idle ones are timed out.
         let mut refusals = 0;
@@ -445,10 +447,11 @@ async fn a_flood_from_many_addresses_fills_max_connections_and_a_client_is_serve
         assert!(answer.contains("\"alice\""), "{answer}");
         assert!(refusals > 0, "it was full");
         let during = *sent.lock().unwrap();
-        poll("the subscriber to keep up", STEP, || {
+        wait_until_async("the subscriber to keep up", STEP, || {
             (*seen.lock().unwrap() >= during).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         let closed = futures_util::future::join_all(
             flood
@@ -576,10 +579,11 @@ async fn shutdown_closes_idle_connections_at_once() {
         for _ in 0..50 {
             idle.push(connect_from(Ipv4Addr::new(127, 0, 0, 4), addr).await);
         }
-        poll("50 connections", STEP, || {
+        wait_until_async("50 connections", STEP, || {
             (gw.open_connections() == 50).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         let started = Instant::now();
         server.stop().await.unwrap();
         let took = started.elapsed();

@@ -2,15 +2,13 @@
 //! JSON shapes, the token matrix, bad inputs, and the OpenAPI document.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
-use common::*;
 use http_body_util::BodyExt as _;
 use imstatus_core::{Availability, Observation, PartId, SourceKind, Status};
 use imstatus_gateway::{app, routes, GatewayState};
@@ -643,7 +641,7 @@ async fn badge_is_an_svg_coloured_by_availability() {
             priority: Some(5),
         }]);
         let hub = s.hub.clone();
-        poll("busy", STEP, || {
+        wait_until_async("busy", STEP, || {
             (hub.snapshot(&alice())
                 .unwrap()
                 .snapshot()
@@ -652,7 +650,8 @@ async fn badge_is_an_svg_coloured_by_availability() {
                 == Availability::Busy)
                 .then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         let resp = call(
             &state,
             request(Method::GET, "/v1/accounts/alice/badge.svg", None, None),
@@ -857,7 +856,7 @@ async fn sse_starts_with_snapshots_and_resumes_from_last_event_id() {
             priority: Some(0),
         }]);
         let hub = s.hub.clone();
-        poll("bob busy", STEP, || {
+        wait_until_async("bob busy", STEP, || {
             (hub.snapshot(&bob())
                 .unwrap()
                 .snapshot()
@@ -866,7 +865,8 @@ async fn sse_starts_with_snapshots_and_resumes_from_last_event_id() {
                 == Availability::Busy)
                 .then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         // Resume: the missed events, no snapshot; a scoped token only gets its account.
         let mut req = request(Method::GET, "/v1/events", Some(READ_ALICE), None);

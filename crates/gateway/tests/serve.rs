@@ -2,13 +2,11 @@
 //! a real socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use imstatus_config::ServeConfig;
 use imstatus_core::{AccountId, CodedError, Observation, SourceKind, Status};
 use imstatus_gateway::{check_listen, serve, Error};
@@ -150,7 +148,8 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         entered.notified().await;
         let gw = server.gateway.clone();
         let stop = tokio::spawn(server.stop());
-        poll("shutdown started", STEP, || gw.is_shutting_down().then_some(())).await;
+        wait_until_async("shutdown started", STEP, || gw.is_shutting_down().then_some(())).await
+.unwrap();
         assert!(!put.is_finished(), "the request is still in flight");
         gate.notify_one();
         let answer = put.await.unwrap();
@@ -217,10 +216,11 @@ async fn shutdown_ends_sse_streams_with_a_final_comment() {
             streams.push(sse);
         }
         let gw = server.gateway.clone();
-        poll("three streams", STEP, || {
+        wait_until_async("three streams", STEP, || {
             (gw.open_streams() == 3).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         let started = Instant::now();
         let stop = tokio::spawn(server.stop());

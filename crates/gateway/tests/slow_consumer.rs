@@ -3,11 +3,9 @@
 //! ones get a resync snapshot (SSE) or are closed with a reason (WebSocket).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt as _;
 use imstatus_core::{Availability, Observation, PartId, Status};
 use imstatus_gateway::Gateway;
@@ -87,7 +85,8 @@ async fn a_stuck_consumer_neither_blocks_others_nor_grows_memory() {
             tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws?accounts=alice"), tcp)
                 .await
                 .expect("upgrade");
-        poll("three streams", STEP, || (gw.open_streams() == 3).then_some(())).await;
+        wait_until_async("three streams", STEP, || (gw.open_streams() == 3).then_some(())).await
+.unwrap();
 
         let rss_before = rss_kib();
         let mut rss_peak = rss_before;
@@ -106,7 +105,8 @@ async fn a_stuck_consumer_neither_blocks_others_nor_grows_memory() {
             s.alice.send(observations);
             let target = events_before + ((batch + 1) * BATCH * 2) as u64;
             let hub = s.hub.clone();
-            poll("the hub to publish the batch", STEP, || (hub.event_count() >= target).then_some(())).await;
+            wait_until_async("the hub to publish the batch", STEP, || (hub.event_count() >= target).then_some(())).await
+.unwrap();
             rss_peak = rss_peak.max(rss_kib());
         }
         let flood = started.elapsed();
@@ -216,10 +216,11 @@ async fn a_websocket_client_that_does_not_read_is_closed_with_a_reason() {
         let (mut stuck, _) = tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws"), tcp)
             .await
             .expect("upgrade");
-        poll("the stream", STEP, || {
+        wait_until_async("the stream", STEP, || {
             (gw.open_streams() == 1).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         // Events flow until the socket's buffers are full and a send times out.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -238,10 +239,11 @@ async fn a_websocket_client_that_does_not_read_is_closed_with_a_reason() {
             s.alice.send(batch);
             n += BATCH;
             let hub = s.hub.clone();
-            poll("the batch", STEP, || {
+            wait_until_async("the batch", STEP, || {
                 (hub.event_count() >= target).then_some(())
             })
-            .await;
+            .await
+            .unwrap();
             tokio::task::yield_now().await;
         }
 
@@ -267,10 +269,11 @@ async fn a_websocket_client_that_does_not_read_is_closed_with_a_reason() {
             frame.reason.as_str(),
             "too slow: the client did not read; reconnect with last_event_id"
         );
-        poll("the stream to be gone", STEP, || {
+        wait_until_async("the stream to be gone", STEP, || {
             (gw.open_streams() == 0).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         server.stop().await.unwrap();
     })
     .await;

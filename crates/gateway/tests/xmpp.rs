@@ -4,13 +4,11 @@
 //! `Last-Event-ID`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt as _;
 use imstatus_config::Secret;
 use imstatus_core::{AccountId, Availability, Session};
@@ -137,15 +135,17 @@ async fn sse_sees_the_users_status_change_within_a_second_and_resumes_by_last_ev
         drop(sse);
         desk.presence(Some("dnd"), Some("meeting"), Some(5))
             .unwrap();
-        poll("busy", STEP, || {
+        wait_until_async("busy", STEP, || {
             (availability(&s.hub, &alice()) == Availability::Busy).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         desk.presence(Some("xa"), None, Some(5)).unwrap();
-        poll("extended away", STEP, || {
+        wait_until_async("extended away", STEP, || {
             (availability(&s.hub, &alice()) == Availability::ExtendedAway).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         // Resuming replays exactly the missed changes, in order, without a snapshot.
         let id = last_id.to_string();
@@ -241,10 +241,11 @@ async fn websocket_sees_the_same_stream_and_resumes() {
         // Close, miss a change, resume with ?last_event_id.
         ws.close(None).await.unwrap();
         desk.presence(Some("dnd"), None, Some(5)).unwrap();
-        poll("busy", STEP, || {
+        wait_until_async("busy", STEP, || {
             (availability(&s.hub, &alice()) == Availability::Busy).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         let url = format!(
             "ws://{}/v1/ws?access_token={READ_ALL}&last_event_id={last}",
             s.server.addr

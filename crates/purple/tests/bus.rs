@@ -2,14 +2,12 @@
 //! testkit's daemon cannot be restarted on the same address).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use imstatus_core::{Client, Session};
 
 /// A `dbus-daemon --session` on a fixed socket path, killed by its PID on drop.

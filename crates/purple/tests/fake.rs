@@ -4,14 +4,12 @@
 //! provoke.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use imstatus_core::{Availability, Session, Status};
 use imstatus_testkit::DbusDaemon;
 use zbus::object_server::SignalEmitter;

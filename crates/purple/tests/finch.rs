@@ -2,13 +2,11 @@
 //! Prosody (docs/e2e-recipe.md). Whole event sequences are compared as labels.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use imstatus_core::{Availability, Client, ErrorCode, Session, Status};
 use imstatus_hub::Hub;
 use imstatus_purple::PurpleConfig;

@@ -4,13 +4,11 @@
 //! bounded.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use imstatus_core::{Client, Session};
 use imstatus_hub::Subscription;
 use zbus::message::Message;

@@ -4,11 +4,9 @@
 #![cfg(windows)]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use imstatus_core::{Availability, Client, ErrorCode, EventKind, Session};
 use imstatus_windows::WindowsConfig;
 

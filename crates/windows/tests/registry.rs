@@ -3,11 +3,9 @@
 #![cfg(windows)]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use imstatus_core::{Client, ErrorCode, EventKind, Session};
 use imstatus_windows::WindowsConfig;
 

@@ -1,17 +1,18 @@
 //! Shared test helpers: scripted hubs, tokens, a real server on 127.0.0.1:0, a raw SSE client
-//! and polling with deadlines.
+//! and the testkit's polling with a deadline (`wait_until_async`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imstatus_config::TokenConfig;
 use imstatus_core::{AccountId, Availability, ContactId, Observation, PartId, SourceKind, Status};
 use imstatus_gateway::{hash_token, serve_on, Error, Gateway, GatewayState};
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::{BoxFuture, Hub, Sink, Source};
+pub use imstatus_testkit::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -24,21 +25,6 @@ pub async fn limit<T>(d: Duration, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(d, f)
         .await
         .unwrap_or_else(|_| panic!("the test did not finish within {d:?}"))
-}
-
-/// Polls `f` every 5 ms until it returns `Some` or `d` passes.
-pub async fn poll<T>(what: &str, d: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + d;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {d:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 pub fn alice() -> AccountId {

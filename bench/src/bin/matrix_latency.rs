@@ -2,7 +2,7 @@
 //! run against the same real Synapse, plus the source's start-up times and memory.
 //!
 //! ```text
-//! cargo run --release -p imstatus-matrix --example latency -- [TOGGLES] [CONTACTS]
+//! target/release/matrix_latency [TOGGLES] [CONTACTS]
 //! ```
 //!
 //! alice's "client" (the testkit's HTTP client) PUTs her presence `TOGGLES` times (default
@@ -14,13 +14,15 @@
 //! alice and a contact-tracking source starts, for the memory per contact (RSS of this process
 //! before and after, divided by the count: rough).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::Write as _;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_bench::args::Args;
+use imstatus_bench::stats::{millis, ms};
+use imstatus_bench::system::own_usage;
+use imstatus_bench::{hubs, OrFail};
 use imstatus_config::Secret;
 use imstatus_core::{AccountId, EventKind};
 use imstatus_hub::Hub;
@@ -28,14 +30,7 @@ use imstatus_matrix::{Credentials, MatrixConfig, MatrixSource, UserId};
 use imstatus_testkit::Synapse;
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    own_usage().rss_kb
 }
 
 /// `GET path` on 127.0.0.1:`port` with a bearer token over HTTP/1.0 (so the answer is never
@@ -50,15 +45,6 @@ fn get(port: u16, path: &str, token: &str) -> Option<serde_json::Value> {
     stream.read_to_end(&mut raw).ok()?;
     let body = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     serde_json::from_slice(&raw[body..]).ok()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 struct Watched {
@@ -76,25 +62,22 @@ async fn watch(
     contacts: bool,
     state: Option<tempfile::TempDir>,
 ) -> (Watched, Duration) {
-    let mut secret = tempfile::NamedTempFile::new().unwrap();
-    writeln!(secret, "{password}").unwrap();
-    let state = state.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let mut secret = tempfile::NamedTempFile::new().or_fail("a password file");
+    writeln!(secret, "{password}").or_fail("a password file");
+    let state = state.unwrap_or_else(|| tempfile::tempdir().or_fail("a state directory"));
     let mut config = MatrixConfig::new(
         synapse.url(),
-        UserId::parse(user).unwrap(),
+        UserId::parse(user).or_fail(user),
         Credentials::Password(Secret::File(secret.path().to_owned())),
     );
     config.contacts = contacts;
     config.state_dir = Some(state.path().to_owned());
     let account = AccountId::new("alice");
-    let source = Arc::new(MatrixSource::new(&config, &account).unwrap());
+    let source = Arc::new(MatrixSource::new(&config, &account).or_fail("the Matrix source"));
     let started = Instant::now();
     let hub = Hub::builder().with_source(account.clone(), source).start();
     let sub = hub.subscribe();
-    assert!(
-        hub.wait_settled(&[account], Duration::from_secs(30)).await,
-        "synced"
-    );
+    hubs::settled(&hub, &account, Duration::from_secs(30)).await;
     let took = started.elapsed();
     (
         Watched {
@@ -109,31 +92,39 @@ async fn watch(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let toggles: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let contacts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let args = Args::from_env(&[]);
+    args.only(&[]);
+    let toggles: usize = args.nth(0, "TOGGLES", 200).max(1);
+    let contacts: usize = args.nth(1, "CONTACTS", 200);
     let synapse = Arc::new(
-        tokio::task::spawn_blocking(|| Synapse::start().unwrap())
+        tokio::task::spawn_blocking(Synapse::start)
             .await
-            .unwrap(),
+            .or_fail("starting Synapse")
+            .or_fail("Synapse"),
     );
     let s = synapse.clone();
     let (alice, reader_token) = tokio::task::spawn_blocking(move || {
-        let alice = s.register("alice", "alicepw").unwrap();
-        let reader = s.login("alice", "alicepw", "READER").unwrap();
+        let alice = s.register("alice", "alicepw").or_fail("registering alice");
+        let reader = s
+            .login("alice", "alicepw", "READER")
+            .or_fail("alice's READER login");
         (alice, reader)
     })
     .await
-    .unwrap();
+    .or_fail("registering alice");
 
     let rss_before = rss_kib();
     let (mut first, login_start) = watch(&synapse, &alice.user_id, "alicepw", false, None).await;
     let rss_idle = rss_kib();
     // Again with the stored login: no password login.
     let state = first._state.path().to_owned();
-    let kept = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&state).unwrap().flatten() {
-        std::fs::copy(entry.path(), kept.path().join(entry.file_name())).unwrap();
+    let kept = tempfile::tempdir().or_fail("a state directory");
+    for entry in std::fs::read_dir(&state)
+        .or_fail("the state directory")
+        .flatten()
+    {
+        std::fs::copy(entry.path(), kept.path().join(entry.file_name()))
+            .or_fail("copying the state");
     }
     let (second, stored_start) =
         watch(&synapse, &alice.user_id, "alicepw", false, Some(kept)).await;
@@ -180,15 +171,16 @@ async fn main() {
         let presence = if i % 2 == 0 { "online" } else { "unavailable" };
         let (s, a, m) = (synapse.clone(), alice.clone(), message.clone());
         let sent = Instant::now();
-        tokio::task::spawn_blocking(move || s.set_presence(&a, presence, Some(&m)).unwrap())
+        tokio::task::spawn_blocking(move || s.set_presence(&a, presence, Some(&m)))
             .await
-            .unwrap();
+            .or_fail("setting alice's presence")
+            .or_fail("alice's presence");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let event = tokio::time::timeout_at(deadline, first.sub.recv())
                 .await
-                .unwrap()
-                .unwrap();
+                .or_fail("alice's status_changed within 10 s")
+                .or_fail("the hub");
             if let EventKind::StatusChanged { to, .. } = &event.kind {
                 if to.message.as_deref() == Some(message.as_str()) {
                     ours.push(sent.elapsed());
@@ -197,7 +189,9 @@ async fn main() {
             }
         }
         loop {
-            let (m, at) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let (m, at) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .or_fail("the minimal reader's answer");
             if m == message {
                 reader.push(at - sent);
                 break;
@@ -210,23 +204,23 @@ async fn main() {
     println!(
         "  {:<28} p50 {:>6}  p90 {:>6}  p99 {:>6}  max {:>6}",
         "imstatus (hub subscriber)",
-        ms(percentile(&ours, 0.5)),
-        ms(percentile(&ours, 0.9)),
-        ms(percentile(&ours, 0.99)),
-        ms(percentile(&ours, 1.0))
+        ms(&ours, 50.0),
+        ms(&ours, 90.0),
+        ms(&ours, 99.0),
+        ms(&ours, 100.0)
     );
     println!(
         "  {:<28} p50 {:>6}  p90 {:>6}  p99 {:>6}  max {:>6}",
         "minimal /sync reader",
-        ms(percentile(&reader, 0.5)),
-        ms(percentile(&reader, 0.9)),
-        ms(percentile(&reader, 0.99)),
-        ms(percentile(&reader, 1.0))
+        ms(&reader, 50.0),
+        ms(&reader, 90.0),
+        ms(&reader, 99.0),
+        ms(&reader, 100.0)
     );
     println!(
         "start -> synced: {} ms with a password login, {} ms with the stored login",
-        ms(login_start),
-        ms(stored_start)
+        millis(login_start),
+        millis(stored_start)
     );
     println!(
         "RSS: {rss_before} KiB before the source, {rss_idle} KiB with one idle source (+{} KiB)",
@@ -245,21 +239,24 @@ async fn main() {
                     Some(&alice.access_token),
                     Some(&body),
                 )
-                .unwrap()
+                .or_fail("creating a room")
                 .body["room_id"]
                 .as_str()
-                .unwrap()
+                .or_fail("the new room's id")
                 .to_owned();
             for i in 0..contacts {
-                let u = s.register(&format!("c{i}"), "pw").unwrap();
-                s.join(&u.access_token, &room).unwrap();
+                let u = s
+                    .register(&format!("c{i}"), "pw")
+                    .or_fail("registering a contact");
+                s.join(&u.access_token, &room).or_fail("joining the room");
                 if i % 2 == 0 {
-                    s.set_presence(&u, "online", Some("here")).unwrap();
+                    s.set_presence(&u, "online", Some("here"))
+                        .or_fail("a contact's presence");
                 }
             }
         })
         .await
-        .unwrap();
+        .or_fail("registering the contacts");
         let before = rss_kib();
         let (with_contacts, took) =
             watch(&synapse, "@alice:example.test", "alicepw", true, None).await;
@@ -267,11 +264,11 @@ async fn main() {
         let snap = with_contacts
             .hub
             .snapshot(&AccountId::new("alice"))
-            .unwrap();
+            .or_fail("alice's snapshot");
         let n = snap.snapshot().map_or(0, |s| s.contacts.len());
         println!(
             "{n} contacts: synced in {} ms; RSS +{} KiB ({:.1} KiB per contact, rough: allocator noise included)",
-            ms(took),
+            millis(took),
             after.saturating_sub(before),
             after.saturating_sub(before) as f64 / n.max(1) as f64
         );

@@ -1,9 +1,9 @@
 //! The load client of benchmark B7 (`bench/run.sh`): N Server-Sent Events subscribers on one
-//! tokio runtime, against a server in another process (`bench_server` or the `floor` example),
+//! tokio runtime, against a server in another process (`gateway_server` or `http_floor`),
 //! while the server's control port makes R status changes a second for D seconds.
 //!
 //! ```sh
-//! sse_fanout --url http://127.0.0.1:25282/v1/events --token bench-token --n 1000 \
+//! target/release/sse_fanout --url http://127.0.0.1:25282/v1/events --token bench-token --n 1000 \
 //!     --control 127.0.0.1:25284 --rate 1000 --secs 3 --pid <server pid>
 //! ```
 //!
@@ -24,7 +24,6 @@
 //!
 //! Options: `--workers W` (tokio workers of this client, default 1), `--drain S` (seconds to
 //! wait after the last change, default 10), `--connect-timeout S` (default 60).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,36 +35,12 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use nix::time::{clock_gettime, ClockId};
+use imstatus_bench::args::Args;
+use imstatus_bench::fail;
+use imstatus_bench::stats::percentile;
+use imstatus_bench::system::{mono_ns, usage};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::{watch, Semaphore};
-
-fn mono_ns() -> u64 {
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-/// user+system CPU seconds and RSS (KB) of a process.
-fn proc_cpu_rss(pid: &str) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, s)| s.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // CLK_TCK is 100 on every Linux this runs on.
-    (ticks / 100.0, rss)
-}
 
 struct Opts {
     url: String,
@@ -81,39 +56,34 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts {
-        url: "http://127.0.0.1:25282/v1/events".to_owned(),
-        token: None,
-        n: 100,
-        control: "127.0.0.1:25284".to_owned(),
-        rate: 1000,
-        secs: 3.0,
-        pid: String::new(),
-        workers: 1,
-        drain: 10.0,
-        connect_timeout: 60.0,
+    let args = Args::from_env(&[]);
+    args.only(&[
+        "--url",
+        "--token",
+        "--n",
+        "--control",
+        "--rate",
+        "--secs",
+        "--pid",
+        "--workers",
+        "--drain",
+        "--connect-timeout",
+    ]);
+    let Some(pid) = args.get("--pid") else {
+        fail("--pid of the server is required")
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let v = it
-            .next()
-            .unwrap_or_else(|| panic!("{arg} needs a value (see the file's docs)"));
-        match arg.as_str() {
-            "--url" => o.url = v,
-            "--token" => o.token = Some(v),
-            "--n" => o.n = v.parse().expect("--n N"),
-            "--control" => o.control = v,
-            "--rate" => o.rate = v.parse().expect("--rate R"),
-            "--secs" => o.secs = v.parse().expect("--secs D"),
-            "--pid" => o.pid = v,
-            "--workers" => o.workers = v.parse().expect("--workers W"),
-            "--drain" => o.drain = v.parse().expect("--drain S"),
-            "--connect-timeout" => o.connect_timeout = v.parse().expect("--connect-timeout S"),
-            other => panic!("unknown option {other}"),
-        }
+    Opts {
+        url: args.text("--url", "http://127.0.0.1:25282/v1/events"),
+        token: args.get("--token").map(str::to_owned),
+        n: args.value("--n", 100),
+        control: args.text("--control", "127.0.0.1:25284"),
+        rate: args.value("--rate", 1000),
+        secs: args.value("--secs", 3.0),
+        pid: pid.to_owned(),
+        workers: args.value("--workers", 1),
+        drain: args.value("--drain", 10.0),
+        connect_timeout: args.value("--connect-timeout", 60.0),
     }
-    assert!(!o.pid.is_empty(), "--pid of the server is required");
-    o
 }
 
 #[derive(Default)]
@@ -263,12 +233,18 @@ async fn subscriber(
     };
     let mut body = None;
     for _attempt in 0..3 {
-        let permit = connect.acquire().await.unwrap();
+        // The semaphore is never closed.
+        let Ok(permit) = connect.acquire().await else {
+            break;
+        };
         let mut req = Request::get(o.url.as_str()).header(header::ACCEPT, "text/event-stream");
         if let Some(t) = &o.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        let req = match req.body(Empty::<Bytes>::new()) {
+            Ok(req) => req,
+            Err(e) => fail(format_args!("a request for {}: {e}", o.url)),
+        };
         let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req)).await;
         drop(permit);
         match resp {
@@ -333,11 +309,7 @@ async fn wait_count(counter: &AtomicUsize, notify: &tokio::sync::Notify, n: usiz
 }
 
 fn pct(sorted: &[u32], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize;
-    u64::from(sorted[i.min(sorted.len() - 1)])
+    percentile(sorted, p).map_or(0, u64::from)
 }
 
 async fn run(o: Arc<Opts>) {
@@ -360,17 +332,22 @@ async fn run(o: Arc<Opts>) {
     // The first seq of the coming flow, and the control connection for it.
     let stream = tokio::net::TcpStream::connect(&o.control)
         .await
-        .expect("the server's control port");
+        .unwrap_or_else(|e| fail(format_args!("the server's control port {}: {e}", o.control)));
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    wr.write_all(b"SEQ0\n").await.unwrap();
     let mut answer = String::new();
-    rd.read_line(&mut answer).await.unwrap();
-    let seq0: u64 = answer
+    if wr.write_all(b"SEQ0\n").await.is_err() || rd.read_line(&mut answer).await.is_err() {
+        fail("the control connection broke");
+    }
+    let Some(seq0) = answer
         .strip_prefix("SEQ0 ")
-        .and_then(|v| v.trim().parse().ok())
-        .expect("SEQ0 <n> from the control port");
-    let (_, rss_before) = proc_cpu_rss(&o.pid);
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        fail(format_args!(
+            "not `SEQ0 <n>` from the control port: {answer:?}"
+        ))
+    };
+    let rss_before = usage(&o.pid).rss_kb;
     let t_connect = Instant::now();
     let tasks: Vec<_> = (0..o.n)
         .map(|_| {
@@ -395,22 +372,29 @@ async fn run(o: Arc<Opts>) {
     let connect_s = t_connect.elapsed().as_secs_f64();
     // Let the snapshots be read, then sample the server's memory with N subscribers.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, rss_subs) = proc_cpu_rss(&o.pid);
-    let (cpu0, _) = proc_cpu_rss(&o.pid);
-    let (me0, _) = proc_cpu_rss("self");
+    let server0 = usage(&o.pid);
+    let (rss_subs, cpu0) = (server0.rss_kb, server0.cpu_s);
+    let me0 = usage("self").cpu_s;
     let t0 = Instant::now();
     shared.flowing.store(true, Ordering::SeqCst);
-    wr.write_all(format!("RATE {} {}\n", o.rate, o.secs).as_bytes())
+    if wr
+        .write_all(format!("RATE {} {}\n", o.rate, o.secs).as_bytes())
         .await
-        .unwrap();
+        .is_err()
+    {
+        fail("the control connection broke");
+    }
     answer.clear();
-    tokio::time::timeout(
+    match tokio::time::timeout(
         Duration::from_secs_f64(o.secs + 30.0),
         rd.read_line(&mut answer),
     )
     .await
-    .expect("the server answers RATE in time")
-    .unwrap();
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => fail(format_args!("the control connection broke: {e}")),
+        Err(_) => fail("the server did not answer RATE in time"),
+    }
     let sent: u64 = answer
         .split_whitespace()
         .nth(1)
@@ -425,8 +409,9 @@ async fn run(o: Arc<Opts>) {
     )
     .await;
     let window = t0.elapsed().as_secs_f64();
-    let (cpu1, rss_after) = proc_cpu_rss(&o.pid);
-    let (me1, _) = proc_cpu_rss("self");
+    let server = usage(&o.pid);
+    let (cpu1, rss_after) = (server.cpu_s, server.rss_kb);
+    let me1 = usage("self").cpu_s;
     let _ = stop_tx.send(true);
     let mut lat = Vec::new();
     let (mut delivered, mut dup, mut resyncs, mut oor, mut connected) =
@@ -484,7 +469,7 @@ fn main() {
         .worker_threads(o.workers.max(1))
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap_or_else(|e| fail(format_args!("the tokio runtime: {e}")));
     rt.block_on(run(o));
     // Do not wait for connections still being torn down.
     std::process::exit(0);

@@ -7,43 +7,38 @@
 //!
 //! ```sh
 //! python3 bench/py/replay_server.py --port 25390 --k 2000 --m 100000 &
-//! cargo bench -p imstatus-xmpp --bench ingest -- --port 25390 --m 100000
+//! target/release/xmpp_ingest --port 25390 --m 100000
 //! ```
 //!
 //! Prints one JSON line: presences/s from the first to the last event, CPU µs per stanza
-//! (this process's user+system time over the same window) and RSS. Without `--bench` (i.e.
-//! under `cargo test --all-targets`) it does nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-#[path = "common/mod.rs"]
-mod common;
+//! (this process's user+system time over the same window) and RSS.
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use imstatus_bench::args::Args;
+use imstatus_bench::hubs;
+use imstatus_bench::system::own_usage;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        eprintln!("ingest: run through bench/run.sh (needs replay_server.py); skipped");
-        return;
-    }
-    let port: u16 = arg(&args, "--port", "25390").parse().unwrap();
-    let m: u64 = arg(&args, "--m", "100000").parse().unwrap();
-    let k: u64 = arg(&args, "--k", "2000").parse().unwrap();
+    let args = Args::from_env(&[]);
+    args.only(&["--port", "--m", "--k"]);
+    let port: u16 = args.value("--port", 25390);
+    let m: u64 = args.value("--m", 100_000);
+    let k: u64 = args.value("--k", 2000);
 
     let t_login = Instant::now();
-    let (hub, _account, _pwfile) =
-        signed_in_hub("watcher@r.test", "pw", port, true, Duration::from_secs(20)).await;
+    let watched = hubs::xmpp("watcher@r.test", "pw", port, true, Duration::from_secs(20)).await;
+    let hub = &watched.hub;
     let ready_s = t_login.elapsed().as_secs_f64();
     let base = hub.event_count();
-    // Wait for the first replayed presence (the replay server starts 1 s after our presence).
+    // Wait for the first replayed presence (the replay server starts 1 s after our presence);
+    // a fine-grained poll, as its time is where the measured window starts.
     let wait_until = Instant::now() + Duration::from_secs(30);
     while hub.event_count() == base && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    let (c0, _) = cpu_rss();
+    let c0 = own_usage().cpu_s;
     let t0 = Instant::now();
     let first = hub.event_count();
     let (mut last_count, mut t_last) = (first, t0);
@@ -60,7 +55,7 @@ async fn main() {
             break;
         }
     }
-    let (c1, rss_kb) = cpu_rss();
+    let end = own_usage();
     let events = last_count - base;
     let span = t_last.duration_since(t0).as_secs_f64();
     // Events counted inside the window (the first ones arrived before t0).
@@ -68,7 +63,7 @@ async fn main() {
     println!(
         "{{\"impl\": \"imstatus\", \"k\": {k}, \"m\": {m}, \"events\": {events}, \"ready_s\": {ready_s:.3}, \"rate\": {:.0}, \"cpu_us_per_stanza\": {:.2}, \"rss_mb\": {:.1}}}",
         in_window as f64 / span.max(1e-9),
-        (c1 - c0) * 1e6 / in_window.max(1) as f64,
-        rss_kb as f64 / 1024.0
+        (end.cpu_s - c0) * 1e6 / in_window.max(1) as f64,
+        end.rss_kb as f64 / 1024.0
     );
 }

@@ -3,18 +3,20 @@
 //! ejabberd (`mod_privacy`), both on loopback.
 //!
 //! ```sh
-//! cargo run --release -p imstatus-xmpp --example sign_in_time [RUNS]
+//! target/release/xmpp_sign_in [RUNS]     # default 20
 //! ```
 //!
 //! Runs alternate between the modes so that drift (caches, the servers' own warm-up) hits both
 //! alike. "idle": alice has no other resource, contacts are not tracked. "busy": alice's desk
 //! and her contact bob are online and contacts are tracked (probes, census).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_bench::args::Args;
+use imstatus_bench::stats::{ms, percentile};
+use imstatus_bench::{fail, OrFail};
 use imstatus_config::Secret;
 use imstatus_core::AccountId;
 use imstatus_hub::Hub;
@@ -28,32 +30,30 @@ async fn sign_in(config: &XmppConfig) -> Duration {
     let hub = Hub::builder()
         .with_source(alice.clone(), Arc::new(XmppSource::new(config)))
         .start();
-    assert!(
-        hub.wait_settled(std::slice::from_ref(&alice), Duration::from_secs(10))
-            .await
-    );
+    let settled = hub
+        .wait_settled(std::slice::from_ref(&alice), Duration::from_secs(10))
+        .await;
     let took = start.elapsed();
-    assert_eq!(hub.source_error(&alice), None);
+    if !settled || hub.source_error(&alice).is_some() {
+        fail(format_args!(
+            "alice did not sign in: {:?}",
+            hub.source_error(&alice)
+        ));
+    }
     took
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() - 1) * p / 100]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 async fn measure(server: &str, port: u16, runs: usize, password: &std::path::Path) {
     for busy in [false, true] {
         let _others = busy.then(|| {
-            let mut desk =
-                XmppClient::connect(port, "alice", "example.test", "alicepw", "desk").unwrap();
-            desk.presence(None, None, Some(1)).unwrap();
-            let mut bob =
-                XmppClient::connect(port, "bob", "example.test", "bobpw", "laptop").unwrap();
-            bob.presence(Some("away"), None, None).unwrap();
+            let mut desk = XmppClient::connect(port, "alice", "example.test", "alicepw", "desk")
+                .or_fail("alice/desk");
+            desk.presence(None, None, Some(1))
+                .or_fail("alice/desk's presence");
+            let mut bob = XmppClient::connect(port, "bob", "example.test", "bobpw", "laptop")
+                .or_fail("bob/laptop");
+            bob.presence(Some("away"), None, None)
+                .or_fail("bob's presence");
             (desk, bob)
         });
         let config = |visibility| XmppConfig {
@@ -78,30 +78,30 @@ async fn measure(server: &str, port: u16, runs: usize, password: &std::path::Pat
         for (mode, t) in [("visible", &times.0), ("invisible", &times.1)] {
             println!(
                 "{server:8} {scenario:4} {mode:9} n={runs} p50 {} ms  p90 {} ms  min {} ms  max {} ms",
-                ms(percentile(t, 50)),
-                ms(percentile(t, 90)),
-                ms(t[0]),
-                ms(t[t.len() - 1]),
+                ms(t, 50.0),
+                ms(t, 90.0),
+                ms(t, 0.0),
+                ms(t, 100.0),
             );
         }
+        let p50 = |t: &[Duration]| percentile(t, 50.0).map_or(f64::NAN, |d| d.as_secs_f64());
         println!(
             "{server:8} {scenario:4} invisible/visible p50 ratio {:.2}",
-            percentile(&times.1, 50).as_secs_f64() / percentile(&times.0, 50).as_secs_f64()
+            p50(&times.1) / p50(&times.0)
         );
     }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20);
-    let mut password = tempfile::NamedTempFile::new().unwrap();
-    writeln!(password, "alicepw").unwrap();
-    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
+    let args = Args::from_env(&[]);
+    args.only(&[]);
+    let runs: usize = args.nth(0, "RUNS", 20).max(1);
+    let mut password = tempfile::NamedTempFile::new().or_fail("a password file");
+    writeln!(password, "alicepw").or_fail("a password file");
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).or_fail("Prosody");
     measure("prosody", prosody.port(), runs, password.path()).await;
     drop(prosody);
-    let ejabberd = Ejabberd::start(EjabberdOptions::default()).unwrap();
+    let ejabberd = Ejabberd::start(EjabberdOptions::default()).or_fail("ejabberd");
     measure("ejabberd", ejabberd.port(), runs, password.path()).await;
 }

@@ -24,50 +24,22 @@
 //! has no latency sample.
 //!
 //! ```sh
-//! cargo bench -p imstatus-xmpp --bench watcher -- --port 25322 --domain p.test
+//! target/release/xmpp_watcher --port 25322 --domain p.test [--user watcher] [--dump FILE]
 //! ```
-//!
-//! Without `--bench` (i.e. under `cargo test --all-targets`) it does nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-#[path = "common/mod.rs"]
-mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use imstatus_bench::args::Args;
+use imstatus_bench::stats::percentile;
+use imstatus_bench::system::{mono_ns, own_usage};
+use imstatus_bench::{fail, hubs, serve};
 use imstatus_core::{Availability, EventKind, Snapshot};
 
-use common::*;
-use tokio::signal::unix::{signal, SignalKind};
-
-/// CLOCK_MONOTONIC in ns, the clock of Python's `time.monotonic_ns()` that gen.py stamps.
-/// std's `Instant` is that clock on Linux but opaque, and the workspace forbids `unsafe`: its
-/// `Debug` form (`Instant { tv_sec: .., tv_nsec: .. }`) is read once, later readings add the
-/// elapsed time.
-fn mono_ns() -> u64 {
-    static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
-    let (at, ns) = BASE.get_or_init(|| {
-        let now = Instant::now();
-        let text = format!("{now:?}");
-        let num = |key: &str| -> u64 {
-            let rest = &text[text
-                .find(key)
-                .expect("Instant's Debug form has tv_sec/tv_nsec")
-                + key.len()..];
-            let digits: String = rest
-                .trim_start_matches([':', ' '])
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse().unwrap()
-        };
-        (now, num("tv_sec") * 1_000_000_000 + num("tv_nsec"))
-    });
-    ns + at.elapsed().as_nanos() as u64
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 fn num(v: f64) -> String {
@@ -211,7 +183,8 @@ impl Stats {
                 v.lat_us.len()
             );
         }
-        let (cpu, rss) = cpu_rss();
+        let usage = own_usage();
+        let (cpu, rss) = (usage.cpu_s, usage.rss_kb);
         let _ = write!(
             s,
             ", \"offline_counted\": {}, \"pending_offline\": {}, \"rss_kb\": {rss}, \"cpu_s\": {cpu:.3}{extra}}}",
@@ -241,25 +214,18 @@ fn say(line: &str) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        eprintln!("watcher: run through bench/run.sh (needs a server); skipped");
-        return;
-    }
+    let args = Args::from_env(&[]);
+    args.only(&["--port", "--domain", "--user", "--dump"]);
     let t0 = Instant::now();
     mono_ns();
-    let port: u16 = arg(&args, "--port", "25322").parse().unwrap();
-    let domain = arg(&args, "--domain", "p.test");
-    let user = arg(&args, "--user", "watcher");
-    let dump = args
-        .iter()
-        .position(|a| a == "--dump")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let mut term = signal(SignalKind::terminate()).unwrap();
-    let mut int = signal(SignalKind::interrupt()).unwrap();
+    let port: u16 = args.value("--port", 25322);
+    let domain = args.text("--domain", "p.test");
+    let user = args.text("--user", "watcher");
+    let dump = args.get("--dump").map(str::to_owned);
+    // From now on, SIGTERM and SIGINT end the session with its RESULT.
+    let mut shutdown = serve::Shutdown::listen();
 
-    let (hub, account, _pwfile) = signed_in_hub(
+    let watched = hubs::xmpp(
         &format!("{user}@{domain}"),
         "pw",
         port,
@@ -267,6 +233,7 @@ async fn main() {
         Duration::from_secs(60),
     )
     .await;
+    let (hub, account) = (&watched.hub, &watched.account);
     let mut sub = hub.subscribe();
     let mut st = Stats::default();
     let mut roster = 0usize;
@@ -284,7 +251,7 @@ async fn main() {
             break;
         }
     }
-    let (_, rss) = cpu_rss();
+    let rss = own_usage().rss_kb;
     say(&format!(
         "READY roster={roster} login_s={:.3} rss_kb={rss}",
         t0.elapsed().as_secs_f64()
@@ -318,7 +285,7 @@ async fn main() {
             }
             // The source is synced again once the hub no longer reports it down.
             _ = tokio::time::sleep(Duration::from_millis(2)), if down.is_some() => {
-                if hub.source_error(&account).is_none() {
+                if hub.source_error(account).is_none() {
                     let (now, at) = (mono_ns(), down.take().unwrap_or_default());
                     reconnects += 1;
                     recovery_s.push((now - at) as f64 / 1e9);
@@ -329,8 +296,7 @@ async fn main() {
                 st.flush_pending(mono_ns());
                 say(&st.progress());
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = shutdown.wait() => break,
         }
     }
     let recovery = recovery_s
@@ -345,7 +311,7 @@ async fn main() {
     );
     say(&format!("RESULT {}", st.result(&extra)));
     if let Some(path) = dump {
-        let snap: Snapshot = match hub.snapshot(&account).map(|e| e.kind.clone()) {
+        let snap: Snapshot = match hub.snapshot(account).map(|e| e.kind.clone()) {
             Some(EventKind::Snapshot { snapshot, .. }) => *snapshot,
             _ => Snapshot::unknown(),
         };
@@ -359,6 +325,8 @@ async fn main() {
                 c.message.as_deref().unwrap_or("")
             );
         }
-        std::fs::write(path, text).unwrap();
+        if let Err(e) = std::fs::write(&path, text) {
+            fail(format_args!("writing {path}: {e}"));
+        }
     }
 }

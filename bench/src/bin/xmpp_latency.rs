@@ -12,45 +12,48 @@
 //! received the event (same process, same clock).
 //!
 //! ```sh
-//! cargo bench -p imstatus-xmpp --bench latency -- --port 25322 --domain p.test --n 500
-//! cargo bench -p imstatus-xmpp --bench latency -- --port 25322 --observer roster --n 500
+//! target/release/xmpp_latency --port 25322 --domain p.test --n 500
+//! target/release/xmpp_latency --port 25322 --observer roster --n 500
 //! ```
 //!
-//! Prints one JSON line (µs). Without `--bench` (i.e. under `cargo test --all-targets`) it does
-//! nothing: it needs a server the suite starts.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-#[path = "common/mod.rs"]
-mod common;
+//! Options: `--port` (25322), `--domain` (p.test), `--n` (500), `--gap-ms` (5), `--password`
+//! (pw), `--observer self|roster`. Needs the server and accounts `bench/run.sh` sets up. Prints
+//! one JSON line (µs).
 
 use std::time::{Duration, Instant};
 
+use imstatus_bench::args::Args;
+use imstatus_bench::fail;
+use imstatus_bench::hubs;
+use imstatus_bench::stats::percentile;
 use imstatus_core::{Availability, EventKind};
 use imstatus_testkit::XmppClient;
 
-use common::*;
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        eprintln!("latency: run through bench/run.sh (needs a server); skipped");
-        return;
-    }
-    let port: u16 = arg(&args, "--port", "25322").parse().unwrap();
-    let domain = arg(&args, "--domain", "p.test");
-    let n: usize = arg(&args, "--n", "500").parse().unwrap();
-    let gap = Duration::from_secs_f64(arg(&args, "--gap-ms", "5").parse::<f64>().unwrap() / 1000.0);
-    let password = arg(&args, "--password", "pw");
-    let roster = match arg(&args, "--observer", "self").as_str() {
+    let args = Args::from_env(&[]);
+    args.only(&[
+        "--port",
+        "--domain",
+        "--n",
+        "--gap-ms",
+        "--password",
+        "--observer",
+    ]);
+    let port: u16 = args.value("--port", 25322);
+    let domain = args.text("--domain", "p.test");
+    let n: usize = args.value("--n", 500);
+    let gap = Duration::from_secs_f64(args.value::<f64>("--gap-ms", 5.0) / 1000.0);
+    let password = args.text("--password", "pw");
+    let roster = match args.text("--observer", "self").as_str() {
         "self" => false,
         "roster" => true,
-        other => panic!("--observer self|roster, not {other:?}"),
+        other => fail(format_args!("--observer self|roster, not {other:?}")),
     };
     let observer = if roster { "watcher" } else { "alice" };
     let alice_jid = format!("alice@{domain}");
 
-    let (hub, _alice, _pwfile) = signed_in_hub(
+    let watched = hubs::xmpp(
         &format!("{observer}@{domain}"),
         &password,
         port,
@@ -58,9 +61,16 @@ async fn main() {
         Duration::from_secs(30),
     )
     .await;
-    let mut sub = hub.subscribe();
-    let mut desk = XmppClient::connect(port, "alice", &domain, &password, "desk").unwrap();
-    desk.presence(None, Some("x start"), None).unwrap();
+    let mut sub = watched.hub.subscribe();
+    let mut desk = XmppClient::connect(port, "alice", &domain, &password, "desk")
+        .unwrap_or_else(|e| fail(format_args!("alice/desk: {e}")));
+    let say = |desk: &mut XmppClient, show: Option<&str>, status: &str| {
+        if let Err(e) = desk.presence(show, Some(status), None) {
+            fail(format_args!("alice/desk's presence: {e}"));
+        }
+    };
+    say(&mut desk, None, "x start");
+    // Let the start presence and what it causes pass before the first toggle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     while sub.try_recv().is_some() {}
 
@@ -70,7 +80,7 @@ async fn main() {
         let marker = format!("x {seq}");
         let show = if seq % 2 == 0 { Some("away") } else { None };
         let sent = Instant::now();
-        desk.presence(show, Some(&marker), None).unwrap();
+        say(&mut desk, show, &marker);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let got = loop {
             match tokio::time::timeout_at(deadline, sub.recv()).await {
@@ -109,12 +119,13 @@ async fn main() {
     } else {
         lat.iter().sum::<f64>() / lat.len() as f64
     };
+    let p = |q| percentile(&lat, q).unwrap_or(f64::NAN);
     println!(
         "{{\"impl\": \"imstatus\", \"observer\": \"{}\", \"n\": {n}, \"lost\": {lost}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \"max_us\": {:.1}, \"mean_us\": {:.1}}}",
         if roster { "roster" } else { "self" },
-        pct(&lat, 50.0),
-        pct(&lat, 90.0),
-        pct(&lat, 99.0),
+        p(50.0),
+        p(90.0),
+        p(99.0),
         lat.last().copied().unwrap_or(f64::NAN),
         mean
     );
