@@ -23,7 +23,7 @@ trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
 echo "== windows smoke: $exe under wine ($WINEPREFIX)"
 wine "$exe" --version
-out=$(IMSTATUS_WINDOWS_EXE="$exe" cargo test -p imstatus --locked --test windows -- --test-threads=2 2>&1) \
+out=$(IMSTATUS_WINDOWS_EXE="$exe" cargo test -p imstatus --locked --test main -- windows:: --test-threads=2 2>&1) \
   || { echo "$out"; exit 1; }
 echo "$out" | grep -E '^(test |running|test result)'
 # Not skipped: with IMSTATUS_WINDOWS_EXE set every test runs (a missing exe fails them).
