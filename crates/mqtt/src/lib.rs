@@ -138,12 +138,15 @@ pub enum Error {
     Crashed(String),
 }
 
-/// Where the broker is.
+/// Where the broker is, as [`parse_url`] reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Broker {
-    host: String,
-    port: u16,
-    tls: bool,
+pub struct Broker {
+    /// The host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// The port (1883 or 8883 by default).
+    pub port: u16,
+    /// `mqtts://` (or `ssl://`): TLS.
+    pub tls: bool,
 }
 
 /// How [`run_mqtt`] connects and names its topics. Build it with [`MqttSettings::new`] and
@@ -499,7 +502,10 @@ impl MqttSettings {
     }
 }
 
-fn parse_url(url: &str) -> Result<Broker, Error> {
+/// Reads a broker URL: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
+/// (TLS, default port 8883; `tcp://` and `ssl://` are accepted too); no credentials, path or
+/// query. Also used by the sources that read from a broker.
+pub fn parse_url(url: &str) -> Result<Broker, Error> {
     let bad = |reason: &str| Error::Url {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -515,7 +521,7 @@ fn parse_url(url: &str) -> Result<Broker, Error> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
         return Err(bad(
-            "no credentials in the url: set `username` and `password_file` in [mqtt]",
+            "no credentials in the url: set `username` and `password_file` instead",
         ));
     }
     if rest.contains(['/', '?', '#']) {
