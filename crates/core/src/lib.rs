@@ -22,6 +22,7 @@ pub mod id;
 pub mod mistatus;
 pub mod observation;
 pub mod state;
+pub mod text;
 pub mod time;
 pub mod tracker;
 
