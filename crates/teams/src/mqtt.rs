@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imstatus_core::text::clip;
 use imstatus_core::{Backoff, ErrorCode, Observation};
 use imstatus_hub::Sink;
 use rumqttc::{
@@ -31,7 +32,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use crate::config::BrokerOptions;
-use crate::translate::{clip, Handled, MqttState, Payload, Reporter, Topics};
+use crate::translate::{Handled, MqttState, Payload, Reporter, Topics};
 
 /// Packets from the driver to the watch loop; when full, the driver waits (see the module
 /// docs).
@@ -227,11 +228,8 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::Sender<Wire>, broker: String,
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == marker => Wire::Barrier,
             Ok(Event::Incoming(Packet::Publish(p))) => Wire::Publish {
-                topic: if p.topic.len() > MAX_TOPIC {
-                    clip(&p.topic, MAX_TOPIC)
-                } else {
-                    p.topic
-                },
+                // Clipped and sanitised: it may be quoted in a detail.
+                topic: clip(&p.topic, MAX_TOPIC),
                 payload: Payload::capped(&p.payload),
                 retain: p.retain,
             },

@@ -8,6 +8,7 @@
 //! D-Bus. Nothing here does I/O or reads a clock; every input is capped before it is parsed,
 //! and bad input is an `Err` with a one-line detail (the source reports it as an anomaly).
 
+use imstatus_core::text::clip;
 use imstatus_core::{
     ActivitySignal, App, Availability, Observation, PartId, SignOutReason, Status,
 };
@@ -629,15 +630,8 @@ impl Signal {
 
 // ------------------------------------------------------------------------------ helpers
 
-/// At most `max` characters of `text`, with `…` when cut.
-pub fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
-    }
-}
-
-/// `text` clipped and quoted with escapes (control characters never reach a detail as is).
+/// `text` clipped, [sanitised](imstatus_core::text::sanitize) and quoted with escapes (control
+/// characters and bidirectional overrides never reach a detail as is).
 fn quote(text: &str) -> String {
     format!("{:?}", clip(text, QUOTE))
 }
@@ -849,9 +843,12 @@ mod tests {
             m.handle("teamsx/status", &data("x"), false),
             Handled::Ignored
         );
-        // Control characters are quoted, never passed on as is.
+        // Control characters never reach a detail as is: sanitised, then quoted.
         match m.handle("teams/in-call", &data("\u{1b}[31m"), false) {
-            Handled::Bad(why) => assert!(why.contains("\\u{1b}"), "{why}"),
+            Handled::Bad(why) => assert_eq!(
+                why,
+                "teams/in-call: expected true or false, got \"\u{fffd}[31m\"; ignored"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -988,8 +985,21 @@ mod tests {
     }
 
     #[test]
-    fn clip_cuts_on_characters() {
-        assert_eq!(clip("héllo", 2), "hé…");
-        assert_eq!(clip("hi", 2), "hi");
+    fn app_text_is_clipped_and_sanitised_before_it_is_kept_or_quoted() {
+        // A presence the app might send one day, with a forged line and a bidi override.
+        let p = Presence::from_name("busy\nwork  signed out\u{202e}x");
+        assert_eq!(
+            p,
+            Presence::Other("busy work  signed out\u{fffd}x".to_owned())
+        );
+        let long = "é".repeat(10_000);
+        let Presence::Other(kept) = Presence::from_name(&long) else {
+            panic!("not Other");
+        };
+        assert_eq!(kept.chars().count(), QUOTE + 1, "clipped with …");
+        assert_eq!(
+            quote("a\u{1b}[31mb\u{2066}"),
+            format!("{:?}", "a\u{fffd}[31mb\u{fffd}")
+        );
     }
 }

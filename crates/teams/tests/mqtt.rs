@@ -269,7 +269,7 @@ async fn malformed_and_oversized_payloads_are_reported_and_change_nothing() {
             ),
             (
                 raw("microphone", "\u{1b}[31mloud"),
-                "source_error protocol_error: teams/microphone: expected speaking, silent, muted or off, got \"\\u{1b}[31mloud\"; ignored",
+                "source_error protocol_error: teams/microphone: expected speaking, silent, muted or off, got \"\u{fffd}[31mloud\"; ignored",
             ),
             (
                 raw("camera", &"t".repeat(65)),
