@@ -25,7 +25,7 @@
 //! | `imstatus/<account>/availability` | `offline`, `available`, `chatty`, `invisible`, `busy`, `away`, `extended_away` or `unknown` |
 //! | `imstatus/<account>/signed_in` | `ON` (session `signed_in`), `OFF` (any other known session), `None` (session `unknown`) |
 //! | `imstatus/<account>/running` | `ON` (client `running`), `OFF` (`not_running`, `starting`), `None` (client `unknown`, e.g. any XMPP account) |
-//! | `imstatus/<account>/{microphone,camera,in_call,idle,locked}` | `ON`/`OFF`, only for an account whose snapshot has an `activity` (the desktop source) |
+//! | `imstatus/<account>/{microphone,camera,in_call,idle,locked,screen_sharing}` | `ON`/`OFF`, only for an account whose snapshot has an `activity` (the desktop and teams-for-linux sources) |
 //!
 //! `None` is Home Assistant's payload for "unknown" on a binary sensor.
 //!
@@ -41,7 +41,7 @@
 //! | `homeassistant/binary_sensor/<node>/<object>_signed_in/config` | device class `presence`: the user is signed in |
 //! | `homeassistant/sensor/<node>/<object>_availability/config` | device class `enum` with every [`Availability`] as `options`; the state JSON as attributes |
 //!
-//! | `homeassistant/binary_sensor/<node>/<object>_{microphone,camera,in_call,idle,locked}/config` | the activity's five binary sensors ([`ACTIVITY_SENSORS`]), only for an account whose snapshot has an `activity` |
+//! | `homeassistant/binary_sensor/<node>/<object>_{microphone,camera,in_call,idle,locked,screen_sharing}/config` | the activity's six binary sensors ([`ACTIVITY_SENSORS`]), only for an account whose snapshot has an `activity` |
 //!
 //! All of an account's entities share one `device` (identifier `<node>_<object>`), have the
 //! stable `unique_id` `<node>_<object>_<leaf>` (`running`, `signed_in`, `availability`,
@@ -689,7 +689,7 @@ pub struct ActivitySensor {
 /// ("Running"/"Not running") for the microphone and the camera, which an application is
 /// running; none for the others, where Home Assistant has no class that means it (`lock` means
 /// *unlocked* when on, which would make "Screen locked" `on` while unlocked).
-pub const ACTIVITY_SENSORS: [ActivitySensor; 5] = [
+pub const ACTIVITY_SENSORS: [ActivitySensor; 6] = [
     ActivitySensor {
         leaf: "microphone",
         name: "Microphone in use",
@@ -724,6 +724,13 @@ pub const ACTIVITY_SENSORS: [ActivitySensor; 5] = [
         device_class: None,
         icon: "mdi:monitor-lock",
         read: |a| a.locked,
+    },
+    ActivitySensor {
+        leaf: "screen_sharing",
+        name: "Sharing the screen",
+        device_class: None,
+        icon: "mdi:monitor-share",
+        read: |a| a.screen_sharing,
     },
 ];
 
@@ -1392,7 +1399,7 @@ mod tests {
     }
 
     #[test]
-    fn activity_configs_are_five_binary_sensors_on_the_accounts_device() {
+    fn activity_configs_are_six_binary_sensors_on_the_accounts_device() {
         let s = MqttSettings::new("mqtt://h").unwrap();
         let desk = AccountId::new("desk");
         let configs = s.activity_configs(&desk, SourceKind::new_static("desktop"));
@@ -1405,6 +1412,7 @@ mod tests {
                 "homeassistant/binary_sensor/imstatus/desk_in_call/config",
                 "homeassistant/binary_sensor/imstatus/desk_idle/config",
                 "homeassistant/binary_sensor/imstatus/desk_locked/config",
+                "homeassistant/binary_sensor/imstatus/desk_screen_sharing/config",
             ]
         );
         let mic = &configs[0].1;
@@ -1432,7 +1440,14 @@ mod tests {
     #[test]
     fn activity_topics_exist_exactly_while_the_snapshot_has_an_activity() {
         let mut p = Publisher::new(MqttSettings::new("mqtt://h").unwrap());
-        let leaves = ["microphone", "camera", "in_call", "idle", "locked"];
+        let leaves = [
+            "microphone",
+            "camera",
+            "in_call",
+            "idle",
+            "locked",
+            "screen_sharing",
+        ];
         let has = |p: &Publisher, topic: &str| p.outbox.payloads.keys().any(|(_, t)| t == topic);
         p.handle_event(&event(
             1,
@@ -1459,7 +1474,7 @@ mod tests {
             .iter()
             .map(|l| payload(&p, &format!("imstatus/alice/{l}")))
             .collect();
-        assert_eq!(states, ["ON", "OFF", "ON", "OFF", "ON"]);
+        assert_eq!(states, ["ON", "OFF", "ON", "OFF", "ON", "OFF"]);
         let config = payload(
             &p,
             "homeassistant/binary_sensor/imstatus/alice_in_call/config",
@@ -1511,7 +1526,7 @@ mod tests {
         }
         assert_eq!(
             p.outbox.unsent.len(),
-            10 + 1,
+            12 + 1,
             "the erasures and the state JSON"
         );
     }
