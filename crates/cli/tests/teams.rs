@@ -320,3 +320,70 @@ fn status_doctor_and_watch_follow_the_app_its_call_and_its_crash() {
     );
     assert_eq!(code, Some(0));
 }
+
+/// `via = "dbus"` on a real private bus where the app does not run (no double needed): status
+/// says the client is not running (exit 4), doctor says which app setting to turn on. (The
+/// app running over D-Bus is tested in crates/teams/tests with the double.)
+#[test]
+fn a_dbus_account_without_the_app_is_not_running_and_doctor_says_why() {
+    let bus = imstatus_testkit::DbusDaemon::start().expect("dbus-daemon");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[account]]\nname = \"work\"\nsource = \"teams-for-linux\"\nvia = \"dbus\"\n\
+             bus = \"{}\"\n",
+            bus.address()
+        ),
+    )
+    .expect("write config");
+
+    let out = run({
+        let mut c = imstatus(&path);
+        c.arg("status");
+        c
+    });
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(4),
+            "work     teams-for-linux client not_running client_not_running (0x80040111)\n\
+             \x20          activity mic off camera off in_call no idle no locked no\n"
+                .to_owned()
+        ),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+
+    assert!(
+        text(&out.stderr).starts_with("imstatus: work: client_not_running (0x80040111)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run({
+        let mut c = imstatus(&path);
+        c.arg("doctor");
+        c
+    });
+    let doctor = text(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{doctor}");
+    let lines: Vec<&str> = doctor.lines().collect();
+    assert_eq!(lines.first(), Some(&"work (teams-for-linux)"), "{doctor}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  ok   bus ") && l.contains(bus.address())),
+        "{doctor}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("  FAIL name ")
+            && l.contains("com.github.IsmaelMartinez.teams_for_linux has no owner")),
+        "{doctor}"
+    );
+    assert!(
+        doctor.contains("{\"dbusControl\": {\"enabled\": true}}"),
+        "the hint names the app setting: {doctor}"
+    );
+}
