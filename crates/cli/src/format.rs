@@ -88,19 +88,30 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 /// The whole activity on one line:
-/// `mic on (parecord 1234) camera off in_call yes idle no (12s) locked no`.
+/// `mic on (parecord 1234) camera off in_call yes idle no (12s) locked no`, with
+/// `screen_sharing yes` after `in_call` while a call client says the screen is shared.
 pub fn activity_text(a: &Activity) -> String {
     let idle = match a.idle_s {
         Some(s) => format!("{} ({s}s)", yes_no(a.idle)),
         None => yes_no(a.idle).to_owned(),
     };
     format!(
-        "mic {} camera {} in_call {} idle {idle} locked {}",
+        "mic {} camera {} in_call {}{} idle {idle} locked {}",
         device_text(a.microphone, &a.microphone_apps),
         device_text(a.camera, &a.camera_apps),
         yes_no(a.in_call),
+        if a.screen_sharing {
+            " screen_sharing yes"
+        } else {
+            ""
+        },
         yes_no(a.locked),
     )
+}
+
+/// Whether `in_call` is just `microphone || camera` (not a call client's own word).
+fn call_from_devices(a: &Activity) -> bool {
+    a.in_call == (a.microphone || a.camera)
 }
 
 /// What an `activity_changed` says, as what changed: `microphone on (zoom 4242)`,
@@ -121,6 +132,28 @@ pub fn activity_change_text(from: Option<&Activity>, to: &Activity) -> String {
             "camera {}",
             device_text(to.camera, &to.camera_apps)
         ));
+    }
+    // A call client's own `in_call` (a call with the microphone muted and the camera off); one
+    // that follows the devices is said by their lines already.
+    if from.in_call != to.in_call && !(call_from_devices(from) && call_from_devices(to)) {
+        changes.push(
+            if to.in_call {
+                "in a call"
+            } else {
+                "call ended"
+            }
+            .into(),
+        );
+    }
+    if from.screen_sharing != to.screen_sharing {
+        changes.push(
+            if to.screen_sharing {
+                "screen sharing"
+            } else {
+                "screen sharing ended"
+            }
+            .into(),
+        );
     }
     if from.idle != to.idle {
         changes.push(match (to.idle, to.idle_s) {
@@ -375,6 +408,37 @@ mod tests {
             "09:34:23.728  desk       client running, unknown, unknown (mistatus 0x000)\n\
              \x20             activity: mic off camera off in_call no idle no locked no"
         );
+    }
+
+    #[test]
+    fn a_call_clients_own_call_and_screen_sharing_are_shown() {
+        let idle = Activity::default();
+        let call = Activity {
+            in_call: true,
+            ..Activity::default()
+        };
+        let sharing = Activity {
+            screen_sharing: true,
+            ..call.clone()
+        };
+        assert_eq!(
+            activity_text(&sharing),
+            "mic off camera off in_call yes screen_sharing yes idle no locked no"
+        );
+        let what = |from: &Activity, to: &Activity| activity_change_text(Some(from), to);
+        // In a call with the microphone muted: only the client can say so.
+        assert_eq!(what(&idle, &call), "in a call");
+        assert_eq!(what(&call, &sharing), "screen sharing");
+        assert_eq!(what(&sharing, &idle), "call ended, screen sharing ended");
+        // The microphone goes live in that call: the call was news already.
+        let live = Activity {
+            microphone: true,
+            microphone_apps: vec![App::new("Teams for Linux", None)],
+            ..call.clone()
+        };
+        assert_eq!(what(&call, &live), "microphone on (Teams for Linux)");
+        // Joining with the microphone live: the device line says it.
+        assert_eq!(what(&idle, &live), "microphone on (Teams for Linux)");
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn activity_environment(a: &Activity) -> Vec<(&'static str, String)> {
         ("IMSTATUS_ACTIVITY_MICROPHONE", flag(a.microphone)),
         ("IMSTATUS_ACTIVITY_CAMERA", flag(a.camera)),
         ("IMSTATUS_ACTIVITY_IN_CALL", flag(a.in_call)),
+        ("IMSTATUS_ACTIVITY_SCREEN_SHARING", flag(a.screen_sharing)),
         ("IMSTATUS_ACTIVITY_IDLE", flag(a.idle)),
         ("IMSTATUS_ACTIVITY_LOCKED", flag(a.locked)),
         (
@@ -410,6 +411,7 @@ mod tests {
             idle_s: Some(312),
             idle: true,
             locked: false,
+            screen_sharing: true,
             microphone_apps: vec![
                 App::new("parecord", Some(1234)),
                 App::new("firefox", Some(88)),
@@ -430,6 +432,7 @@ mod tests {
                 ("IMSTATUS_ACTIVITY_MICROPHONE", "1".to_owned()),
                 ("IMSTATUS_ACTIVITY_CAMERA", "1".to_owned()),
                 ("IMSTATUS_ACTIVITY_IN_CALL", "1".to_owned()),
+                ("IMSTATUS_ACTIVITY_SCREEN_SHARING", "1".to_owned()),
                 ("IMSTATUS_ACTIVITY_IDLE", "1".to_owned()),
                 ("IMSTATUS_ACTIVITY_LOCKED", "0".to_owned()),
                 ("IMSTATUS_ACTIVITY_IDLE_S", "312".to_owned()),
@@ -455,6 +458,7 @@ mod tests {
                 ("IMSTATUS_ACTIVITY_MICROPHONE", "0".to_owned()),
                 ("IMSTATUS_ACTIVITY_CAMERA", "0".to_owned()),
                 ("IMSTATUS_ACTIVITY_IN_CALL", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_SCREEN_SHARING", "0".to_owned()),
                 ("IMSTATUS_ACTIVITY_IDLE", "0".to_owned()),
                 ("IMSTATUS_ACTIVITY_LOCKED", "0".to_owned()),
                 ("IMSTATUS_ACTIVITY_IDLE_S", String::new()),

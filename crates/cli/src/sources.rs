@@ -25,6 +25,8 @@ pub fn factories() -> Vec<&'static dyn SourceFactory> {
         &imstatus_desktop::DesktopFactory,
         #[cfg(feature = "windows")]
         &imstatus_windows::WindowsFactory,
+        #[cfg(all(unix, feature = "teams"))]
+        &imstatus_teams::TeamsFactory,
     ];
     list.extend(
         ABSENT
@@ -75,6 +77,15 @@ const ABSENT: &[Absent] = &[
         kind: SourceKind::new_static("windows"),
         present: cfg!(feature = "windows"),
         why: "built without its cargo feature",
+    },
+    Absent {
+        kind: SourceKind::new_static("teams-for-linux"),
+        present: cfg!(all(unix, feature = "teams")),
+        why: if cfg!(unix) {
+            "built without its cargo feature"
+        } else {
+            "teams-for-linux is a Linux client; on Windows use source = \"windows\""
+        },
     },
 ];
 
@@ -148,7 +159,7 @@ pub fn help() -> String {
         if ABSENT.iter().any(|a| !a.present && a.kind == f.kind()) {
             continue;
         }
-        text.push_str(&format!("  {:<10} {}\n", f.kind(), f.description()));
+        text.push_str(&format!("  {:<15} {}\n", f.kind(), f.description()));
     }
     text.push_str("See docs/config.md; docs/sources.md says how to add one.");
     text
@@ -173,7 +184,14 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(kinds.len(), unique.len(), "{kinds:?}");
-        for k in ["purple", "xmpp", "matrix", "desktop", "windows"] {
+        for k in [
+            "purple",
+            "xmpp",
+            "matrix",
+            "desktop",
+            "windows",
+            "teams-for-linux",
+        ] {
             assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
         }
     }
@@ -213,7 +231,11 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "cfg.toml:4: key `bus` does not apply to source \"windows\" (it is a key of source \"purple\")"
+            if cfg!(feature = "teams") {
+                "cfg.toml:4: key `bus` does not apply to source \"windows\" (it is a key of sources \"purple\" or \"teams-for-linux\")"
+            } else {
+                "cfg.toml:4: key `bus` does not apply to source \"windows\" (it is a key of source \"purple\")"
+            }
         );
     }
 
@@ -229,6 +251,11 @@ mod tests {
     #[test]
     fn help_lists_the_sources_of_this_build() {
         let h = help();
-        assert!(h.contains("  xmpp       an XMPP account"), "{h}");
+        assert!(h.contains("  xmpp            an XMPP account"), "{h}");
+        #[cfg(all(unix, feature = "teams"))]
+        assert!(
+            h.contains("  teams-for-linux Teams for Linux (teams-for-linux): presence and call"),
+            "{h}"
+        );
     }
 }

@@ -248,7 +248,8 @@ fn status_shows_the_activity_and_exits_0_and_json_carries_it() {
     let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).expect("one JSON line");
     assert_eq!(
         v["activity"],
-        serde_json::json!({"microphone": true, "camera": false, "in_call": true, "idle_s": null,
+        serde_json::json!({"microphone": true, "camera": false, "in_call": true,
+            "screen_sharing": false, "idle_s": null,
             "idle": false, "locked": false,
             "microphone_apps": [{"name": "parecord", "pid": pid}], "camera_apps": []})
     );

@@ -1,8 +1,9 @@
 //! The activity axis: is the user on a call (microphone, camera), idle, or behind a locked
 //! screen?
 //!
-//! Only sources that can see the local desktop report it (the `desktop` source); for every
-//! other account a snapshot has no `activity` at all. Sources report each signal on its own
+//! Only sources that can see the local desktop (the `desktop` source) or a call client's own
+//! view of its call (the `teams-for-linux` source) report it; for every other account a
+//! snapshot has no `activity` at all. Sources report each signal on its own
 //! ([`ActivitySignal`]), so that the microphone watcher never needs to know what the idle
 //! watcher last said; the tracker merges them into one [`Activity`] and emits
 //! `activity_changed` when anything but the idle *reading* changed.
@@ -39,7 +40,8 @@ impl App {
 
 /// What the desktop says about the user: on a call, idle, locked.
 ///
-/// `in_call` is `microphone || camera`. `idle_s` is the idle time in whole seconds as of the
+/// `in_call` is `microphone || camera`, or a call client says it is in a call.
+/// `screen_sharing` only comes from a call client. `idle_s` is the idle time in whole seconds as of the
 /// snapshot (or of the change, in `activity_changed`), `null` when no idle backend answers; a
 /// signal that is not enabled, or whose backend does not answer, reads `false`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +50,12 @@ pub struct Activity {
     pub microphone: bool,
     /// A process holds a camera device open.
     pub camera: bool,
-    /// `microphone || camera`.
+    /// `microphone || camera`, or a call client says the user is in a call
+    /// ([`ActivitySignal::InCall`]).
     pub in_call: bool,
+    /// A call client says the user shares their screen ([`ActivitySignal::ScreenSharing`]).
+    #[serde(default)]
+    pub screen_sharing: bool,
     /// Seconds since the last input, when an idle backend answers.
     pub idle_s: Option<u64>,
     /// The idle time has reached the account's `idle_after`.
@@ -71,6 +77,7 @@ impl Activity {
         self.microphone != other.microphone
             || self.camera != other.camera
             || self.in_call != other.in_call
+            || self.screen_sharing != other.screen_sharing
             || self.idle_s.is_some() != other.idle_s.is_some()
             || self.idle != other.idle
             || self.locked != other.locked
@@ -97,6 +104,11 @@ pub enum ActivitySignal {
     },
     /// The screen is locked (`false` also when no lock backend answers).
     Locked(bool),
+    /// A call client says whether the user is in a call (`in_call` is then true even with the
+    /// microphone muted and the camera off).
+    InCall(bool),
+    /// A call client says whether the user shares their screen.
+    ScreenSharing(bool),
 }
 
 /// Sorts and deduplicates a list of applications (two streams of one application count once).
@@ -141,7 +153,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&a).expect("serialise"),
             serde_json::json!({"microphone": true, "camera": false, "in_call": true,
-                "idle_s": 12, "idle": false, "locked": false,
+                "screen_sharing": false, "idle_s": 12, "idle": false, "locked": false,
                 "microphone_apps": [{"name": "parecord", "pid": 4242}], "camera_apps": []})
         );
     }

@@ -319,6 +319,8 @@ struct AccountTracker {
     last_input: Option<Timestamp>,
     /// The source said the account has no sign-in: the session stays as it is (`unknown`).
     no_session: bool,
+    /// A call client's own word that the user is in a call ([`ActivitySignal::InCall`]).
+    app_in_call: bool,
 }
 
 impl AccountTracker {
@@ -339,6 +341,7 @@ impl AccountTracker {
             pending_failure: None,
             last_input: None,
             no_session: false,
+            app_in_call: false,
         }
     }
 
@@ -381,8 +384,10 @@ impl AccountTracker {
                 });
             }
             ActivitySignal::Locked(locked) => to.locked = locked,
+            ActivitySignal::InCall(in_call) => self.app_in_call = in_call,
+            ActivitySignal::ScreenSharing(sharing) => to.screen_sharing = sharing,
         }
-        to.in_call = to.microphone || to.camera;
+        to.in_call = to.microphone || to.camera || self.app_in_call;
         to.idle_s = idle_seconds(self.last_input, now);
         if from.as_ref().is_none_or(|f| f.differs_from(&to)) {
             out.emit(

@@ -502,6 +502,75 @@ fn absurd_idle_readings_saturate_instead_of_panicking() {
 }
 
 #[test]
+fn a_call_clients_own_in_call_holds_with_microphone_and_camera_off_and_sharing_is_its_own_field() {
+    let mut h = desktop();
+    h.feed([Observation::Activity(ActivitySignal::Locked(false))]);
+    let in_call = Activity {
+        in_call: true,
+        ..Activity::default()
+    };
+    assert_eq!(
+        h.feed([Observation::Activity(ActivitySignal::InCall(true))]),
+        vec![EventKind::ActivityChanged {
+            from: Some(Box::new(Activity::default())),
+            to: Box::new(in_call.clone()),
+        }]
+    );
+    // The microphone going live and muted again leaves the call as it is.
+    let live = Activity {
+        microphone: true,
+        microphone_apps: vec![App::new("Teams for Linux", None)],
+        ..in_call.clone()
+    };
+    assert_eq!(
+        h.feed([Observation::Activity(ActivitySignal::Microphone(vec![
+            App::new("Teams for Linux", None)
+        ]))]),
+        vec![EventKind::ActivityChanged {
+            from: Some(Box::new(in_call.clone())),
+            to: Box::new(live.clone()),
+        }]
+    );
+    let kinds = h.feed([
+        Observation::Activity(ActivitySignal::Microphone(vec![])),
+        Observation::Activity(ActivitySignal::ScreenSharing(true)),
+    ]);
+    let sharing = Activity {
+        screen_sharing: true,
+        ..in_call.clone()
+    };
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::ActivityChanged {
+                from: Some(Box::new(live)),
+                to: Box::new(in_call.clone()),
+            },
+            EventKind::ActivityChanged {
+                from: Some(Box::new(in_call)),
+                to: Box::new(sharing.clone()),
+            },
+        ]
+    );
+    // Repeating is no news; the call ending clears in_call but not the share (its own signal).
+    assert_eq!(
+        h.feed([Observation::Activity(ActivitySignal::ScreenSharing(true))]),
+        vec![]
+    );
+    let kinds = h.feed([Observation::Activity(ActivitySignal::InCall(false))]);
+    assert_eq!(
+        kinds,
+        vec![EventKind::ActivityChanged {
+            from: Some(Box::new(sharing)),
+            to: Box::new(Activity {
+                screen_sharing: true,
+                ..Activity::default()
+            }),
+        }]
+    );
+}
+
+#[test]
 fn activity_changed_serialises_to_the_documented_json() {
     let mut h = desktop();
     h.feed([Observation::Activity(ActivitySignal::Locked(false))]);
@@ -518,9 +587,11 @@ fn activity_changed_serialises_to_the_documented_json() {
         serde_json::json!({
             "seq": event.seq, "time": "2026-11-24T10:00:00.000Z", "account": "alice",
             "source": "desktop", "event": "activity_changed",
-            "from": {"microphone": false, "camera": false, "in_call": false, "idle_s": null,
+            "from": {"microphone": false, "camera": false, "in_call": false,
+                "screen_sharing": false, "idle_s": null,
                 "idle": false, "locked": false, "microphone_apps": [], "camera_apps": []},
-            "to": {"microphone": false, "camera": true, "in_call": true, "idle_s": null,
+            "to": {"microphone": false, "camera": true, "in_call": true,
+                "screen_sharing": false, "idle_s": null,
                 "idle": false, "locked": false, "microphone_apps": [],
                 "camera_apps": [{"name": "cheese", "pid": 99}]}
         })

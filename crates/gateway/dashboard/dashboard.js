@@ -211,7 +211,10 @@
     const box = c.querySelector(".activity");
     const a = s.activity;
     box.hidden = !a;
-    c.querySelector(".call").hidden = !(a && a.in_call);
+    const call = c.querySelector(".call");
+    call.hidden = !(a && a.in_call);
+    // A call client (teams-for-linux) also says when the screen is shared.
+    call.textContent = a && a.screen_sharing ? "on a call · sharing screen" : "on a call";
     if (!a) {
       delete c.dataset.inCall;
       return;

@@ -142,6 +142,7 @@ const cards = [...document.querySelectorAll('.card')].map((c) => ({
   resourcesShown: !c.querySelector('.resources').hidden,
   contacts: [...c.querySelectorAll('.contacts li')].map(text),
   call: !c.querySelector('.call').hidden,
+  callText: text(c.querySelector('.call')),
   activity: c.querySelector('.activity').hidden
     ? null
     : Object.fromEntries([...c.querySelectorAll('.activity dd')].map(
@@ -657,6 +658,19 @@ async fn dashboard_shows_a_desktop_accounts_activity_live_and_its_badge_says_on_
         assert_eq!(d["shown"], "on a call");
         assert_eq!(badge_text(&browser, "desk").await, "on a call");
         screenshot(&browser, "imstatus-gateway-dashboard-activity.png").await;
+
+        // A call client says the screen is shared: the mark says so, then stops saying so.
+        script.send([Observation::Activity(ActivitySignal::ScreenSharing(true))]);
+        wait_page(&browser, "sharing the screen", STEP, |p| {
+            card(p, "desk").is_some_and(|c| c["callText"] == "on a call · sharing screen")
+        })
+        .await;
+        script.send([Observation::Activity(ActivitySignal::ScreenSharing(false))]);
+        let state = wait_page(&browser, "sharing ended", STEP, |p| {
+            card(p, "desk").is_some_and(|c| c["callText"] == "on a call")
+        })
+        .await;
+        assert_eq!(card_of(&state, "desk")["call"], true);
 
         // The call ends, the user walks away and the screen locks.
         script.send([

@@ -25,7 +25,7 @@
 //! | `imstatus/<account>/availability` | `offline`, `available`, `chatty`, `invisible`, `busy`, `away`, `extended_away` or `unknown` |
 //! | `imstatus/<account>/signed_in` | `ON` (session `signed_in`), `OFF` (any other known session), `None` (session `unknown`) |
 //! | `imstatus/<account>/running` | `ON` (client `running`), `OFF` (`not_running`, `starting`), `None` (client `unknown`, e.g. any XMPP account) |
-//! | `imstatus/<account>/{microphone,camera,in_call,idle,locked}` | `ON`/`OFF`, only for an account whose snapshot has an `activity` (the desktop source) |
+//! | `imstatus/<account>/{microphone,camera,in_call,idle,locked,screen_sharing}` | `ON`/`OFF`, only for an account whose snapshot has an `activity` (the desktop and teams-for-linux sources) |
 //!
 //! `None` is Home Assistant's payload for "unknown" on a binary sensor.
 //!
@@ -41,7 +41,7 @@
 //! | `homeassistant/binary_sensor/<node>/<object>_signed_in/config` | device class `presence`: the user is signed in |
 //! | `homeassistant/sensor/<node>/<object>_availability/config` | device class `enum` with every [`Availability`] as `options`; the state JSON as attributes |
 //!
-//! | `homeassistant/binary_sensor/<node>/<object>_{microphone,camera,in_call,idle,locked}/config` | the activity's five binary sensors ([`ACTIVITY_SENSORS`]), only for an account whose snapshot has an `activity` |
+//! | `homeassistant/binary_sensor/<node>/<object>_{microphone,camera,in_call,idle,locked,screen_sharing}/config` | the activity's six binary sensors ([`ACTIVITY_SENSORS`]), only for an account whose snapshot has an `activity` |
 //!
 //! All of an account's entities share one `device` (identifier `<node>_<object>`), have the
 //! stable `unique_id` `<node>_<object>_<leaf>` (`running`, `signed_in`, `availability`,
@@ -141,12 +141,15 @@ pub enum Error {
     Crashed(String),
 }
 
-/// Where the broker is.
+/// Where the broker is, as [`parse_url`] reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Broker {
-    host: String,
-    port: u16,
-    tls: bool,
+pub struct Broker {
+    /// The host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// The port (1883 or 8883 by default).
+    pub port: u16,
+    /// `mqtts://` (or `ssl://`): TLS.
+    pub tls: bool,
 }
 
 /// How [`run_mqtt`] connects and names its topics. Build it with [`MqttSettings::new`] and
@@ -532,7 +535,10 @@ impl MqttSettings {
     }
 }
 
-fn parse_url(url: &str) -> Result<Broker, Error> {
+/// Reads a broker URL: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
+/// (TLS, default port 8883; `tcp://` and `ssl://` are accepted too); no credentials, path or
+/// query. Also used by the sources that read from a broker.
+pub fn parse_url(url: &str) -> Result<Broker, Error> {
     let bad = |reason: &str| Error::Url {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -548,7 +554,7 @@ fn parse_url(url: &str) -> Result<Broker, Error> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
         return Err(bad(
-            "no credentials in the url: set `username` and `password_file` in [mqtt]",
+            "no credentials in the url: set `username` and `password_file` instead",
         ));
     }
     if rest.contains(['/', '?', '#']) {
@@ -683,7 +689,7 @@ pub struct ActivitySensor {
 /// ("Running"/"Not running") for the microphone and the camera, which an application is
 /// running; none for the others, where Home Assistant has no class that means it (`lock` means
 /// *unlocked* when on, which would make "Screen locked" `on` while unlocked).
-pub const ACTIVITY_SENSORS: [ActivitySensor; 5] = [
+pub const ACTIVITY_SENSORS: [ActivitySensor; 6] = [
     ActivitySensor {
         leaf: "microphone",
         name: "Microphone in use",
@@ -718,6 +724,13 @@ pub const ACTIVITY_SENSORS: [ActivitySensor; 5] = [
         device_class: None,
         icon: "mdi:monitor-lock",
         read: |a| a.locked,
+    },
+    ActivitySensor {
+        leaf: "screen_sharing",
+        name: "Sharing the screen",
+        device_class: None,
+        icon: "mdi:monitor-share",
+        read: |a| a.screen_sharing,
     },
 ];
 
@@ -1386,7 +1399,7 @@ mod tests {
     }
 
     #[test]
-    fn activity_configs_are_five_binary_sensors_on_the_accounts_device() {
+    fn activity_configs_are_six_binary_sensors_on_the_accounts_device() {
         let s = MqttSettings::new("mqtt://h").unwrap();
         let desk = AccountId::new("desk");
         let configs = s.activity_configs(&desk, SourceKind::new_static("desktop"));
@@ -1399,6 +1412,7 @@ mod tests {
                 "homeassistant/binary_sensor/imstatus/desk_in_call/config",
                 "homeassistant/binary_sensor/imstatus/desk_idle/config",
                 "homeassistant/binary_sensor/imstatus/desk_locked/config",
+                "homeassistant/binary_sensor/imstatus/desk_screen_sharing/config",
             ]
         );
         let mic = &configs[0].1;
@@ -1426,7 +1440,14 @@ mod tests {
     #[test]
     fn activity_topics_exist_exactly_while_the_snapshot_has_an_activity() {
         let mut p = Publisher::new(MqttSettings::new("mqtt://h").unwrap());
-        let leaves = ["microphone", "camera", "in_call", "idle", "locked"];
+        let leaves = [
+            "microphone",
+            "camera",
+            "in_call",
+            "idle",
+            "locked",
+            "screen_sharing",
+        ];
         let has = |p: &Publisher, topic: &str| p.outbox.payloads.keys().any(|(_, t)| t == topic);
         p.handle_event(&event(
             1,
@@ -1453,7 +1474,7 @@ mod tests {
             .iter()
             .map(|l| payload(&p, &format!("imstatus/alice/{l}")))
             .collect();
-        assert_eq!(states, ["ON", "OFF", "ON", "OFF", "ON"]);
+        assert_eq!(states, ["ON", "OFF", "ON", "OFF", "ON", "OFF"]);
         let config = payload(
             &p,
             "homeassistant/binary_sensor/imstatus/alice_in_call/config",
@@ -1505,7 +1526,7 @@ mod tests {
         }
         assert_eq!(
             p.outbox.unsent.len(),
-            10 + 1,
+            12 + 1,
             "the erasures and the state JSON"
         );
     }

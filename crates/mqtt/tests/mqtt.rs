@@ -878,8 +878,8 @@ async fn a_real_xmpp_accounts_changes_reach_mqtt_within_a_second() {
     .await;
 }
 
-/// The activity's five binary sensors: (state topic leaf, name, device class, icon).
-const ACTIVITY: [(&str, &str, Option<&str>, &str); 5] = [
+/// The activity's six binary sensors: (state topic leaf, name, device class, icon).
+const ACTIVITY: [(&str, &str, Option<&str>, &str); 6] = [
     (
         "microphone",
         "Microphone in use",
@@ -890,6 +890,12 @@ const ACTIVITY: [(&str, &str, Option<&str>, &str); 5] = [
     ("in_call", "On a call", None, "mdi:phone-in-talk"),
     ("idle", "Idle", None, "mdi:sleep"),
     ("locked", "Screen locked", None, "mdi:monitor-lock"),
+    (
+        "screen_sharing",
+        "Sharing the screen",
+        None,
+        "mdi:monitor-share",
+    ),
 ];
 
 /// The activity sensors' discovery configs imstatus must publish for `account`, in full.
@@ -940,7 +946,7 @@ fn activity_states(w: &Watcher, account: &str) -> Vec<(String, Option<String>)> 
 }
 
 /// Waits (within [`DELIVERY`]) until the activity's state topics of `account` are `payloads`.
-async fn activity_becomes(w: &mut Watcher, account: &str, payloads: [&str; 5]) {
+async fn activity_becomes(w: &mut Watcher, account: &str, payloads: [&str; 6]) {
     let want = states(account, payloads);
     w.until(&format!("{want:?}"), DELIVERY, |w| {
         (activity_states(w, account) == want).then_some(())
@@ -948,7 +954,7 @@ async fn activity_becomes(w: &mut Watcher, account: &str, payloads: [&str; 5]) {
     .await;
 }
 
-fn states(account: &str, payloads: [&str; 5]) -> Vec<(String, Option<String>)> {
+fn states(account: &str, payloads: [&str; 6]) -> Vec<(String, Option<String>)> {
     ACTIVITY
         .iter()
         .zip(payloads)
@@ -957,7 +963,7 @@ fn states(account: &str, payloads: [&str; 5]) -> Vec<(String, Option<String>)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_desktop_account_gets_five_activity_sensors_that_follow_its_activity() {
+async fn a_desktop_account_gets_six_activity_sensors_that_follow_its_activity() {
     limit(LIMIT, async {
         let broker = Mosquitto::start();
         // What source = "desktop" reports at start (microphone, idle, lock), beside an IM
@@ -1011,7 +1017,7 @@ async fn a_desktop_account_gets_five_activity_sensors_that_follow_its_activity()
         assert_eq!(configs[0].1["device"], device);
         assert_eq!(
             activity_states(&w, "desk"),
-            states("desk", ["OFF", "OFF", "OFF", "OFF", "OFF"])
+            states("desk", ["OFF", "OFF", "OFF", "OFF", "OFF", "OFF"])
         );
         assert_eq!(w.payload("imstatus/desk/running"), Some("ON"));
         // A desktop has no sign-in and no IM status.
@@ -1024,7 +1030,7 @@ async fn a_desktop_account_gets_five_activity_sensors_that_follow_its_activity()
         script.send([Observation::Activity(ActivitySignal::Microphone(vec![
             App::new("parecord", Some(4242)),
         ]))]);
-        activity_becomes(&mut w, "desk", ["ON", "OFF", "ON", "OFF", "OFF"]).await;
+        activity_becomes(&mut w, "desk", ["ON", "OFF", "ON", "OFF", "OFF", "OFF"]).await;
         eprintln!("microphone change → its topics: {:?}", sent.elapsed());
         let state = w
             .until("the state with parecord", STEP, |w| {
@@ -1043,12 +1049,12 @@ async fn a_desktop_account_gets_five_activity_sensors_that_follow_its_activity()
         script.send([Observation::Activity(ActivitySignal::Camera(vec![
             App::new("cheese", Some(9)),
         ]))]);
-        activity_becomes(&mut w, "desk", ["ON", "ON", "ON", "OFF", "OFF"]).await;
+        activity_becomes(&mut w, "desk", ["ON", "ON", "ON", "OFF", "OFF", "OFF"]).await;
         script.send([
             Observation::Activity(ActivitySignal::Microphone(vec![])),
             Observation::Activity(ActivitySignal::Camera(vec![])),
         ]);
-        activity_becomes(&mut w, "desk", ["OFF", "OFF", "OFF", "OFF", "OFF"]).await;
+        activity_becomes(&mut w, "desk", ["OFF", "OFF", "OFF", "OFF", "OFF", "OFF"]).await;
 
         // The user walks away; the screen locks.
         script.send([
@@ -1058,7 +1064,7 @@ async fn a_desktop_account_gets_five_activity_sensors_that_follow_its_activity()
             }),
             Observation::Activity(ActivitySignal::Locked(true)),
         ]);
-        activity_becomes(&mut w, "desk", ["OFF", "OFF", "OFF", "ON", "ON"]).await;
+        activity_becomes(&mut w, "desk", ["OFF", "OFF", "OFF", "ON", "ON", "OFF"]).await;
 
         // Everything above reached the broker after alice's topics: she has none of these.
         w.drain();
