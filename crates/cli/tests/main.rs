@@ -1,7 +1,8 @@
 //! The integration tests of the `imstatus` crate, in one test binary (one link instead of
 //! six on 2 cores): the real binary (`binary`, `real` against real servers, `mqtt` against a
 //! real mosquitto, `windows` for `imstatus.exe` under wine when `IMSTATUS_WINDOWS_EXE` is set)
-//! and the commands in-process (`scripted`, `hooks`).
+//! and the commands in-process (`scripted`, `hooks`); `desktop` and `teams` against a real
+//! PulseAudio and a real mosquitto.
 
 mod binary;
 mod desktop;
@@ -9,4 +10,5 @@ mod hooks;
 mod mqtt;
 mod real;
 mod scripted;
+mod teams;
 mod windows;
