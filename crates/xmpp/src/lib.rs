@@ -30,7 +30,13 @@
 //! extra CA. Each failure maps to one stable code; the source reconnects with
 //! [`imstatus_core::Backoff`] (1 s → 60 s, jittered), except after `auth_failed`, which is
 //! reported once and then the source stays down.
+//!
+//! `set_status` (for a person's `sync`, or `imstatus set`) cannot change the user's other
+//! resources, which XMPP leaves to each client: imstatus's own session announces the status
+//! instead, shown to the contacts for as long as it is set (module `announce`), and
+//! `restore_status` hides it again. See `docs/xmpp-visibility.md`.
 
+mod announce;
 mod census;
 pub mod config;
 mod connect;
