@@ -27,6 +27,7 @@ pub mod mistatus;
 pub mod observation;
 pub mod person;
 pub mod state;
+pub mod text;
 pub mod time;
 pub mod tracker;
 

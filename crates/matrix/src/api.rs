@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::config::UserId;
 use crate::http::{encode, Failure, Http, Response};
-use crate::translate::clip;
+use imstatus_core::text::clip;
 
 /// How long a login, `/versions`, `whoami` or a presence request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -138,10 +138,10 @@ async fn run(config: &MatrixConfig, checks: &mut Vec<Check>) -> Result<(), Failu
         .call(&api, &mut auth, Call::Presence(config.user.as_str()))
         .await?;
     let own: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let presence = own
-        .get("presence")
-        .and_then(Value::as_str)
-        .map_or_else(|| "(unreadable)".to_owned(), |p| translate::clip(p, 40));
+    let presence = own.get("presence").and_then(Value::as_str).map_or_else(
+        || "(unreadable)".to_owned(),
+        |p| imstatus_core::text::clip(p, 40),
+    );
     checks.push(Check::pass(
         "presence",
         format!("enabled; {} is {presence} now", config.user),

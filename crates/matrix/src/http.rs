@@ -27,7 +27,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_rustls::TlsConnector;
 
-use crate::translate::clip;
+use imstatus_core::text::clip;
 
 /// How long one TCP connect may take.
 const TCP_TIMEOUT: Duration = Duration::from_secs(5);

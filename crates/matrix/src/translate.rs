@@ -25,11 +25,13 @@ use imstatus_core::{
 use serde::Deserialize;
 use serde_json::Value;
 
+use imstatus_core::text::{clip, sanitize};
+
 use crate::config::UserId;
 
 /// Status messages longer than this many characters are cut (and reported as an anomaly),
 /// as in the XMPP source.
-pub const MAX_STATUS_CHARS: usize = 1024;
+pub use imstatus_core::text::MAX_STATUS_CHARS;
 /// At most this many contacts are tracked.
 pub const MAX_CONTACTS: usize = 1000;
 /// At most this many joined rooms are read for contacts.
@@ -398,9 +400,11 @@ fn status_of(sender: &str, content: &Value, out: &mut Vec<Observation>) -> Optio
                     text.chars().count(),
                     clip(sender, MAX_DETAIL_CHARS)
                 )));
-                Some(text.chars().take(MAX_STATUS_CHARS).collect())
+                let cut: String = text.chars().take(MAX_STATUS_CHARS).collect();
+                Some(sanitize(&cut).into_owned())
             } else {
-                Some(text.clone())
+                // A contact's own text: nothing in it may forge a line of human output.
+                Some(sanitize(text).into_owned())
             }
         }
         Some(_) => {
@@ -419,18 +423,6 @@ fn status_of(sender: &str, content: &Value, out: &mut Vec<Observation>) -> Optio
 
 fn anomaly(detail: String) -> Observation {
     Observation::Anomaly(ErrorCode::ProtocolError, detail)
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => {
-            let mut s = text.get(..at).unwrap_or_default().to_owned();
-            s.push('…');
-            s
-        }
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -633,6 +625,25 @@ mod tests {
         let ignored = format!(r#"{{"next_batch":"s","x":{}}}"#, nest(100_000));
         let (r, out) = sync(&mut t, &ignored);
         assert_eq!((r.as_deref(), out), (Ok("s"), vec![]));
+    }
+
+    #[test]
+    fn control_characters_in_a_status_message_cannot_forge_output_lines() {
+        let mut t = translator(false);
+        let (_, out) = sync(
+            &mut t,
+            &presence(
+                ALICE,
+                r#"{"presence":"online","status_msg":"lunch\nbob  signed_out\u001b[2J"}"#,
+            ),
+        );
+        assert_eq!(
+            out,
+            vec![Observation::presence(
+                me(),
+                Status::with_message(Availability::Available, "lunch bob  signed_out\u{fffd}[2J")
+            )]
+        );
     }
 
     #[test]

@@ -12,11 +12,14 @@
 //! contact subscribed to the user's presence, then the list again), or, for a session that was
 //! visible anyway, sends its plain initial presence (available, priority −1, no status).
 
+use std::collections::BTreeSet;
+
 use imstatus_core::{Availability, Status};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Show, Type};
+use xmpp_parsers::roster::{Roster, Subscription};
 
 use crate::visibility::Method;
 
@@ -80,6 +83,21 @@ pub(crate) fn lift(method: Method) -> Iq {
 /// since the list itself does not tell the contacts the session is gone).
 pub(crate) fn unavailable_to(contact: &BareJid) -> Presence {
     Presence::new(Type::Unavailable).with_to(Jid::from(contact.clone()))
+}
+
+/// Notes who is subscribed to the user's presence (roster `from`/`both`) from a roster or a
+/// roster push: the contacts a privacy-list withdrawal tells. At most
+/// [`crate::translate::MAX_CONTACTS`] are kept; more are not told.
+pub(crate) fn note_subscribers(subscribers: &mut BTreeSet<BareJid>, roster: &Roster) {
+    for item in &roster.items {
+        if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            if subscribers.len() < crate::translate::MAX_CONTACTS {
+                subscribers.insert(item.jid.clone());
+            }
+        } else {
+            subscribers.remove(&item.jid);
+        }
+    }
 }
 
 fn element(xml: &str) -> Element {

@@ -20,19 +20,41 @@ use xmpp_parsers::minidom::Element;
 
 use crate::translate::RESOURCE_PREFIX;
 
-/// Who has sent a presence on this connection, and whose presence the login waits for.
+/// Who has sent a presence during the login, and whose presence the login waits for.
 #[derive(Debug, Default)]
 pub(crate) struct Census {
+    /// The bare JIDs whose resources matter: the user and the watched contacts.
+    watched: BTreeSet<BareJid>,
     expected: BTreeSet<String>,
     seen: BTreeSet<String>,
+    /// The login is over: nothing is recorded any more.
+    finished: bool,
 }
 
 impl Census {
-    /// Notes a presence (of any type) from `from`.
+    /// Sets whose resources matter (before the first presence can arrive).
+    pub(crate) fn watch(&mut self, watched: &[BareJid]) {
+        self.watched = watched.iter().take(MAX_TRACKED).cloned().collect();
+    }
+
+    /// Notes a presence (of any type) from `from`, if it is from a watched JID and the login
+    /// is not over: nobody else can grow the census.
     pub(crate) fn saw(&mut self, from: &str) {
-        if self.seen.len() < MAX_TRACKED {
-            self.seen.insert(normalize(from));
+        if self.finished || self.seen.len() >= MAX_TRACKED {
+            return;
         }
+        let Ok(jid) = Jid::new(from) else { return };
+        if self.watched.contains(&jid.to_bare()) {
+            self.seen.insert(jid.as_str().to_owned());
+        }
+    }
+
+    /// The login is over: forgets everything and records nothing more.
+    pub(crate) fn finish(&mut self) {
+        *self = Census {
+            finished: true,
+            ..Census::default()
+        };
     }
 
     /// Adds the resources of `queried` listed in a disco#items result to the expected ones,
@@ -72,11 +94,6 @@ impl Census {
 /// At most this many JIDs are tracked each way (a hostile server cannot grow memory).
 const MAX_TRACKED: usize = 100_000;
 
-/// The JID's canonical text (so `Bob@Example.test/x` and `bob@example.test/x` match).
-fn normalize(jid: &str) -> String {
-    Jid::new(jid).map_or_else(|_| jid.to_owned(), |j| j.as_str().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +113,7 @@ mod tests {
     #[test]
     fn listed_resources_are_awaited_until_each_has_spoken() {
         let mut c = Census::default();
+        c.watch(&[bare("alice@example.test"), bare("bob@example.test")]);
         c.saw("bob@example.test/laptop");
         c.expect(
             &bare("alice@example.test"),
@@ -119,6 +137,19 @@ mod tests {
         assert_eq!(c.missing(), ["alice@example.test/desk"]);
         c.saw("Alice@Example.test/desk");
         assert!(c.missing().is_empty());
+    }
+
+    #[test]
+    fn only_watched_jids_are_recorded_and_nothing_after_the_login() {
+        let mut c = Census::default();
+        c.watch(&[bare("alice@example.test")]);
+        c.saw("mallory@evil.test/x");
+        c.saw("@@junk");
+        c.saw("alice@example.test/desk");
+        assert_eq!(c.seen.len(), 1);
+        c.finish();
+        c.saw("alice@example.test/phone");
+        assert!(c.seen.is_empty() && c.watched.is_empty());
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! one of design §1's codes: DNS (`dns_failed`), TCP (`server_unreachable`), STARTTLS
 //! (`tls_failed`, `invalid_certificate`), SASL (`auth_failed`, fatal) and resource binding.
 //!
-//! This uses tokio-xmpp's lower layers ([`tokio_xmpp::xmlstream`] and
-//! [`tokio_xmpp::client_login`]) rather than its `Client`: the `Client` reconnects by itself
-//! forever (auth failures included, with its own backoff), reports login errors only to its
-//! log, and builds its rustls config internally (no extra CA). Here every step is ours.
+//! This uses tokio-xmpp's XML stream ([`tokio_xmpp::xmlstream`]) rather than its `Client`:
+//! the `Client` reconnects by itself forever (auth failures included, with its own backoff),
+//! reports login errors only to its log, and builds its rustls config internally (no extra
+//! CA). Here every step is ours, SASL included ([`crate::auth`]), and every byte the server
+//! sends passes [`crate::guard`] before the XML parser sees it.
+//!
+//! `tls = "insecure-plaintext"` is refused for any address that is not loopback, before a
+//! TCP connection is made (and checked again on the connected socket).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,12 +20,11 @@ use futures_util::{SinkExt, StreamExt};
 use hickory_resolver::proto::rr::{IntoName, RData};
 use hickory_resolver::TokioResolver;
 use imstatus_core::ErrorCode;
-use sasl::common::{ChannelBinding, Credentials};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
-use tokio_xmpp::error::{AuthError, Error as XmppError};
+use tokio_xmpp::error::Error as XmppError;
 use tokio_xmpp::xmlstream::{
     initiate_stream, FallibleStreamElement, ReadError, StreamElementError, StreamHeader, Timeouts,
     XmppStream, XmppStreamElement,
@@ -30,13 +32,13 @@ use tokio_xmpp::xmlstream::{
 use xmpp_parsers::bind::{BindQuery, BindResponse};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid};
-use xmpp_parsers::sasl::DefinedCondition as SaslCondition;
 use xmpp_parsers::starttls;
 use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use xmpp_parsers::stream_features::StreamFeatures;
 
+use crate::guard::Guarded;
 use crate::tls::{self, Roots, Seen};
-use crate::translate::clip;
+use imstatus_core::text::clip;
 
 /// The default c2s port when there is no SRV record.
 pub(crate) const DEFAULT_PORT: u16 = 5222;
@@ -47,8 +49,9 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawIo for T {}
 
-/// The buffered transport under the XML stream.
-pub(crate) type Io = BufStream<Box<dyn RawIo>>;
+/// The transport under the XML stream: reads guarded, writes buffered until flushed (one
+/// segment per stanza, as tokio-xmpp flushes after each).
+pub(crate) type Io = Guarded<BufWriter<Box<dyn RawIo>>>;
 /// An XMPP stream over [`Io`].
 pub(crate) type Stream = XmppStream<Io>;
 
@@ -71,7 +74,8 @@ impl Failure {
         }
     }
 
-    fn fatal(code: ErrorCode, detail: String) -> Self {
+    /// A failure that retrying cannot fix until the config (or the server) changes.
+    pub(crate) fn fatal(code: ErrorCode, detail: String) -> Self {
         Failure {
             code,
             detail,
@@ -229,6 +233,27 @@ async fn srv_lookup(name: &str) -> Result<Vec<(String, u16)>, String> {
 
 // ---------------------------------------------------------------- TCP
 
+/// Whether `addr` is a loopback address (IPv4-mapped IPv6 included).
+pub(crate) fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// `tls = "insecure-plaintext"` only to loopback: refuses before any connection is made when
+/// one of `addrs` is not loopback.
+pub(crate) fn check_plaintext(tls: TlsMode, addrs: &[SocketAddr]) -> Result<(), Failure> {
+    match (tls, addrs.iter().find(|a| !is_loopback(a))) {
+        (TlsMode::InsecurePlaintext, Some(addr)) => Err(Failure::fatal(
+            ErrorCode::TlsFailed,
+            format!(
+                "tls = \"insecure-plaintext\" is only allowed for a server on this machine \
+                 (loopback), and {addr} is not: the password would cross the network in the \
+                 clear (use tls = \"required\")"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Connects to the first address that answers.
 pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
     let mut errors = Vec::new();
@@ -261,6 +286,8 @@ pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
 /// What the TLS step found, for `doctor`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsInfo {
+    /// TLS is on, or the server is on loopback: PLAIN may be used.
+    pub(crate) secure: bool,
     /// The protocol version and cipher suite, when TLS is used.
     pub(crate) session: Option<String>,
     /// The server's certificate, described.
@@ -277,7 +304,9 @@ pub(crate) async fn open(
 ) -> Result<(StreamFeatures, Stream, TlsInfo), Failure> {
     match (tls, roots) {
         (TlsMode::InsecurePlaintext, _) => {
-            let io: Io = BufStream::new(Box::new(tcp));
+            let peer = tcp.peer_addr().map_err(|e| io_failure(&e, "connecting"))?;
+            check_plaintext(TlsMode::InsecurePlaintext, &[peer])?;
+            let io: Io = Guarded::new(BufWriter::new(Box::new(tcp)));
             let (features, stream) = start_stream(io, domain).await?;
             let requires_tls = features.starttls.as_ref().is_some_and(|s| s.required)
                 || (features.can_starttls() && features.sasl_mechanisms.is_empty());
@@ -288,7 +317,14 @@ pub(crate) async fn open(
                         .to_owned(),
                 ));
             }
-            Ok((features, stream, TlsInfo::default()))
+            Ok((
+                features,
+                stream,
+                TlsInfo {
+                    secure: is_loopback(&peer),
+                    ..TlsInfo::default()
+                },
+            ))
         }
         (TlsMode::Required, None) => Err(Failure::retry(
             ErrorCode::TlsFailed,
@@ -300,9 +336,9 @@ pub(crate) async fn open(
 
 /// Sends our stream header and reads the server's header and features.
 async fn start_stream<S>(
-    io: BufStream<S>,
+    io: Guarded<S>,
     domain: &str,
-) -> Result<(StreamFeatures, XmppStream<BufStream<S>>), Failure>
+) -> Result<(StreamFeatures, XmppStream<Guarded<S>>), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -325,7 +361,7 @@ async fn starttls(
     domain: &str,
     roots: &Roots,
 ) -> Result<(StreamFeatures, Stream, TlsInfo), Failure> {
-    let (features, mut stream) = start_stream(BufStream::new(tcp), domain).await?;
+    let (features, mut stream) = start_stream(Guarded::new(BufWriter::new(tcp)), domain).await?;
     if !features.can_starttls() {
         return Err(Failure::retry(
             ErrorCode::TlsFailed,
@@ -358,10 +394,14 @@ async fn starttls(
                     format!("during STARTTLS: {}", clip(&e.to_string(), 200)),
                 ))
             }
-            Next::Anomaly(_) | Next::Idle => {}
+            Next::Anomaly(_) | Next::Dropped(..) | Next::Idle => {}
         }
     }
-    let tcp = stream.into_inner().into_inner();
+    let tcp = stream
+        .into_inner()
+        .into_inner()
+        .map_err(|e| io_failure(&e, "STARTTLS"))?
+        .into_inner();
     let (config, seen) = roots.client_config()?;
     let name = ServerName::try_from(domain.to_owned()).map_err(|e| {
         Failure::retry(
@@ -374,7 +414,7 @@ async fn starttls(
         .await
         .map_err(|e| tls::handshake_failure(&e, &seen))?;
     let info = describe_session(&tls, &seen);
-    let io: Io = BufStream::new(Box::new(tls));
+    let io: Io = Guarded::new(BufWriter::new(Box::new(tls)));
     let (features, stream) = start_stream(io, domain).await?;
     Ok((features, stream, info))
 }
@@ -390,6 +430,7 @@ fn describe_session(tls: &tokio_rustls::client::TlsStream<TcpStream>, seen: &See
         _ => None,
     };
     TlsInfo {
+        secure: true,
         session,
         certificate: seen.describe(),
     }
@@ -397,39 +438,26 @@ fn describe_session(tls: &tokio_rustls::client::TlsStream<TcpStream>, seen: &See
 
 // ---------------------------------------------------------------- SASL and binding
 
-/// Authenticates as the JID's local part and restarts the stream.
+/// Authenticates as the JID's local part ([`crate::auth`]) and restarts the stream.
+/// `secure`: TLS is on or the server is on loopback ([`TlsInfo::secure`]).
 pub(crate) async fn authenticate(
     stream: Stream,
     features: &StreamFeatures,
     jid: &BareJid,
     password: String,
+    secure: bool,
 ) -> Result<(StreamFeatures, Stream), Failure> {
     let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
-    let creds = Credentials::default()
-        .with_username(username)
-        .with_password(password)
-        .with_channel_binding(ChannelBinding::None);
-    let mechanisms: BTreeSet<String> = features.sasl_mechanisms.clone();
-    let stream = tokio_xmpp::client_login(stream, mechanisms.clone(), creds)
-        .await
-        .map_err(|e| match e {
-            XmppError::Auth(AuthError::NoMechanism) => Failure::fatal(
-                ErrorCode::AuthFailed,
-                format!(
-                    "the server offers no SASL mechanism we support (offered: {})",
-                    mechanisms.into_iter().collect::<Vec<_>>().join(", ")
-                ),
-            ),
-            other => xmpp_failure(&other, "authenticating"),
-        })?;
-    let pending = stream
-        .send_header(header(jid.domain().as_str()))
-        .await
-        .map_err(|e| io_failure(&e, "restarting the stream after SASL"))?;
-    pending
-        .recv_features::<FallibleStreamElement>()
-        .await
-        .map_err(|e| xmpp_failure(&XmppError::from(e), "reading stream features after SASL"))
+    let mut io = stream.into_inner();
+    crate::auth::authenticate(
+        &mut io,
+        &features.sasl_mechanisms,
+        username,
+        password,
+        secure,
+    )
+    .await?;
+    start_stream(io, jid.domain().as_str()).await
 }
 
 /// Binds `resource`; returns the full JID the server assigned.
@@ -459,7 +487,10 @@ pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid,
                         }),
                     Iq::Error { error, .. } => Err(Failure::retry(
                         ErrorCode::ProtocolError,
-                        format!("the server refused to bind a resource: {error:?}"),
+                        format!(
+                            "the server refused to bind a resource: {}",
+                            condition_name_of(&format!("{:?}", error.defined_condition))
+                        ),
                     )),
                     _ => Err(Failure::retry(
                         ErrorCode::ProtocolError,
@@ -468,7 +499,11 @@ pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid,
                 };
             }
             Next::Element(XmppStreamElement::StreamError(e)) => return Err(stream_error(&e.0)),
-            Next::Element(_) | Next::Anomaly(_) | Next::Idle | Next::Invalid(_) => {}
+            Next::Element(_)
+            | Next::Anomaly(_)
+            | Next::Dropped(..)
+            | Next::Idle
+            | Next::Invalid(_) => {}
         }
     }
 }
@@ -486,24 +521,39 @@ pub(crate) enum Next {
     Invalid(StreamElementError),
     /// Something unparseable that the stream survived.
     Anomaly(String),
+    /// The guard dropped a stanza that broke a limit; the stream goes on. The number is how
+    /// many more were dropped before it without a report (the report queue was full).
+    Dropped(crate::guard::Dropped, usize),
     /// Nothing for a long time (the soft timeout): send something to check the link.
     Idle,
 }
 
-/// Reads the next element; a dead or closed stream is a [`Failure`].
-pub(crate) async fn next<S: AsyncBufRead + Unpin>(
-    stream: &mut XmppStream<S>,
+/// Reads the next element; a dead or closed stream is a [`Failure`]. A stanza the guard
+/// dropped is reported as soon as it is dropped.
+pub(crate) async fn next<S: AsyncRead + Unpin>(
+    stream: &mut XmppStream<Guarded<S>>,
 ) -> Result<Next, Failure> {
-    match stream.next().await {
-        Some(Ok(FallibleStreamElement::Ok(element))) => Ok(Next::Element(element)),
-        Some(Ok(FallibleStreamElement::Err(e))) => Ok(Next::Invalid(e)),
-        Some(Err(ReadError::SoftTimeout)) => Ok(Next::Idle),
-        Some(Err(ReadError::ParseError(e))) => Ok(Next::Anomaly(clip(&e.to_string(), 200))),
-        Some(Err(ReadError::HardError(e))) => Err(io_failure(&e, "reading")),
-        Some(Err(ReadError::StreamFooterReceived)) | None => Err(Failure::retry(
-            ErrorCode::Disconnected,
-            "the server closed the stream".to_owned(),
-        )),
+    let shared = stream.get_stream().shared().clone();
+    loop {
+        if let Some((dropped, unqueued)) = shared.take_report() {
+            return Ok(Next::Dropped(dropped, unqueued));
+        }
+        let item = tokio::select! {
+            biased;
+            () = shared.reported() => continue,
+            item = stream.next() => item,
+        };
+        return match item {
+            Some(Ok(FallibleStreamElement::Ok(element))) => Ok(Next::Element(element)),
+            Some(Ok(FallibleStreamElement::Err(e))) => Ok(Next::Invalid(e)),
+            Some(Err(ReadError::SoftTimeout)) => Ok(Next::Idle),
+            Some(Err(ReadError::ParseError(e))) => Ok(Next::Anomaly(clip(&e.to_string(), 200))),
+            Some(Err(ReadError::HardError(e))) => Err(io_failure(&e, "reading")),
+            Some(Err(ReadError::StreamFooterReceived)) | None => Err(Failure::retry(
+                ErrorCode::Disconnected,
+                "the server closed the stream".to_owned(),
+            )),
+        };
     }
 }
 
@@ -564,18 +614,6 @@ pub(crate) fn io_failure(e: &std::io::Error, doing: &str) -> Failure {
 pub(crate) fn xmpp_failure(e: &XmppError, doing: &str) -> Failure {
     match e {
         XmppError::Io(io) => io_failure(io, doing),
-        XmppError::Auth(AuthError::Fail(condition)) => {
-            let detail = format!(
-                "the server refused the login: <{}/>",
-                sasl_condition(condition)
-            );
-            match condition {
-                SaslCondition::TemporaryAuthFailure | SaslCondition::Aborted => {
-                    Failure::retry(ErrorCode::AuthFailed, detail)
-                }
-                _ => Failure::fatal(ErrorCode::AuthFailed, detail),
-            }
-        }
         XmppError::Auth(other) => {
             Failure::retry(ErrorCode::ProtocolError, format!("{doing}: {other}"))
         }
@@ -591,12 +629,8 @@ pub(crate) fn xmpp_failure(e: &XmppError, doing: &str) -> Failure {
     }
 }
 
-fn sasl_condition(c: &SaslCondition) -> String {
-    condition_name_of(&format!("{c:?}"))
-}
-
 /// `NotAuthorized` → `not-authorized`: a condition's Debug name as its element name.
-fn condition_name_of(debug: &str) -> String {
+pub(crate) fn condition_name_of(debug: &str) -> String {
     let mut out = String::with_capacity(debug.len() + 4);
     for (i, ch) in debug.chars().enumerate() {
         if ch.is_ascii_uppercase() {
@@ -659,18 +693,23 @@ mod tests {
     }
 
     #[test]
-    fn wrong_password_is_fatal_and_temporary_failures_are_not() {
-        let f = xmpp_failure(
-            &XmppError::Auth(AuthError::Fail(SaslCondition::NotAuthorized)),
-            "authenticating",
-        );
-        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, true));
-        assert_eq!(f.detail, "the server refused the login: <not-authorized/>");
-        let f = xmpp_failure(
-            &XmppError::Auth(AuthError::Fail(SaslCondition::TemporaryAuthFailure)),
-            "authenticating",
-        );
-        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, false));
+    fn plaintext_is_refused_for_any_address_off_this_machine() {
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().expect("addr")).collect()
+        };
+        let local = addrs(&["127.0.0.1:5222", "[::1]:5222", "[::ffff:127.0.0.2]:5222"]);
+        assert!(check_plaintext(TlsMode::InsecurePlaintext, &local).is_ok());
+        for remote in ["192.0.2.1:5222", "[2001:db8::1]:5222", "0.0.0.0:5222"] {
+            let mixed = addrs(&["127.0.0.1:5222", remote]);
+            let f = check_plaintext(TlsMode::InsecurePlaintext, &mixed).expect_err("refused");
+            assert_eq!((f.code, f.fatal), (ErrorCode::TlsFailed, true), "{remote}");
+            assert!(
+                f.detail.contains("is not: the password would cross"),
+                "{}",
+                f.detail
+            );
+            assert!(check_plaintext(TlsMode::Required, &mixed).is_ok());
+        }
     }
 
     #[test]

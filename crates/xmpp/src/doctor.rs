@@ -21,7 +21,7 @@ use xmpp_parsers::roster::Roster;
 use xmpp_parsers::stanza::Stanza;
 
 use crate::connect::{self, Failure, Next};
-use crate::source::{load_roots, random_u64, LOGIN_TIMEOUT};
+use crate::source::{answers, load_roots, random_u64, LOGIN_TIMEOUT};
 use crate::subscription::{self, Subscription};
 use crate::translate::RESOURCE_PREFIX;
 use crate::visibility::{self, Plan};
@@ -131,6 +131,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
     )
     .await?;
     checks.push(passed("dns", resolved.how.clone()));
+    connect::check_plaintext(config.tls, &resolved.addrs)?;
 
     let tcp = timed("the TCP connect", connect::tcp(&resolved.addrs)).await?;
     let peer = tcp
@@ -149,7 +150,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         connect::open(tcp, domain, config.tls, roots.as_ref()),
     )
     .await?;
-    checks.push(match (&roots, info.session) {
+    checks.push(match (&roots, info.session.clone()) {
         (Some(roots), Some(session)) => passed(
             "tls",
             format!(
@@ -181,7 +182,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         .join(", ");
     let (_, mut stream) = timed(
         "SASL",
-        connect::authenticate(stream, &features, &login, password),
+        connect::authenticate(stream, &features, &login, password, info.secure),
     )
     .await?;
     checks.push(passed(
@@ -199,12 +200,14 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
                 items: Vec::new(),
             },
         );
-        let payload = request(&mut stream, get).await?.map_err(|condition| {
-            Failure::retry(
-                ErrorCode::ProtocolError,
-                format!("the server refused the roster: {condition}"),
-            )
-        })?;
+        let payload = request(&mut stream, get, &login)
+            .await?
+            .map_err(|condition| {
+                Failure::retry(
+                    ErrorCode::ProtocolError,
+                    format!("the server refused the roster: {condition}"),
+                )
+            })?;
         payload
             .map(Roster::try_from)
             .transpose()
@@ -265,7 +268,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         visibility => {
             let disco = Iq::from_get("imstatus-doctor-disco", DiscoInfoQuery { node: None })
                 .with_to(Jid::from(BareJid::from_parts(None, login.domain())));
-            let payload = timed("service discovery", request(&mut stream, disco))
+            let payload = timed("service discovery", request(&mut stream, disco, &login))
                 .await?
                 .unwrap_or(None);
             let features = visibility::features(payload);
@@ -296,12 +299,19 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
     Ok(())
 }
 
-/// Sends `iq` and waits for its result (`Ok(payload)`) or error (`Err(condition)`).
+/// Sends `iq` and waits for its result (`Ok(payload)`) or error (`Err(condition)`) from the
+/// entity it went to ([`answers`]).
 async fn request(
     stream: &mut connect::Stream,
     iq: Iq,
+    login: &BareJid,
 ) -> Result<Result<Option<Element>, String>, Failure> {
     let id = iq.id().to_owned();
+    let to = match &iq {
+        Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => {
+            to.clone()
+        }
+    };
     connect::send(stream, iq.into()).await?;
     loop {
         if let Next::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) =
@@ -309,10 +319,23 @@ async fn request(
         {
             match iq {
                 Iq::Result {
-                    id: got, payload, ..
-                } if got == id => return Ok(Ok(payload)),
-                Iq::Error { id: got, error, .. } if got == id => {
-                    return Ok(Err(format!("{:?}", error.defined_condition)))
+                    id: got,
+                    from,
+                    payload,
+                    ..
+                } if got == id && answers(from.as_ref(), to.as_ref(), login) => {
+                    return Ok(Ok(payload))
+                }
+                Iq::Error {
+                    id: got,
+                    from,
+                    error,
+                    ..
+                } if got == id && answers(from.as_ref(), to.as_ref(), login) => {
+                    return Ok(Err(connect::condition_name_of(&format!(
+                        "{:?}",
+                        error.defined_condition
+                    ))))
                 }
                 _ => {}
             }

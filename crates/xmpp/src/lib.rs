@@ -23,13 +23,24 @@
 //! presence subscription to the user instead, and reports a missing, pending or refused
 //! subscription as `access_denied`, never as "signed out". See `docs/xmpp-visibility.md`.
 //!
-//! Connections use tokio-xmpp's lower layers (XML stream, SASL) with our own DNS (SRV, then
-//! A/AAAA, or the `server` override), TCP, STARTTLS (rustls with the system roots plus
-//! `ca_file`) and resource binding, because tokio-xmpp's `Client` reconnects by itself
-//! forever (also after a wrong password), keeps login errors in its log, and cannot trust an
-//! extra CA. Each failure maps to one stable code; the source reconnects with
-//! [`imstatus_core::Backoff`] (1 s → 60 s, jittered), except after `auth_failed`, which is
-//! reported once and then the source stays down.
+//! Connections use tokio-xmpp's XML stream with our own DNS (SRV, then A/AAAA, or the
+//! `server` override), TCP, STARTTLS (rustls with the system roots plus `ca_file`), SASL and
+//! resource binding, because tokio-xmpp's `Client` reconnects by itself forever (also after a
+//! wrong password), keeps login errors in its log, and cannot trust an extra CA. Each failure
+//! maps to one stable code; the source reconnects with [`imstatus_core::Backoff`] (1 s → 60 s,
+//! jittered), except after `auth_failed`, which is reported once and then the source stays
+//! down.
+//!
+//! Everything a server or contact sends is treated as hostile and bounded ([`limits`]): the
+//! bytes pass a guard (`guard`, `scan`) that holds each stanza back until it is complete and
+//! drops it — before the XML parser, which builds trees recursively, sees a byte of it — when it
+//! nests deeper than 32 levels, is larger than 256 KiB or carries an attribute value over
+//! 8 KiB; SASL (`auth`) is done on the guarded socket, not through tokio-xmpp, so credentials
+//! never reach a logger, the server cannot make us hash for minutes (SCRAM iterations capped,
+//! hashing off the runtime threads), ANONYMOUS is never used and PLAIN only over TLS or
+//! loopback; replies are accepted only from whom they were asked of; only the user's resources
+//! and roster contacts create state, capped; and text that reaches human output has its
+//! control characters replaced. See `docs/xmpp-visibility.md`, "Limits and hostile peers".
 //!
 //! `set_status` (for a person's `sync`, or `imstatus set`) cannot change the user's other
 //! resources, which XMPP leaves to each client: imstatus's own session announces the status
@@ -37,10 +48,16 @@
 //! `restore_status` hides it again. See `docs/xmpp-visibility.md`.
 
 mod announce;
+mod auth;
 mod census;
 pub mod config;
 mod connect;
 pub mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+mod guard;
+mod scan;
 mod source;
 mod subscription;
 mod tls;
@@ -49,4 +66,14 @@ mod visibility;
 
 pub use config::{TlsMode, Visibility, WatchAs, XmppConfig, XmppFactory, KIND};
 pub use doctor::doctor;
+
+/// The limits on what a server or contact can make imstatus hold, parse or compute, in one
+/// place (see `docs/xmpp-visibility.md`, "Limits and hostile peers").
+pub mod limits {
+    pub use crate::auth::MAX_SCRAM_ITERATIONS;
+    pub use crate::guard::{MAX_DROP_BYTES, MAX_REPORTS};
+    pub use crate::scan::{MAX_ATTRIBUTE_BYTES, MAX_DEPTH, MAX_STANZA_BYTES};
+    pub use crate::source::MAX_ROSTER_BYTES;
+    pub use crate::translate::{MAX_CONTACTS, MAX_RESOURCES, MAX_STATUS_CHARS};
+}
 pub use source::{XmppSource, LOGIN_TIMEOUT, SETTLE_TIMEOUT};

@@ -6,6 +6,9 @@
 //!
 //! 1. DNS, TCP, STARTTLS, SASL, resource binding ([`crate::connect`]).
 //! 2. Discovery, in one flight: the server's disco#info (for invisibility) and the roster.
+//!    Every reply to our requests is accepted only from the entity the request went to (the
+//!    server answers with no `from`, or the account's bare JID for requests without `to`), so
+//!    nobody else who knows our full JID can inject a roster or end the census early.
 //! 3. Contact mode: without a subscription to the user, ask for one and report
 //!    `access_denied` until it is approved.
 //! 4. Hiding ([`crate::visibility`]): probes to the watched JIDs, then XEP-0186 or the privacy
@@ -43,8 +46,9 @@ use crate::census::Census;
 use crate::connect::{self, Failure, Next, Stream};
 use crate::subscription::{self, Subscription};
 use crate::tls::Roots;
-use crate::translate::{clip, Translator, RESOURCE_PREFIX};
+use crate::translate::{Translator, RESOURCE_PREFIX};
 use crate::visibility::{self, Method, Plan};
+use imstatus_core::text::clip;
 
 /// How long a login (DNS, TCP, TLS, SASL, bind, hiding, initial presences) may take.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +59,10 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 const HELD: Duration = Duration::from_secs(10);
 /// At most this many stanzas already received are reported in one batch.
 const MAX_BATCH: usize = 256;
+/// The login's observations are reported at once, with `Synced`, unless there are more than
+/// this many: then they go out early (the tracker holds part changes until `Synced` anyway),
+/// so that a server flooding the login cannot grow memory.
+const MAX_HELD: usize = 4096;
 /// The id of the roster request.
 const ROSTER_ID: &str = "imstatus-roster";
 /// The id of the server's disco#info request.
@@ -64,6 +72,10 @@ const CENSUS_ID: &str = "imstatus-items-";
 
 /// The outcome of one of our IQ requests: the result's payload, or the error.
 type Reply = Result<Option<Element>, StanzaError>;
+
+/// The roster result may be this large (a roster of 100,000 contacts is about 10 MB); every
+/// other stanza is held to [`crate::scan::MAX_STANZA_BYTES`].
+pub const MAX_ROSTER_BYTES: usize = 16 * 1024 * 1024;
 
 /// How many `set_status` requests may wait for the running session; one more waits for room.
 const COMMANDS: usize = 4;
@@ -198,8 +210,11 @@ impl XmppSource {
         let mut step = "dns";
         let started = Instant::now();
         let deadline = started + self.login_timeout;
-        let connected =
-            tokio::time::timeout_at(deadline, self.connect(login, user, password, &mut step)).await;
+        let connected = tokio::time::timeout_at(
+            deadline,
+            self.connect(login, user, password, sink, &mut step),
+        )
+        .await;
         let mut conn = match connected {
             Ok(Ok(conn)) => conn,
             Ok(Err(failure)) => return (failure, None),
@@ -274,11 +289,13 @@ impl XmppSource {
         login: &BareJid,
         user: &BareJid,
         password: String,
+        sink: &Sink,
         step: &mut &'static str,
     ) -> Result<Conn, Failure> {
         let domain = login.domain().as_str();
         *step = "dns";
         let resolved = connect::resolve(domain, self.config.server.as_deref()).await?;
+        connect::check_plaintext(self.config.tls, &resolved.addrs)?;
         *step = "tcp";
         let tcp = connect::tcp(&resolved.addrs).await?;
         *step = match self.config.tls {
@@ -289,10 +306,11 @@ impl XmppSource {
             TlsMode::Required => Some(self.roots().await?),
             TlsMode::InsecurePlaintext => None,
         };
-        let (features, stream, _) =
+        let (features, stream, info) =
             connect::open(tcp, domain, self.config.tls, roots.as_ref()).await?;
         *step = "sasl";
-        let (_, mut stream) = connect::authenticate(stream, &features, login, password).await?;
+        let (_, mut stream) =
+            connect::authenticate(stream, &features, login, password, info.secure).await?;
         *step = "bind";
         let resource = format!("{RESOURCE_PREFIX}{:016x}", random_u64());
         let own = connect::bind(&mut stream, &resource).await?;
@@ -302,6 +320,7 @@ impl XmppSource {
             login: login.clone(),
             own,
             batch: Vec::new(),
+            sink: sink.clone(),
             census: Census::default(),
             warned_visible: false,
             hidden: None,
@@ -356,19 +375,12 @@ impl XmppSource {
             }
         }
 
+        // The roster's contacts are heard from now on (their offline ones are reported at the
+        // end of the login).
+        conn.translator.set_roster(&roster, &mut conn.batch);
+
         // Who sees the user's presence (for withdrawing a status imstatus announced).
-        conn.subscribers = roster
-            .items
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.subscription,
-                    xmpp_parsers::roster::Subscription::From
-                        | xmpp_parsers::roster::Subscription::Both
-                )
-            })
-            .map(|i| i.jid.clone())
-            .collect();
+        announce::note_subscribers(&mut conn.subscribers, &roster);
 
         // Whose presence we need: the user's and, when tracked, the contacts'.
         let mut watched = vec![user.clone()];
@@ -387,6 +399,7 @@ impl XmppSource {
                     .map(|i| i.jid.clone()),
             );
         }
+        conn.census.watch(&watched);
         // Only JIDs we are subscribed to may be probed; our own resources need no probe.
         let probes: Vec<BareJid> = if self.contact_mode() {
             vec![user.clone()]
@@ -447,11 +460,13 @@ fn bare_account(jid: &str) -> Option<BareJid> {
 }
 
 /// What one read brought, beyond what [`Conn::next`] handles itself.
+// Boxing the big variant would cost an allocation per reply; a `Got` lives only briefly.
+#[allow(clippy::large_enum_variant)]
 enum Got {
     /// Nothing for the caller (a presence was translated, a push or ping answered).
     Other,
-    /// The result or error of one of our requests.
-    Reply(String, Reply),
+    /// The result or error of one of our requests: id, sender, outcome.
+    Reply(String, Option<Jid>, Reply),
     /// A roster push from the server (already answered and translated).
     RosterPush(Roster),
     /// A subscription presence (`subscribed`, `unsubscribed`, …) from this bare JID.
@@ -465,8 +480,10 @@ struct Conn {
     /// The account we are logged in as (roster pushes come from it or from the server).
     login: BareJid,
     own: FullJid,
-    /// Observations not reported yet (the whole login is reported at once, with `Synced`).
+    /// Observations not reported yet (the whole login is reported at once, with `Synced`, up
+    /// to [`MAX_HELD`]).
     batch: Vec<Observation>,
+    sink: Sink,
     census: Census,
     /// Whether `batch` carries the "visible to contacts" warning.
     warned_visible: bool,
@@ -483,21 +500,36 @@ impl Conn {
         connect::send(&mut self.stream, stanza).await
     }
 
-    /// Sends `requests` and reads until each has its reply.
+    /// Sends `requests` and reads until each has its reply from the entity it went to
+    /// ([`answers`]); replies from anyone else are ignored.
     async fn request(
         &mut self,
         requests: Vec<(String, Iq)>,
     ) -> Result<HashMap<String, Reply>, Failure> {
-        let mut waiting: Vec<String> = Vec::with_capacity(requests.len());
+        let mut waiting: HashMap<String, Option<Jid>> = HashMap::with_capacity(requests.len());
         for (id, iq) in requests {
+            let to = match &iq {
+                Iq::Get { to, .. } | Iq::Set { to, .. } => to.clone(),
+                Iq::Result { to, .. } | Iq::Error { to, .. } => to.clone(),
+            };
             self.send(iq.into()).await?;
-            waiting.push(id);
+            waiting.insert(id, to);
         }
         let mut replies = HashMap::with_capacity(waiting.len());
         while replies.len() < waiting.len() {
-            if let Got::Reply(id, reply) = self.next().await? {
-                if waiting.contains(&id) {
+            if let Got::Reply(id, from, reply) = self.next().await? {
+                let Some(to) = waiting.get(&id) else { continue };
+                if replies.contains_key(&id) {
+                    continue;
+                }
+                if answers(from.as_ref(), to.as_ref(), &self.login) {
                     replies.insert(id, reply);
+                } else {
+                    tracing::debug!(
+                        id = %id,
+                        from = %from.as_ref().map_or("", |j| j.as_str()),
+                        "ignored a reply from an entity the request did not go to"
+                    );
                 }
             }
         }
@@ -510,6 +542,11 @@ impl Conn {
         features: bool,
     ) -> Result<(std::collections::BTreeSet<String>, Roster), Failure> {
         let domain = Jid::from(BareJid::from_parts(None, self.login.domain()));
+        // The roster reply may be larger than other stanzas.
+        self.stream
+            .get_stream()
+            .shared()
+            .allow_large(Some((ROSTER_ID, MAX_ROSTER_BYTES)));
         let mut requests = Vec::new();
         if features {
             requests.push((
@@ -527,7 +564,9 @@ impl Conn {
                 },
             ),
         ));
-        let mut replies = self.request(requests).await?;
+        let replies = self.request(requests).await;
+        self.stream.get_stream().shared().allow_large(None);
+        let mut replies = replies?;
         let features = match replies.remove(DISCO_ID) {
             Some(Ok(payload)) => visibility::features(payload),
             _ => Default::default(),
@@ -660,6 +699,7 @@ impl Conn {
                 }
             }
         }
+        self.census.finish();
         Ok(())
     }
 
@@ -728,9 +768,19 @@ impl Conn {
         }
     }
 
-    /// Reads one item: presences are translated (into `batch`) and counted for the census,
-    /// roster pushes, privacy-list pushes and pings are answered.
+    /// Reads one item: presences are translated (into `batch`, reported early beyond
+    /// [`MAX_HELD`]) and counted for the census, roster pushes, privacy-list pushes and pings
+    /// are answered.
     async fn next(&mut self) -> Result<Got, Failure> {
+        let got = self.read().await;
+        if self.batch.len() >= MAX_HELD {
+            self.sink.observe_all(std::mem::take(&mut self.batch));
+        }
+        got
+    }
+
+    /// [`Conn::next`] without the bound on held observations.
+    async fn read(&mut self) -> Result<Got, Failure> {
         match connect::next(&mut self.stream).await? {
             Next::Element(XmppStreamElement::Stanza(Stanza::Presence(presence))) => {
                 if let Some(from) = &presence.from {
@@ -783,6 +833,26 @@ impl Conn {
             Next::Anomaly(detail) => self
                 .batch
                 .push(Observation::Anomaly(ErrorCode::ProtocolError, detail)),
+            Next::Dropped(dropped, unqueued) => {
+                // Strangers' junk says nothing (it would let anyone fill the event log).
+                let stranger = dropped
+                    .from
+                    .as_deref()
+                    .is_some_and(|f| self.translator.is_stranger(f));
+                if stranger && unqueued == 0 {
+                    tracing::debug!(detail = %clip(&dropped.describe(), 300), "dropped a stranger's stanza");
+                } else {
+                    let more = if unqueued > 0 {
+                        format!(" (and {unqueued} more stanzas before it)")
+                    } else {
+                        String::new()
+                    };
+                    self.batch.push(Observation::Anomaly(
+                        ErrorCode::ProtocolError,
+                        format!("{}{more}", clip(&dropped.describe(), 300)),
+                    ));
+                }
+            }
             Next::Idle => {
                 // Silence for a long time: ask the server for a sign of life (the stream's hard
                 // timeout ends the session if none comes).
@@ -795,8 +865,12 @@ impl Conn {
 
     async fn handle_iq(&mut self, iq: Iq) -> Result<Got, Failure> {
         match iq {
-            Iq::Result { id, payload, .. } => Ok(Got::Reply(id, Ok(payload))),
-            Iq::Error { id, error, .. } => Ok(Got::Reply(id, Err(error))),
+            Iq::Result {
+                id, from, payload, ..
+            } => Ok(Got::Reply(id, from, Ok(payload))),
+            Iq::Error {
+                id, from, error, ..
+            } => Ok(Got::Reply(id, from, Err(error))),
             Iq::Set {
                 from, id, payload, ..
             } if payload.is("query", xmpp_parsers::ns::ROSTER)
@@ -806,17 +880,7 @@ impl Conn {
                 match Roster::try_from(payload) {
                     Ok(roster) => {
                         self.translator.handle_roster(&roster, &mut self.batch);
-                        for item in &roster.items {
-                            if matches!(
-                                item.subscription,
-                                xmpp_parsers::roster::Subscription::From
-                                    | xmpp_parsers::roster::Subscription::Both
-                            ) {
-                                self.subscribers.insert(item.jid.clone());
-                            } else {
-                                self.subscribers.remove(&item.jid);
-                            }
-                        }
+                        announce::note_subscribers(&mut self.subscribers, &roster);
                         Ok(Got::RosterPush(roster))
                     }
                     Err(_) => Ok(Got::Other),
@@ -955,6 +1019,18 @@ impl Conn {
             },
         };
         self.send(iq.into()).await
+    }
+}
+
+/// Whether a reply from `from` answers a request sent to `to` by the account `login`:
+/// a stanza without `from` comes from the server itself (it stamps every stanza it routes);
+/// otherwise it must come from `to`, or from the account's bare JID for a request without `to`
+/// (RFC 6120 §8.1.2.1 and §10.3.3, RFC 6121 §2.1.4).
+pub(crate) fn answers(from: Option<&Jid>, to: Option<&Jid>, login: &BareJid) -> bool {
+    match (from, to) {
+        (None, _) => true,
+        (Some(from), Some(to)) => from == to,
+        (Some(from), None) => from.resource().is_none() && from.to_bare() == *login,
     }
 }
 
@@ -1111,6 +1187,36 @@ mod tests {
             "in use",
         );
         assert_eq!(condition(&e), "conflict: in use");
+    }
+
+    #[test]
+    fn replies_count_only_from_whom_they_were_asked_of() {
+        let jid = |s: &str| Jid::new(s).expect("jid");
+        let alice = BareJid::new("alice@example.test").expect("jid");
+        let bob = jid("bob@example.test");
+        // The server itself (no `from`) answers for anyone.
+        assert!(answers(None, Some(&bob), &alice));
+        assert!(answers(None, None, &alice));
+        // Otherwise only the addressee, exactly.
+        assert!(answers(Some(&bob), Some(&bob), &alice));
+        assert!(!answers(
+            Some(&jid("bob@example.test/x")),
+            Some(&bob),
+            &alice
+        ));
+        assert!(!answers(
+            Some(&jid("mallory@evil.test")),
+            Some(&jid("example.test")),
+            &alice
+        ));
+        // A request without `to` is answered for the account's bare JID.
+        assert!(answers(Some(&jid("Alice@example.test")), None, &alice));
+        assert!(!answers(
+            Some(&jid("alice@example.test/phone")),
+            None,
+            &alice
+        ));
+        assert!(!answers(Some(&jid("mallory@evil.test/x")), None, &alice));
     }
 
     #[test]

@@ -5,24 +5,39 @@
 //! ([`Observation::Presence`] / [`Observation::Absent`]); our own reflected presence, and that
 //! of any other imstatus session (a resource named `imstatus-…`, [`RESOURCE_PREFIX`]), is
 //! ignored, so that a one-shot `imstatus status` never shows up as the user signing in to a
-//! running `imstatus watch`; a presence from anyone else is a contact, aggregated over its
-//! resources (highest priority, then most available) into one [`Observation::Contact`].
+//! running `imstatus watch`; a presence from a roster contact (when contacts are tracked) is
+//! aggregated over its resources (highest priority, then most available) into one
+//! [`Observation::Contact`]; a presence from anyone else creates nothing.
 //! Anything malformed becomes an [`Observation::Anomaly`] with [`ErrorCode::ProtocolError`],
 //! and the next stanza is translated as if nothing happened.
+//!
+//! Peer data is bounded here: at most [`MAX_CONTACTS`] contacts and [`MAX_RESOURCES`] resources
+//! per account and per contact are tracked (each cap reported once when hit), status texts are
+//! cut to [`MAX_STATUS_CHARS`] (the guard has already bounded the whole stanza), and control
+//! characters in anything a peer wrote (status texts, resource names, quoted errors) are
+//! replaced ([`sanitize`]), so that they cannot forge lines in human output.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use imstatus_core::text::{clip, sanitize};
 use imstatus_core::{
     Availability, ContactId, ErrorCode, Observation, PartId, SignOutReason, Status,
 };
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Show, Type};
-use xmpp_parsers::roster::Roster;
+use xmpp_parsers::roster::{Roster, Subscription};
 
 /// Status texts longer than this many characters are cut (and reported as an anomaly).
-pub const MAX_STATUS_CHARS: usize = 1024;
+pub use imstatus_core::text::MAX_STATUS_CHARS;
+
+/// At most this many roster contacts are tracked; more are ignored (reported once).
+pub const MAX_CONTACTS: usize = 100_000;
+
+/// At most this many resources are tracked for the account, and for each contact; more are
+/// ignored (reported once).
+pub const MAX_RESOURCES: usize = 256;
 
 /// How much of a peer-supplied string (a JID, an error) an anomaly's detail quotes.
 const MAX_DETAIL_CHARS: usize = 200;
@@ -49,8 +64,16 @@ pub struct Translator {
     user: BareJid,
     own: Option<FullJid>,
     contacts: bool,
+    /// The roster's contacts (when contacts are tracked): only they are heard.
+    roster: HashSet<BareJid>,
     /// Contacts' available resources, this connection.
     contact_resources: HashMap<BareJid, Vec<ContactResource>>,
+    /// The user's other resources that are available, this connection.
+    own_resources: HashSet<String>,
+    /// Whether the contact cap has been reported.
+    warned_contacts: bool,
+    /// Whether a resource cap has been reported.
+    warned_resources: bool,
 }
 
 impl Translator {
@@ -61,7 +84,11 @@ impl Translator {
             user,
             own,
             contacts,
+            roster: HashSet::new(),
             contact_resources: HashMap::new(),
+            own_resources: HashSet::new(),
+            warned_contacts: false,
+            warned_resources: false,
         }
     }
 
@@ -70,9 +97,11 @@ impl Translator {
         self.own = Some(own);
     }
 
-    /// Forgets what this connection saw of contacts (call on every new connection).
+    /// Forgets what this connection saw (call on every new connection).
     pub fn reset(&mut self) {
+        self.roster.clear();
         self.contact_resources.clear();
+        self.own_resources.clear();
     }
 
     /// Translates one stanza element. Presences are translated; other elements are ignored.
@@ -100,6 +129,11 @@ impl Translator {
                 return;
             }
         }
+        // Only the user's and the roster's stanzas are worth an anomaly; a stranger's junk is
+        // not reported (it would let anyone fill the event log).
+        if from.is_some_and(|f| self.is_stranger(f)) {
+            return;
+        }
         let from = from.map_or_else(|| "(no from)".to_owned(), |f| clip(f, MAX_DETAIL_CHARS));
         out.push(anomaly(format!(
             "invalid presence from {from}: {}",
@@ -115,13 +149,29 @@ impl Translator {
         };
         if self.is_user(from) {
             self.handle_own(from, presence, out);
-        } else if self.contacts {
+        } else if self.contacts && self.roster.contains(&from.to_bare()) {
             self.handle_contact(from, presence, out);
         }
     }
 
+    /// Learns the roster (the result of the roster request) without reporting anything:
+    /// presence from its contacts is heard from now on. Call it before the initial presence,
+    /// and [`Translator::handle_roster`] with the same roster once the initial presences are in.
+    pub fn set_roster(&mut self, roster: &Roster, out: &mut Vec<Observation>) {
+        if !self.contacts {
+            return;
+        }
+        self.roster.clear();
+        for item in &roster.items {
+            if item.subscription != Subscription::Remove {
+                self.add_contact(&item.jid, out);
+            }
+        }
+    }
+
     /// Roster items become contacts; those without a presence on this connection yet are
-    /// reported offline. Call it with the roster result (before `Synced`) and with pushes.
+    /// reported offline, and removed ones are forgotten (offline if they were online). Call it
+    /// with the roster result (before `Synced`) and with pushes.
     pub fn handle_roster(&mut self, roster: &Roster, out: &mut Vec<Observation>) {
         if !self.contacts {
             return;
@@ -130,12 +180,69 @@ impl Translator {
             if item.jid == self.user {
                 continue;
             }
-            if !self.contact_resources.contains_key(&item.jid) {
-                out.push(Observation::Contact(
-                    ContactId::new(item.jid.as_str()),
-                    Status::OFFLINE,
-                ));
+            let id = || ContactId::new(item.jid.as_str());
+            if item.subscription == Subscription::Remove {
+                self.roster.remove(&item.jid);
+                if self
+                    .contact_resources
+                    .remove(&item.jid)
+                    .is_some_and(|rs| !rs.is_empty())
+                {
+                    out.push(Observation::Contact(id(), Status::OFFLINE));
+                }
+                continue;
             }
+            if !self.add_contact(&item.jid, out) {
+                continue;
+            }
+            if !self.contact_resources.contains_key(&item.jid) {
+                out.push(Observation::Contact(id(), Status::OFFLINE));
+            }
+        }
+    }
+
+    /// Adds `jid` to the roster unless the cap is reached; whether it is a contact now.
+    fn add_contact(&mut self, jid: &BareJid, out: &mut Vec<Observation>) -> bool {
+        if *jid == self.user {
+            return false;
+        }
+        if self.roster.contains(jid) {
+            return true;
+        }
+        if self.roster.len() >= MAX_CONTACTS {
+            if !self.warned_contacts {
+                self.warned_contacts = true;
+                out.push(anomaly(format!(
+                    "the roster has more than {MAX_CONTACTS} contacts; only the first \
+                     {MAX_CONTACTS} are tracked"
+                )));
+            }
+            return false;
+        }
+        self.roster.insert(jid.clone());
+        true
+    }
+
+    /// Whether the raw `from` of an invalid stanza names neither the user nor a contact.
+    pub(crate) fn is_stranger(&self, from: &str) -> bool {
+        match Jid::new(from) {
+            Ok(jid) => {
+                let contact = self.contacts && self.roster.contains(&jid.to_bare());
+                !self.is_user(&jid) && !contact
+            }
+            // Unparseable: it came through the server, so it is reported (clipped, sanitised).
+            Err(_) => false,
+        }
+    }
+
+    /// Reports a resource cap once.
+    fn resource_cap(&mut self, whose: &str, out: &mut Vec<Observation>) {
+        if !self.warned_resources {
+            self.warned_resources = true;
+            out.push(anomaly(format!(
+                "{} has more than {MAX_RESOURCES} resources online; only {MAX_RESOURCES} are tracked",
+                clip(whose, MAX_DETAIL_CHARS)
+            )));
         }
     }
 
@@ -164,9 +271,17 @@ impl Translator {
         if resource.as_str().starts_with(RESOURCE_PREFIX) {
             return;
         }
-        let part = PartId::new(resource.as_str());
+        let part = PartId::new(sanitize(resource.as_str()).as_ref());
         match presence.type_ {
             Type::None => {
+                if !self.own_resources.contains(resource.as_str()) {
+                    if self.own_resources.len() >= MAX_RESOURCES {
+                        let user = self.user.to_string();
+                        self.resource_cap(&user, out);
+                        return;
+                    }
+                    self.own_resources.insert(resource.as_str().to_owned());
+                }
                 let status = self.status(from, presence, out);
                 out.push(Observation::Presence {
                     part,
@@ -175,6 +290,7 @@ impl Translator {
                 });
             }
             Type::Unavailable => {
+                self.own_resources.remove(resource.as_str());
                 let reason = match best_status(presence) {
                     Some(text) if text.starts_with(DISCONNECTED_PREFIX) => {
                         SignOutReason::ConnectionLost
@@ -197,6 +313,18 @@ impl Translator {
         let resource = from.resource().map_or("", |r| r.as_str());
         match presence.type_ {
             Type::None => {
+                let known = self
+                    .contact_resources
+                    .get(&bare)
+                    .map_or(0, |rs| rs.iter().filter(|r| r.resource != resource).count());
+                let new = self
+                    .contact_resources
+                    .get(&bare)
+                    .is_none_or(|rs| rs.iter().all(|r| r.resource != resource));
+                if new && known >= MAX_RESOURCES {
+                    self.resource_cap(bare.as_str(), out);
+                    return;
+                }
                 let status = self.status(from, presence, out);
                 let resources = self.contact_resources.entry(bare.clone()).or_default();
                 let entry = ContactResource {
@@ -210,6 +338,8 @@ impl Translator {
                 }
             }
             Type::Unavailable | Type::Error => {
+                // A roster contact going offline: keep an (empty) entry, so that the roster
+                // step knows it has been heard from.
                 let resources = self.contact_resources.entry(bare.clone()).or_default();
                 if resource.is_empty() || presence.type_ == Type::Error {
                     resources.clear();
@@ -241,6 +371,7 @@ impl Translator {
             Some(Show::Xa) => Availability::ExtendedAway,
         };
         let message = best_status(presence).map(|text| {
+            let text = sanitize(text);
             if text.chars().nth(MAX_STATUS_CHARS).is_some() {
                 out.push(anomaly(format!(
                     "status text of {} characters from {} cut to {MAX_STATUS_CHARS}",
@@ -249,7 +380,7 @@ impl Translator {
                 )));
                 text.chars().take(MAX_STATUS_CHARS).collect()
             } else {
-                text.to_owned()
+                text.into_owned()
             }
         });
         Status {
@@ -271,18 +402,6 @@ fn best_status(presence: &Presence) -> Option<&str> {
 
 fn anomaly(detail: String) -> Observation {
     Observation::Anomaly(ErrorCode::ProtocolError, detail)
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => {
-            let mut s = text.get(..at).unwrap_or_default().to_owned();
-            s.push('…');
-            s
-        }
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -308,6 +427,28 @@ mod tests {
 
     fn one(xml: &str) -> Vec<Observation> {
         run(&mut translator(false), xml)
+    }
+
+    fn roster(xml: &str) -> Roster {
+        let el: Element = xml.parse().expect("xml");
+        Roster::try_from(el).expect("roster")
+    }
+
+    /// A translator tracking contacts, with bob and carol in the roster.
+    fn with_roster() -> Translator {
+        let mut t = translator(true);
+        let mut out = Vec::new();
+        t.set_roster(
+            &roster(
+                "<query xmlns='jabber:iq:roster'>\
+                 <item jid='bob@example.test' subscription='both'/>\
+                 <item jid='carol@example.test' subscription='to'/>\
+                 <item jid='alice@example.test' subscription='both'/></query>",
+            ),
+            &mut out,
+        );
+        assert_eq!(out, vec![], "learning the roster reports nothing");
+        t
     }
 
     fn presence(
@@ -551,7 +692,7 @@ mod tests {
 
     #[test]
     fn contacts_are_aggregated_over_their_resources() {
-        let mut t = translator(true);
+        let mut t = with_roster();
         let bob = |a, m: Option<&str>| {
             Observation::Contact(
                 ContactId::new("bob@example.test"),
@@ -591,20 +732,21 @@ mod tests {
 
     #[test]
     fn roster_items_without_presence_are_offline() {
-        let mut t = translator(true);
+        let mut t = with_roster();
         run(
             &mut t,
             "<presence xmlns='jabber:client' from='bob@example.test/laptop'/>",
         );
-        let roster: Element = "<query xmlns='jabber:iq:roster'>\
-             <item jid='bob@example.test' subscription='both'/>\
-             <item jid='carol@example.test' subscription='to'/>\
-             <item jid='alice@example.test' subscription='both'/></query>"
-            .parse()
-            .expect("xml");
-        let roster = Roster::try_from(roster).expect("roster");
         let mut out = Vec::new();
-        t.handle_roster(&roster, &mut out);
+        t.handle_roster(
+            &roster(
+                "<query xmlns='jabber:iq:roster'>\
+                 <item jid='bob@example.test' subscription='both'/>\
+                 <item jid='carol@example.test' subscription='to'/>\
+                 <item jid='alice@example.test' subscription='both'/></query>",
+            ),
+            &mut out,
+        );
         assert_eq!(
             out,
             vec![Observation::Contact(
@@ -615,8 +757,165 @@ mod tests {
     }
 
     #[test]
-    fn clip_cuts_on_character_boundaries() {
-        assert_eq!(clip("abc", 5), "abc");
-        assert_eq!(clip("äöüß", 2), "äö…");
+    fn strangers_create_nothing_not_even_with_unavailable_or_junk() {
+        let mut t = with_roster();
+        for xml in [
+            "<presence xmlns='jabber:client' from='mallory@evil.test/x'><show>dnd</show></presence>",
+            "<presence xmlns='jabber:client' from='mallory@evil.test/x' type='unavailable'/>",
+            "<presence xmlns='jabber:client' from='mallory@evil.test' type='error'/>",
+            "<presence xmlns='jabber:client' from='mallory@evil.test/x'><show>sleeping</show></presence>",
+            "<presence xmlns='jabber:client' from='mallory@evil.test/x'><priority>999</priority></presence>",
+        ] {
+            assert_eq!(run(&mut t, xml), vec![], "{xml}");
+        }
+        assert!(t.contact_resources.is_empty(), "{:?}", t.contact_resources);
+        // Without the roster, nobody is a contact.
+        let mut t = translator(true);
+        assert_eq!(
+            run(
+                &mut t,
+                "<presence xmlns='jabber:client' from='bob@example.test/x'/>"
+            ),
+            vec![]
+        );
+        assert!(t.contact_resources.is_empty());
+    }
+
+    #[test]
+    fn a_removed_contact_is_forgotten_and_shown_offline_if_it_was_online() {
+        let mut t = with_roster();
+        run(
+            &mut t,
+            "<presence xmlns='jabber:client' from='bob@example.test/laptop'/>",
+        );
+        let mut out = Vec::new();
+        t.handle_roster(
+            &roster(
+                "<query xmlns='jabber:iq:roster'>\
+                 <item jid='bob@example.test' subscription='remove'/>\
+                 <item jid='carol@example.test' subscription='remove'/></query>",
+            ),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![Observation::Contact(
+                ContactId::new("bob@example.test"),
+                Status::OFFLINE
+            )]
+        );
+        assert_eq!(
+            run(
+                &mut t,
+                "<presence xmlns='jabber:client' from='bob@example.test/laptop'/>"
+            ),
+            vec![],
+            "no longer a contact"
+        );
+        assert!(
+            t.contact_resources.is_empty()
+                && !t
+                    .roster
+                    .contains(&BareJid::new("bob@example.test").expect("jid"))
+        );
+    }
+
+    #[test]
+    fn contacts_beyond_the_cap_are_ignored_and_reported_once() {
+        let mut t = translator(true);
+        let items: String = (0..MAX_CONTACTS + 10)
+            .map(|i| format!("<item jid='c{i}@example.test' subscription='both'/>"))
+            .collect();
+        let big = roster(&format!("<query xmlns='jabber:iq:roster'>{items}</query>"));
+        let mut out = Vec::new();
+        t.set_roster(&big, &mut out);
+        assert_eq!(out.len(), 1, "one anomaly");
+        assert!(is_anomaly(&out[0]), "{:?}", out[0]);
+        assert_eq!(t.roster.len(), MAX_CONTACTS);
+        let mut out = Vec::new();
+        t.handle_roster(&big, &mut out);
+        assert_eq!(
+            out.len(),
+            MAX_CONTACTS,
+            "offline contacts, and no second anomaly"
+        );
+        let last = format!("c{}@example.test", MAX_CONTACTS + 1);
+        assert_eq!(
+            run(
+                &mut t,
+                &format!("<presence xmlns='jabber:client' from='{last}/x'/>")
+            ),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn resources_beyond_the_cap_are_ignored_and_reported_once() {
+        let mut t = with_roster();
+        let mut anomalies = 0;
+        let mut parts = 0;
+        for i in 0..MAX_RESOURCES + 5 {
+            for o in run(
+                &mut t,
+                &format!("<presence xmlns='jabber:client' from='alice@example.test/r{i}'/>"),
+            ) {
+                match o {
+                    Observation::Presence { .. } => parts += 1,
+                    o if is_anomaly(&o) => anomalies += 1,
+                    o => panic!("{o:?}"),
+                }
+            }
+        }
+        assert_eq!((parts, anomalies), (MAX_RESOURCES, 1));
+        // One that leaves makes room for one more.
+        run(
+            &mut t,
+            "<presence xmlns='jabber:client' from='alice@example.test/r0' type='unavailable'/>",
+        );
+        assert_eq!(
+            run(
+                &mut t,
+                "<presence xmlns='jabber:client' from='alice@example.test/new'/>"
+            )
+            .len(),
+            1
+        );
+        for i in 0..MAX_RESOURCES + 5 {
+            run(
+                &mut t,
+                &format!("<presence xmlns='jabber:client' from='bob@example.test/r{i}'/>"),
+            );
+        }
+        let bob = BareJid::new("bob@example.test").expect("jid");
+        assert_eq!(t.contact_resources[&bob].len(), MAX_RESOURCES);
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_lines() {
+        let out = one(
+            "<presence xmlns='jabber:client' from='alice@example.test/desk'>\
+             <status>lunch&#10;10:00:00.000  desktop    signed_out&#13;&#9;&#x9b;31m&#x7f;&#x202e;x&#x85;y&#x2028;</status></presence>",
+        );
+        let Observation::Presence { status, .. } = &out[0] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(
+            status.message.as_deref(),
+            // (ESC itself cannot occur: XML 1.0 forbids it; C1's CSI can.)
+            Some("lunch 10:00:00.000  desktop    signed_out  \u{fffd}31m\u{fffd}\u{fffd}x y ")
+        );
+        // JIDs with control characters do not parse (stringprep), so they never become parts.
+        assert!(Jid::new("alice@example.test/a\nb").is_err());
+        assert!(Jid::new("alice@example.test/a\u{202e}b").is_err());
+        // Quoted peer text in anomalies is clean too.
+        let out = one("<presence xmlns='jabber:client' from='alice@example.test/desk'><show>a&#10;b</show></presence>");
+        let Observation::Anomaly(_, detail) = &out[0] else {
+            panic!("{out:?}");
+        };
+        assert!(!detail.chars().any(char::is_control), "{detail:?}");
+        assert_eq!(
+            sanitize("plain text"),
+            std::borrow::Cow::Borrowed("plain text")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! A scripted fake XMPP server on a real loopback socket: garbage, malformed stanzas and
-//! silence, which a real Prosody never sends. The source must report them with the right code,
-//! never panic, keep processing what follows, and reconnect later.
+//! silence, which a real Prosody never sends, and hostile servers (huge, deep or endless
+//! stanzas, SCRAM iteration bombs, ANONYMOUS-only logins, spoofed replies). The source must
+//! report them with the right code, never panic or abort, keep memory bounded, keep
+//! processing what follows, and reconnect later.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
@@ -51,18 +53,19 @@ impl Peer {
             let n = tokio::time::timeout(STEP, self.stream.read(&mut buf))
                 .await
                 .expect("client spoke in time")
-                .expect("read");
-            assert!(
-                n > 0,
-                "client closed while we waited for {marker:?}: {}",
-                self.received
-            );
+                .unwrap_or(0);
+            if n == 0 {
+                // The client hung up (a test ending, or what a test provokes): this script is
+                // over. Not a panic, whose backtrace would blur the memory measurements.
+                std::future::pending::<()>().await;
+            }
             self.received.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
 
+    /// Sends `text`; a client that hung up is ignored (the next read ends the script).
     async fn send(&mut self, text: &str) {
-        self.stream.write_all(text.as_bytes()).await.expect("write");
+        let _ = self.stream.write_all(text.as_bytes()).await;
     }
 
     /// The plaintext login up to the bound resource; returns what the client sent after it.
@@ -152,14 +155,23 @@ fn watch(port: u16, login_timeout: Option<Duration>) -> Watch {
 }
 
 fn watch_with(port: u16, login_timeout: Option<Duration>, visibility: Visibility) -> Watch {
+    watch_config(port, login_timeout, |c| c.visibility = visibility)
+}
+
+fn watch_config(
+    port: u16,
+    login_timeout: Option<Duration>,
+    adjust: impl FnOnce(&mut XmppConfig),
+) -> Watch {
     let mut file = NamedTempFile::new().unwrap();
     writeln!(file, "alicepw").unwrap();
-    let config = XmppConfig {
+    let mut config = XmppConfig {
         server: Some(format!("127.0.0.1:{port}")),
         tls: TlsMode::InsecurePlaintext,
-        visibility,
+        visibility: Visibility::Visible,
         ..XmppConfig::new("alice@example.test", Secret::File(file.path().to_owned()))
     };
+    adjust(&mut config);
     let mut source = XmppSource::new(&config).with_backoff_seed(1);
     if let Some(t) = login_timeout {
         source = source.with_login_timeout(t);
@@ -574,4 +586,702 @@ async fn a_refused_privacy_list_means_visible_with_a_warning_under_auto() {
         warnings[0].1
     );
     assert_eq!(w.state.session, Session::SignedOut);
+}
+
+// ---------------------------------------------------------------- hostile servers
+
+/// Features offering these SASL mechanisms.
+fn sasl_features(mechanisms: &[&str]) -> String {
+    let list: String = mechanisms
+        .iter()
+        .map(|m| format!("<mechanism>{m}</mechanism>"))
+        .collect();
+    format!(
+        "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{list}</mechanisms></stream:features>"
+    )
+}
+
+/// Standard base64, for the SASL payloads the fake server reads and writes.
+fn b64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        .map(value)
+        .collect();
+    let mut out = Vec::new();
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// The text content of the first `<tag …>…</tag>` in `xml`.
+fn content<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let start = xml.find(&format!("<{tag}")).expect("the element");
+    let rest = &xml[start..];
+    let open_end = rest.find('>').expect("its start tag") + 1;
+    let close = rest.find(&format!("</{tag}>")).unwrap_or(open_end);
+    &rest[open_end..close]
+}
+
+impl Peer {
+    /// Opens the stream offering `mechanisms`; returns what the client sent up to its
+    /// `</auth>`, or `None` when it closed the connection instead.
+    async fn offer(&mut self, mechanisms: &[&str]) -> Option<String> {
+        self.expect("<stream:stream").await;
+        self.expect(">").await;
+        self.send(HEADER).await;
+        self.send(&sasl_features(mechanisms)).await;
+        loop {
+            if let Some(at) = self.received.find("</auth>") {
+                return Some(self.received.drain(..at + "</auth>".len()).collect());
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(STEP, self.stream.read(&mut buf))
+                .await
+                .expect("client spoke in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// After `<success/>`: the restarted stream, binding, the roster request (answered with
+    /// `roster`, a `<query/>` or nothing), the initial presence and `census` census requests.
+    async fn after_auth(&mut self, roster: &str, census: usize) {
+        self.expect("<stream:stream").await;
+        self.expect(">").await;
+        self.send(HEADER).await;
+        self.send(BIND_FEATURES).await;
+        self.expect("</iq>").await;
+        self.send(
+            "<iq type='result' id='imstatus-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <jid>alice@example.test/imstatus-fake</jid></bind></iq>",
+        )
+        .await;
+        self.expect("</iq>").await;
+        self.send(&format!(
+            "<iq type='result' id='imstatus-roster'>{roster}</iq>"
+        ))
+        .await;
+        self.expect("</presence>").await;
+        for _ in 0..census {
+            self.expect("</iq>").await;
+        }
+    }
+
+    /// Writes `unit` `count` times, in 64 KiB writes; `false` once the client hung up.
+    async fn flood(&mut self, unit: &[u8], count: usize) -> bool {
+        let per = (64 * 1024 / unit.len()).max(1);
+        let chunk = unit.repeat(per);
+        let mut left = count;
+        while left > 0 {
+            let n = per.min(left);
+            if self
+                .stream
+                .write_all(&chunk[..n * unit.len()])
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            left -= n;
+        }
+        true
+    }
+
+    /// Holds the connection until the client closes it.
+    async fn hold(mut self) {
+        let mut buf = [0u8; 1024];
+        while matches!(self.stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    }
+}
+
+/// The process's peak resident set (VmHWM) in KiB, after resetting it to the current one.
+fn reset_peak_rss() -> u64 {
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS");
+    peak_rss()
+}
+
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Tests that measure the peak RSS run one at a time.
+static RSS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn errors(events: &[Arc<Event>]) -> Vec<(ErrorCode, String)> {
+    events
+        .iter()
+        .filter_map(|e| source_error(e))
+        .map(|(c, d)| (c, d.to_owned()))
+        .collect()
+}
+
+fn is_busy(e: &Event) -> bool {
+    matches!(&e.kind, EventKind::StatusChanged { to, .. } if to.availability == Availability::Busy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_nested_100000_levels_deep_is_dropped_and_the_stream_goes_on() {
+    let (port, count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        if n == 0 {
+            peer.send(BARRIER).await;
+            peer.send("<presence from='alice@example.test/deep'>").await;
+            peer.flood(b"<a>", 100_000).await;
+            peer.flood(b"</a>", 100_000).await;
+            peer.send(
+                "</presence><presence from='alice@example.test/desk'><show>dnd</show></presence>",
+            )
+            .await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w
+        .until("desk", |e| e.kind.name() == "resource_changed")
+        .await;
+    assert_eq!(
+        errors(&events),
+        [(
+            ErrorCode::ProtocolError,
+            "dropped a <presence> from alice@example.test/deep nested deeper than 32 levels"
+                .to_owned()
+        )]
+    );
+    assert_eq!(w.state.session, Session::SignedIn);
+    let listed: Vec<&str> = w
+        .state
+        .resources
+        .iter()
+        .map(|r| r.resource.as_str())
+        .collect();
+    assert_eq!(listed, ["desk"]);
+    assert_eq!(count.load(Ordering::SeqCst), 1, "the stream went on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10_mb_attribute_is_dropped_without_being_buffered() {
+    let _one = RSS.lock().await;
+    let (port, count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        if n == 0 {
+            peer.send(BARRIER).await;
+            peer.send("<presence from='alice@example.test/big'><x xmlns='urn:x' a='")
+                .await;
+            peer.flood(b"a", 10_000_000).await;
+            peer.send("'/></presence><presence from='alice@example.test/desk'><show>dnd</show></presence>")
+                .await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let before = reset_peak_rss();
+    let mut w = watch(port, None);
+    let events = w.until("busy", is_busy).await;
+    let grown = peak_rss().saturating_sub(before);
+    assert_eq!(
+        errors(&events),
+        [(
+            ErrorCode::ProtocolError,
+            "dropped a <presence> from alice@example.test/big with an attribute value longer \
+             than 8192 bytes"
+                .to_owned()
+        )]
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1, "the stream went on");
+    eprintln!("peak RSS grew by {grown} KiB");
+    assert!(
+        grown < 32 * 1024,
+        "peak RSS grew by {grown} KiB (a panic's backtrace elsewhere in this binary counts too)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_stanza_ends_the_stream_with_protocol_error_and_memory_stays_bounded() {
+    let _one = RSS.lock().await;
+    let (port, count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        peer.send(BARRIER).await;
+        if n == 0 {
+            peer.send("<presence from='alice@example.test/huge'><status>")
+                .await;
+            if peer.flood(b"x", 50_000_000).await {
+                peer.send("</status></presence>").await;
+            }
+        }
+        peer.hold().await;
+    })
+    .await;
+    let before = reset_peak_rss();
+    let mut w = watch(port, None);
+    let events = w
+        .until("the stream's end", |e| {
+            matches!(
+                e.kind,
+                EventKind::SourceError {
+                    session_unknown: true,
+                    ..
+                }
+            )
+        })
+        .await;
+    let grown = peak_rss().saturating_sub(before);
+    assert_eq!(
+        errors(&events),
+        [
+            (
+                ErrorCode::ProtocolError,
+                "dropped a <presence> from alice@example.test/huge larger than 262144 bytes"
+                    .to_owned()
+            ),
+            (
+                ErrorCode::ProtocolError,
+                "reading: the server sent a stanza larger than 16777216 bytes".to_owned()
+            )
+        ]
+    );
+    wait_connections(&count, 2).await;
+    eprintln!("peak RSS grew by {grown} KiB");
+    assert!(
+        grown < 32 * 1024,
+        "peak RSS grew by {grown} KiB (a panic's backtrace elsewhere in this binary counts too)"
+    );
+}
+
+/// The SCRAM client-first message in an `<auth/>`: (mechanism, gs2 header stripped
+/// `n=…,r=…`, client nonce).
+fn client_first(auth: &str) -> (String, String, String) {
+    let mechanism = auth
+        .split("mechanism='")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .expect("a mechanism")
+        .to_owned();
+    let first = String::from_utf8(unb64(content(auth, "auth"))).expect("UTF-8");
+    let bare = first.trim_start_matches("n,,").to_owned();
+    let nonce = bare.split(",r=").nth(1).expect("a nonce").to_owned();
+    (mechanism, bare, nonce)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_scram_iteration_count_is_refused_before_any_hashing() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (port, count) = serve(move |mut peer, _| {
+        let tx = tx.clone();
+        async move {
+            let auth = peer
+                .offer(&["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"])
+                .await
+                .expect("an <auth/>");
+            let (mechanism, _, nonce) = client_first(&auth);
+            let _ = tx.send(mechanism);
+            let server_first = format!("r={nonce}srv,s={},i=4294967295", b64(b"salt"));
+            peer.send(&format!(
+                "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                b64(server_first.as_bytes())
+            ))
+            .await;
+            peer.hold().await;
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut w = watch(port, None);
+    let events = w.until("source_error", |e| source_error(e).is_some()).await;
+    let took = started.elapsed();
+    assert_eq!(
+        rx.recv().await.as_deref(),
+        Some("SCRAM-SHA-256"),
+        "SCRAM first, SHA-256 first"
+    );
+    let (code, detail) = source_error(&events[events.len() - 1]).unwrap();
+    assert_eq!(code, ErrorCode::AuthFailed, "{detail}");
+    assert!(
+        detail.starts_with(
+            "the server asks for 4294967295 SCRAM iterations; imstatus computes 1 to 1000000"
+        ),
+        "{detail}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Fatal: a retry would come within the first backoff ceiling (1 s).
+    let retried = tokio::time::timeout(Duration::from_secs(3), wait_connections(&count, 2)).await;
+    assert!(retried.is_err(), "retried");
+}
+
+/// How long PBKDF2-SHA-256 takes here for `iterations` (debug and release builds differ 50×).
+fn pbkdf2_time(iterations: u32) -> Duration {
+    use sasl::common::scram::{ScramProvider, Sha256};
+    let t = std::time::Instant::now();
+    Sha256::derive(&"pw".to_owned().into(), b"salt", iterations).expect("derive");
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn scram_hashing_runs_off_the_runtime_thread() {
+    // About two seconds of hashing on this machine and build (debug), at most the cap (about
+    // 0.3 s in a release build).
+    let per_10k = pbkdf2_time(10_000).max(Duration::from_micros(100));
+    let iterations = (20_000.0 / per_10k.as_secs_f64()).clamp(10_000.0, 1_000_000.0) as u32;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (port, _count) = serve(move |mut peer, _| {
+        let tx = tx.clone();
+        async move {
+            let auth = peer.offer(&["SCRAM-SHA-256"]).await.expect("an <auth/>");
+            let (_, _, nonce) = client_first(&auth);
+            let server_first = format!("r={nonce}srv,s={},i={iterations}", b64(b"salt"));
+            peer.send(&format!(
+                "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                b64(server_first.as_bytes())
+            ))
+            .await;
+            let challenged = tokio::time::Instant::now();
+            peer.expect("</response>").await;
+            let _ = tx.send((challenged, tokio::time::Instant::now()));
+            peer.send(
+                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>",
+            )
+            .await;
+            peer.hold().await;
+        }
+    })
+    .await;
+    // A ticker on the same (only) runtime thread notes when it got to run.
+    let ticks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.lock().unwrap().push(tokio::time::Instant::now());
+            }
+        })
+    };
+    let mut w = watch(port, None);
+    let events = w.until("source_error", |e| source_error(e).is_some()).await;
+    let (code, detail) = source_error(&events[events.len() - 1]).unwrap();
+    assert_eq!(code, ErrorCode::AuthFailed, "{detail}");
+    let (challenged, answered) = rx.recv().await.expect("the SCRAM exchange");
+    ticker.abort();
+    let hashing = answered - challenged;
+    let ticks = ticks.lock().unwrap();
+    let during: Vec<_> = ticks
+        .iter()
+        .filter(|t| **t >= challenged && **t <= answered)
+        .collect();
+    let longest_gap = during
+        .windows(2)
+        .map(|p| *p[1] - *p[0])
+        .max()
+        .unwrap_or(hashing);
+    eprintln!(
+        "{iterations} iterations hashed in {hashing:?}; {} ticks meanwhile, longest gap {longest_gap:?}",
+        during.len()
+    );
+    assert!(
+        hashing > Duration::from_millis(100),
+        "too little hashing to tell ({hashing:?})"
+    );
+    // Hashing on the runtime thread would leave one gap as long as the hashing.
+    assert!(
+        longest_gap < hashing / 4,
+        "the runtime stalled for {longest_gap:?} of {hashing:?} of hashing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_prove_it_knows_the_password_is_refused() {
+    use sasl::common::scram::{ScramProvider, Sha1};
+    let (port, count) = serve(|mut peer, n| async move {
+        let auth = peer.offer(&["SCRAM-SHA-1"]).await.expect("an <auth/>");
+        let (_, first_bare, nonce) = client_first(&auth);
+        let salt = b"NaCl-NaCl";
+        let server_first = format!("r={nonce}srv,s={},i=4096", b64(salt));
+        peer.send(&format!(
+            "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+            b64(server_first.as_bytes())
+        ))
+        .await;
+        let response = peer.take("</response>").await;
+        let client_final = String::from_utf8(unb64(content(&response, "response"))).unwrap();
+        let without_proof = client_final.split(",p=").next().unwrap();
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let salted = Sha1::derive(&"alicepw".to_owned().into(), salt, 4096).unwrap();
+        let server_key = Sha1::hmac(b"Server Key", &salted).unwrap();
+        let mut signature = Sha1::hmac(auth_message.as_bytes(), &server_key).unwrap();
+        if n == 0 {
+            // An impostor: it accepts any proof but cannot sign.
+            signature[0] ^= 1;
+        }
+        peer.send(&format!(
+            "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
+            b64(format!("v={}", b64(&signature)).as_bytes())
+        ))
+        .await;
+        if n > 0 {
+            peer.after_auth("", 1).await;
+            peer.send(BARRIER).await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let errs = errors(&events);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, ErrorCode::ProtocolError);
+    assert!(
+        errs[0]
+            .1
+            .starts_with("the server's SCRAM signature is wrong"),
+        "{}",
+        errs[0].1
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        2,
+        "one retry, which logged in"
+    );
+    assert_eq!(w.state.session, Session::SignedOut);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_offering_only_anonymous_gets_no_login_attempt() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (port, count) = serve(move |mut peer, _| {
+        let tx = tx.clone();
+        async move {
+            let auth = peer.offer(&["ANONYMOUS"]).await;
+            if auth.is_some() {
+                peer.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+                    .await;
+            }
+            let _ = tx.send(auth.unwrap_or(peer.received.clone()));
+        }
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w.until("source_error", |e| source_error(e).is_some()).await;
+    let (code, detail) = source_error(&events[events.len() - 1]).unwrap();
+    assert_eq!(code, ErrorCode::AuthFailed, "{detail}");
+    assert!(
+        detail
+            .starts_with("the server offers no SASL mechanism imstatus uses (offered: ANONYMOUS;"),
+        "{detail}"
+    );
+    let sent = rx.recv().await.expect("what the client sent");
+    assert!(!sent.contains("<auth"), "{sent}");
+    let retried = tokio::time::timeout(Duration::from_secs(3), wait_connections(&count, 2)).await;
+    assert!(retried.is_err(), "fatal: never retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_an_address_that_is_not_loopback_is_refused_before_connecting() {
+    let (port, count) = serve(|peer, _| async move { peer.hold().await }).await;
+    // 0.0.0.0 is not a loopback address, yet Linux connects it to this machine: were the
+    // check missing, the fake server would see a connection (and the test no traffic leaves).
+    let mut w = watch_config(port, None, |c| c.server = Some(format!("0.0.0.0:{port}")));
+    let events = w.until("source_error", |e| source_error(e).is_some()).await;
+    let (code, detail) = source_error(&events[events.len() - 1]).unwrap();
+    assert_eq!(code, ErrorCode::TlsFailed, "{detail}");
+    assert!(
+        detail.starts_with(
+            "tls = \"insecure-plaintext\" is only allowed for a server on this machine"
+        ),
+        "{detail}"
+    );
+    let connected = tokio::time::timeout(Duration::from_secs(2), wait_connections(&count, 1)).await;
+    assert!(connected.is_err(), "a connection was made");
+}
+
+/// The census results for alice (id 0) and bob (id 1).
+const BARRIER_2: &str =
+    "<iq type='result' id='imstatus-items-0'/><iq type='result' id='imstatus-items-1'/>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_result_from_another_entity_is_ignored() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        if n > 0 {
+            return peer.hold().await;
+        }
+        peer.bind().await;
+        peer.expect("</iq>").await;
+        // Someone who knows our full JID answers first.
+        peer.send(
+            "<iq type='result' id='imstatus-roster' from='mallory@evil.test/x'>\
+             <query xmlns='jabber:iq:roster'><item jid='eve@evil.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.send(
+            "<iq type='result' id='imstatus-roster'>\
+             <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.expect("</presence>").await;
+        peer.expect("</iq>").await;
+        peer.expect("</iq>").await;
+        peer.send(BARRIER_2).await;
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let contacts: Vec<&str> = w
+        .state
+        .contacts
+        .iter()
+        .map(|c| c.contact.as_str())
+        .collect();
+    assert_eq!(contacts, ["bob@example.test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_result_from_another_entity_does_not_end_the_login() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        if n == 0 {
+            peer.send("<iq type='result' id='imstatus-items-0' from='mallory@evil.test/x'/>")
+                .await;
+            peer.send("<iq type='error' id='imstatus-items-0' from='alice@example.test/phone'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+                .await;
+            peer.send("<presence from='alice@example.test/desk'><show>dnd</show></presence>")
+                .await;
+            peer.send("<iq type='result' id='imstatus-items-0' from='alice@example.test'/>")
+                .await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, ["snapshot", "signed_in", "status_changed"]);
+    assert_eq!(w.state.availability, Availability::Busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_create_no_contacts_and_status_texts_cannot_forge_lines() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        if n > 0 {
+            return peer.hold().await;
+        }
+        peer.bind().await;
+        peer.expect("</iq>").await;
+        peer.send(
+            "<iq type='result' id='imstatus-roster'>\
+             <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.expect("</presence>").await;
+        peer.expect("</iq>").await;
+        peer.expect("</iq>").await;
+        peer.send(BARRIER_2).await;
+        for stanza in [
+            "<presence from='mallory@evil.test/x'><show>dnd</show></presence>",
+            "<presence from='mallory@evil.test/x' type='unavailable'/>",
+            "<presence from='eve@evil.test/y'><show>sleeping</show></presence>",
+            "<presence from='eve@evil.test/y'>",
+        ] {
+            peer.send(stanza).await;
+        }
+        peer.flood(b"<a>", 100).await;
+        peer.flood(b"</a>", 100).await;
+        peer.send(
+            "</presence><presence from='bob@example.test/laptop'><show>away</show>\
+             <status>lunch&#10;10:00:00.000  alice    signed_out&#x2028;&#x202e;</status></presence>",
+        )
+        .await;
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let events = w
+        .until("bob's status", |e| {
+            e.kind.name() == "contact_status_changed"
+        })
+        .await;
+    assert_eq!(errors(&events), [], "strangers' junk is not reported");
+    let contacts: Vec<(&str, Availability, Option<&str>)> = w
+        .state
+        .contacts
+        .iter()
+        .map(|c| (c.contact.as_str(), c.availability, c.message.as_deref()))
+        .collect();
+    assert_eq!(
+        contacts,
+        [(
+            "bob@example.test",
+            Availability::Away,
+            Some("lunch 10:00:00.000  alice    signed_out \u{fffd}")
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flooded_with_presences_holds_little_and_ends_in_the_final_state() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        peer.login().await;
+        if n == 0 {
+            // Far more than the source holds back before Synced.
+            for i in 0..20_000 {
+                peer.send(&format!(
+                    "<presence from='alice@example.test/desk'><show>away</show><status>{i}</status></presence>"
+                ))
+                .await;
+            }
+            peer.send("<presence from='alice@example.test/desk'><show>dnd</show><status>last</status></presence>")
+                .await;
+            peer.send(BARRIER).await;
+        }
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch(port, None);
+    let events = w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, ["snapshot", "signed_in", "status_changed"]);
+    assert_eq!(w.state.availability, Availability::Busy);
+    assert_eq!(w.state.message.as_deref(), Some("last"));
 }

@@ -548,3 +548,45 @@ async fn a_contact_flapping_a_thousand_times_ends_in_the_right_state_with_ordere
     bob.close().unwrap();
     eprintln!("took {:?}", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_deeply_nested_presence_is_dropped_and_the_session_stays_up() {
+    let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists()).unwrap();
+    let mut account = plain_account(&prosody);
+    account.config.contacts = true;
+    let mut w = Watch::start(account);
+    w.synced().await;
+    let mut bob =
+        XmppClient::connect(prosody.port(), "bob", "example.test", "bobpw", "laptop").unwrap();
+    // 30,000 levels, 210 KB: under Prosody's 256 KiB limit, so Prosody relays it to alice's
+    // sessions, ours included.
+    let depth = 30_000;
+    bob.send_raw(&format!(
+        "<presence><x xmlns='urn:example:deep'>{}{}</x></presence>",
+        "<a>".repeat(depth),
+        "</a>".repeat(depth)
+    ))
+    .unwrap();
+    let events = w.until("the anomaly", |e| source_error(e).is_some()).await;
+    let (code, detail, session_unknown) = source_error(&events[events.len() - 1]).unwrap();
+    assert_eq!(code, ErrorCode::ProtocolError);
+    assert!(
+        detail.starts_with(
+            "dropped a <presence> from bob@example.test/laptop nested deeper than 32 levels"
+        ),
+        "{detail}"
+    );
+    assert!(!session_unknown, "the session stays up");
+    bob.presence(Some("away"), Some("back soon"), None).unwrap();
+    let events = w
+        .until("bob away", |e| {
+            matches!(&e.kind, EventKind::ContactStatusChanged { to, .. } if to.availability == Availability::Away)
+        })
+        .await;
+    assert!(
+        events.iter().all(|e| source_error(e).is_none()),
+        "{events:#?}"
+    );
+    assert_eq!(w.snapshot().session, Session::SignedOut);
+    bob.close().unwrap();
+}
