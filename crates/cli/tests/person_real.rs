@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imstatus_testkit::{wait_until, Prosody, ProsodyOptions, PulseAudio, XmppClient};
+use imstatus_testkit::{wait_until, Prosody, ProsodyOptions, PulseAudio, XmppClient, Xvfb};
 use serde_json::{json, Value};
 
 /// How long one awaited change may take.
@@ -38,6 +38,11 @@ fn imstatus(pa: &PulseAudio, config: &Path) -> Command {
 /// `desk` watching the microphone, and the person `me` of alice with desk's signals, syncing
 /// alice.
 fn config(dir: &Path, prosody: &Prosody, pa: &PulseAudio) -> PathBuf {
+    config_with(dir, prosody, pa, "")
+}
+
+/// [`config`] with more keys for `desk`.
+fn config_with(dir: &Path, prosody: &Prosody, pa: &PulseAudio, desk: &str) -> PathBuf {
     let pw = dir.join("alice.pw");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -54,7 +59,7 @@ fn config(dir: &Path, prosody: &Prosody, pa: &PulseAudio) -> PathBuf {
              password_file = \"{}\"\nserver = \"127.0.0.1:{}\"\ntls = \"insecure-plaintext\"\n\
              visibility = \"visible\"\n\n\
              [[account]]\nname = \"desk\"\nsource = \"desktop\"\nmicrophone = true\n\
-             pulse_server = \"{}\"\n\n\
+             pulse_server = \"{}\"\n{desk}\n\
              [[person]]\nname = \"me\"\naccounts = [\"alice\"]\nsignals = \"desk\"\n\
              sync = [\"alice\"]\n",
             pw.display(),
@@ -253,6 +258,94 @@ fn a_call_makes_the_person_busy_sync_tells_alices_contacts_and_the_end_puts_it_b
         ]
     );
     assert!(events.iter().all(|e| e["account"] == "me"), "{events:#?}");
+    drop(watch);
+    laptop.close().expect("close");
+    bob.close().expect("close");
+}
+
+/// Rule 3 from a real X server's idle time, and rule 1 over it: idle → away (synced to alice's
+/// contacts), a call while idle → busy, its end → away again, input → alice's own status.
+#[test]
+fn idle_makes_the_person_away_a_call_overrides_it_and_input_ends_it() {
+    let prosody = Prosody::start(ProsodyOptions::default()).expect("Prosody");
+    let pa = PulseAudio::start().expect("PulseAudio");
+    let x = Xvfb::start().expect("Xvfb");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(
+        dir.path(),
+        &prosody,
+        &pa,
+        &format!(
+            "idle = true\nidle_after = \"1s\"\nidle_backends = [\"x11\"]\ndisplay = \"{}\"\n",
+            x.display()
+        ),
+    );
+    let mut bob = online(&prosody, "bob", "laptop", 0);
+    let laptop = online(&prosody, "alice", "laptop", 1);
+
+    let mut cmd = imstatus(&pa, &config);
+    cmd.args(["watch", "me", "--json"]);
+    let watch = Watch::start(cmd);
+    let idle = json!({"rule": "away", "account": "desk", "signal": "idle"});
+    let call = json!({"rule": "call", "account": "desk", "signal": "microphone"});
+    let member = json!({"rule": "most_available", "account": "alice"});
+    // No input: idle after a second, whatever the first answer was.
+    let is_idle = |e: &Value| summary(e)["decided_by"] == idle;
+    let from = |events: &[Value]| -> Vec<Value> {
+        let at = events.iter().position(is_idle).unwrap_or(events.len());
+        events[at..].iter().map(summary).collect()
+    };
+    wait_until("the person away for idle", DEADLINE, || {
+        watch.events().iter().any(is_idle).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("never idle: {:#?}", watch.events()));
+    bob_sees(&mut bob, &["<show>away</show>"]);
+
+    let mut rec = pa.record("mic").expect("parecord");
+    wait_until("busy while idle", DEADLINE, || {
+        (from(&watch.events()).len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no call: {:#?}", watch.events()));
+    bob_sees(
+        &mut bob,
+        &["<show>dnd</show>", "<status>In a call</status>"],
+    );
+    rec.stop().expect("stop parecord");
+    wait_until("away again", DEADLINE, || {
+        (from(&watch.events()).len() >= 3).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no end of the call: {:#?}", watch.events()));
+    bob_sees(&mut bob, &["<show>away</show>"]);
+    x.input().expect("xdotool");
+    wait_until("back from idle", DEADLINE, || {
+        (from(&watch.events()).len() >= 4).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no input seen: {:#?}", watch.events()));
+    let seen = bob_sees(&mut bob, &["<priority>-1</priority>"]);
+    assert!(!seen.contains("<show>"), "{seen}");
+
+    let events = from(&watch.events());
+    let kind = |k: &str| {
+        if k == "snapshot" {
+            "snapshot"
+        } else {
+            "status_changed"
+        }
+    };
+    assert_eq!(
+        events[..4].to_vec(),
+        [
+            status(
+                "away",
+                None,
+                idle.clone(),
+                kind(events[0]["event"].as_str().unwrap_or(""))
+            ),
+            status("busy", Some("In a call"), call, "status_changed"),
+            status("away", None, idle, "status_changed"),
+            status("available", None, member, "status_changed"),
+        ]
+    );
     drop(watch);
     laptop.close().expect("close");
     bob.close().expect("close");
