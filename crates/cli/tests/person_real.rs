@@ -428,3 +428,161 @@ fn person_config_errors_exit_2_with_the_line() {
         );
     }
 }
+
+/// One HTTP/1.0 GET (no chunked encoding): the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+/// An SSE stream (HTTP/1.0, so the body is the events as they come), read line by line.
+struct Sse {
+    reader: BufReader<std::net::TcpStream>,
+}
+
+impl Sse {
+    fn open(port: u16, path: &str) -> Sse {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .expect("request");
+        Sse {
+            reader: BufReader::new(s),
+        }
+    }
+
+    /// The next event of the person `me` that matches, with its `id:`, within [`DEADLINE`].
+    fn next_of_me(&mut self, pred: impl Fn(&Value) -> bool) -> (u64, Value) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut id = 0;
+        let mut read = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no such event of me within {DEADLINE:?}; read {read:#?}"
+            );
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap_or_else(|e| {
+                panic!("SSE: {e}; read {read:#?}");
+            });
+            assert!(n > 0, "the SSE stream ended; read {read:#?}");
+            read.push(line.chars().take(300).collect::<String>());
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().expect("numeric id");
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(data.trim()).expect("JSON data");
+                if v["account"] == "me" && pred(&v) {
+                    return (id, v);
+                }
+            }
+        }
+    }
+}
+
+/// The person over the gateway: its snapshot (REST, with `accounts` and `decided_by`), its
+/// badge, and its events over SSE, resumed after a disconnect.
+#[test]
+fn the_gateway_serves_the_person_with_what_decided_and_resumes_its_events() {
+    let prosody = Prosody::start(ProsodyOptions::default()).expect("Prosody");
+    let pa = PulseAudio::start().expect("PulseAudio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = imstatus_testkit::free_port();
+    let config = config_with(
+        dir.path(),
+        &prosody,
+        &pa,
+        &format!("\n[serve]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let laptop = online(&prosody, "alice", "laptop", 1);
+    let mut cmd = imstatus(&pa, &config);
+    cmd.arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let serve = Watch::start(cmd);
+    wait_until("the gateway to answer", DEADLINE, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .expect("serve listens");
+
+    let mut sse = Sse::open(port, "/v1/events");
+    // The snapshot comes first; the person may still be settling then.
+    let (_, snap) = sse.next_of_me(|v| v["event"] == "snapshot");
+    assert_eq!(snap["source"], "person");
+    assert_eq!(snap["accounts"], json!(["alice"]));
+    if snap["availability"] != "available" {
+        sse.next_of_me(|v| {
+            v["event"] == "status_changed" && v["to"]["availability"] == "available"
+        });
+    }
+    let mut rec = pa.record("mic").expect("parecord");
+    let (busy_id, busy) = sse.next_of_me(|v| v["event"] == "status_changed");
+    assert_eq!(
+        (busy["to"].clone(), busy["decided_by"].clone()),
+        (
+            json!({"availability": "busy", "message": "In a call"}),
+            json!({"rule": "call", "account": "desk", "signal": "microphone"})
+        )
+    );
+
+    let rest = http_get(port, "/v1/accounts/me");
+    assert!(
+        rest.starts_with("HTTP/1.1 200") || rest.starts_with("HTTP/1.0 200"),
+        "{rest}"
+    );
+    let body: Value =
+        serde_json::from_str(rest.split("\r\n\r\n").nth(1).unwrap_or("")).expect("JSON body");
+    assert_eq!(
+        (
+            body["source"].clone(),
+            body["availability"].clone(),
+            body["accounts"].clone(),
+            body["decided_by"].clone()
+        ),
+        (
+            json!("person"),
+            json!("busy"),
+            json!(["alice"]),
+            json!({"rule": "call", "account": "desk", "signal": "microphone"})
+        )
+    );
+    let badge = http_get(port, "/v1/accounts/me/badge.svg");
+    assert!(
+        badge.contains("image/svg+xml") && badge.contains("busy"),
+        "{badge}"
+    );
+
+    // Disconnected during the call's end: resuming after the busy event replays it.
+    drop(sse);
+    rec.stop().expect("stop parecord");
+    wait_until("the person available again", DEADLINE, || {
+        http_get(port, "/v1/accounts/me")
+            .contains("\"availability\":\"available\"")
+            .then_some(())
+    })
+    .expect("available after the call");
+    let mut sse = Sse::open(port, &format!("/v1/events?last_event_id={busy_id}"));
+    let (id, back) = sse.next_of_me(|_| true);
+    assert!(id > busy_id, "{id} after {busy_id}");
+    assert_eq!(
+        (
+            back["event"].clone(),
+            back["to"].clone(),
+            back["decided_by"].clone()
+        ),
+        (
+            json!("status_changed"),
+            json!({"availability": "available", "message": null}),
+            json!({"rule": "most_available", "account": "alice"})
+        )
+    );
+    drop(serve);
+    laptop.close().expect("close");
+}
