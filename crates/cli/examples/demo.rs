@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     // Three accounts: finch on the private bus; alice's XMPP account, watched from its own
     // resource (priority -1, hidden from her contacts by a privacy list) so that it sees her
     // other clients — finch among them; and the desktop's microphone on the private PulseAudio.
+    // And the person `me` of finch and alice, with the desktop's signals: one answer for both.
     let password = dir.path().join("alice.pw");
     std::fs::write(&password, "alicepw\n")?;
     std::fs::set_permissions(
@@ -111,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
              [[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
              password_file = \"{pw}\"\nserver = \"127.0.0.1:{port}\"\ntls = \"insecure-plaintext\"\n\n\
              [[account]]\nname = \"desk\"\nsource = \"desktop\"\nmicrophone = true\n\
-             pulse_server = \"{pulse}\"\n",
+             pulse_server = \"{pulse}\"\n\n\
+             [[person]]\nname = \"me\"\naccounts = [\"finch\", \"alice\"]\nsignals = \"desk\"\n",
             bus = bus.address(),
             pw = password.display(),
             port = prosody.port(),
@@ -203,7 +205,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     say("the call starts: parecord captures from the microphone (the private PulseAudio's `mic`)");
-    let mut call = step(&out, "microphone on", || Ok(pulse.record("mic")?)).await?;
+    // The desk shows the microphone on, then the person `me` busy "In a call" and why.
+    let mut call = step(&out, "decided by call (desk: microphone)", || {
+        Ok(pulse.record("mic")?)
+    })
+    .await?;
 
     say("the call ends: parecord stops");
     step(&out, "microphone off", || Ok(call.stop()?)).await?;

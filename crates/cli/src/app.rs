@@ -1,11 +1,12 @@
 //! What every command shares: choosing accounts, starting a hub for them, one-shot answers and
 //! exit codes, and why a command stopped early.
 
+use std::collections::HashSet;
 use std::io;
 use std::time::Duration;
 
 use imstatus_config::{AccountConfig, Config};
-use imstatus_core::{Client, CodedError, ErrorCode, Event, Session};
+use imstatus_core::{AccountId, Client, CodedError, ErrorCode, Event, Session};
 use imstatus_hub::Hub;
 
 use crate::{EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNED_OUT};
@@ -49,10 +50,37 @@ pub(crate) fn select<'a>(
         .collect()
 }
 
-/// Starts a hub watching `accounts`, each with the source its settings build.
-pub(crate) fn start_hub(accounts: &[&AccountConfig]) -> Result<Hub, Failure> {
+/// The names of `accounts`.
+pub(crate) fn names(accounts: &[&AccountConfig]) -> Vec<AccountId> {
+    accounts.iter().map(|a| a.name.clone()).collect()
+}
+
+/// `selected` and every account they need: a person's members and signals account (and
+/// theirs, for a person of persons), in config order.
+fn needed<'a>(config: &'a Config, selected: &[&AccountConfig]) -> Vec<&'a AccountConfig> {
+    let mut need: HashSet<AccountId> = HashSet::new();
+    let mut todo = names(selected);
+    while let Some(name) = todo.pop() {
+        if !need.insert(name.clone()) {
+            continue;
+        }
+        if let Some(p) = config.person(name.as_str()) {
+            todo.extend(p.accounts.iter().cloned());
+            todo.extend(p.signals.iter().cloned());
+        }
+    }
+    config
+        .accounts
+        .iter()
+        .filter(|a| need.contains(&a.name))
+        .collect()
+}
+
+/// Starts a hub watching `selected` and the accounts they need (a person's members), each
+/// with the source its settings build. Commands show only `selected`.
+pub(crate) fn start_hub(config: &Config, selected: &[&AccountConfig]) -> Result<Hub, Failure> {
     let mut builder = Hub::builder();
-    for a in accounts {
+    for a in needed(config, selected) {
         let source = a
             .settings
             .build(&a.name)
@@ -112,8 +140,8 @@ pub(crate) async fn answers(
     timeout: Duration,
 ) -> Result<(Hub, Vec<Answer>), Failure> {
     let selected = select(config, &account.into_iter().collect::<Vec<_>>())?;
-    let hub = start_hub(&selected)?;
-    let ids = hub.accounts();
+    let hub = start_hub(config, &selected)?;
+    let ids = names(&selected);
     let settled = hub.wait_settled(&ids, timeout).await;
     let answers = ids
         .iter()

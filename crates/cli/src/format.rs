@@ -205,6 +205,9 @@ pub fn event_line(event: &Event, contacts: bool) -> String {
                     resource_text(r)
                 ));
             }
+            if let Some(line) = person_text(snapshot) {
+                s.push_str(&format!("\n{:14}{line}", ""));
+            }
             if let Some(a) = &snapshot.activity {
                 s.push_str(&format!("\n{:14}activity: {}", "", activity_text(a)));
             }
@@ -229,9 +232,19 @@ pub fn event_line(event: &Event, contacts: bool) -> String {
         EventKind::SignedIn {
             result: SignInResult::Failed(code),
         } => format!("sign-in failed: {code} (0x{:08X})", code.hresult()),
-        EventKind::StatusChanged { from, to, .. } => {
-            format!("status {} -> {}", status_text(from), status_text(to))
-        }
+        EventKind::StatusChanged {
+            from,
+            to,
+            decided_by,
+            ..
+        } => match decided_by {
+            Some(d) => format!(
+                "status {} -> {} (decided by {d})",
+                status_text(from),
+                status_text(to)
+            ),
+            None => format!("status {} -> {}", status_text(from), status_text(to)),
+        },
         EventKind::ResourceChanged { resource, to, .. } => match to {
             Some(r) => format!("resource {resource}: {}", resource_text(r)),
             None => format!("resource {resource}: gone"),
@@ -298,6 +311,9 @@ pub fn status_table(rows: &[(&Event, Option<&CodedError>)]) -> String {
                 resource_text(r)
             ));
         }
+        if let Some(line) = person_text(s) {
+            out.push_str(&format!("{:<width$}    {line}\n", ""));
+        }
         if let Some(a) = &s.activity {
             out.push_str(&format!(
                 "{:<width$}    activity {}\n",
@@ -307,6 +323,20 @@ pub fn status_table(rows: &[(&Event, Option<&CodedError>)]) -> String {
         }
     }
     out
+}
+
+/// A person's members and what decided its status: `accounts desktop, alice; decided by call
+/// (desk: microphone)`.
+fn person_text(s: &Snapshot) -> Option<String> {
+    if s.accounts.is_empty() {
+        return None;
+    }
+    let accounts: Vec<&str> = s.accounts.iter().map(|a| a.as_str()).collect();
+    let mut text = format!("accounts {}", accounts.join(", "));
+    if let Some(d) = &s.decided_by {
+        text.push_str(&format!("; decided by {d}"));
+    }
+    Some(text)
 }
 
 #[cfg(test)]

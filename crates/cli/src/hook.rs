@@ -75,6 +75,9 @@ pub fn environment(event: &Event, state: &Snapshot) -> Vec<(&'static str, String
         ),
         ("IMSTATUS_MISTATUS", state.mistatus.to_string()),
     ];
+    if let Some(d) = &state.decided_by {
+        env.push(("IMSTATUS_DECIDED_BY", d.rule.as_str().to_owned()));
+    }
     if let Some(a) = &state.activity {
         env.extend(activity_environment(a));
     }

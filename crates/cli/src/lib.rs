@@ -73,7 +73,7 @@ pub async fn run(
         return code;
     }
     let config = match Config::discover(cli.config.as_deref(), factories) {
-        Ok(c) => c,
+        Ok(c) => sources::with_persons(c),
         Err(e) => {
             let _ = writeln!(err, "imstatus: config: {e}");
             return EXIT_USAGE;

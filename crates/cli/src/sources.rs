@@ -5,10 +5,14 @@
 //! A source this build lacks (its feature is off, or its platform is another) still has an
 //! entry: it reads any keys, and building it says why it is missing, so a config written for
 //! another build or platform gives a clear message instead of "unknown source".
+//!
+//! Persons (`[[person]]`) are in every build: [`with_persons`] makes each one an account of
+//! source `person`, so that every command treats it as one.
 
 use std::any::Any;
 use std::sync::Arc;
 
+use imstatus_config::Config;
 use imstatus_core::{AccountId, CodedError, ErrorCode, SourceKind};
 use imstatus_hub::{BoxFuture, Check, KeyError, Keys, Source, SourceFactory, SourceSettings};
 
@@ -27,6 +31,7 @@ pub fn factories() -> Vec<&'static dyn SourceFactory> {
         &imstatus_windows::WindowsFactory,
         #[cfg(all(unix, feature = "teams"))]
         &imstatus_teams::TeamsFactory,
+        &imstatus_person::PersonFactory,
     ];
     list.extend(
         ABSENT
@@ -35,6 +40,18 @@ pub fn factories() -> Vec<&'static dyn SourceFactory> {
             .map(|a| a as &dyn SourceFactory),
     );
     list
+}
+
+/// The config with each `[[person]]` added to its accounts (after the `[[account]]`s), as an
+/// account of source `person`.
+pub fn with_persons(mut config: Config) -> Config {
+    let persons: Vec<_> = config
+        .persons
+        .iter()
+        .map(imstatus_person::account_config)
+        .collect();
+    config.accounts.extend(persons);
+    config
 }
 
 /// A source kind this build may lack, and why.
@@ -169,8 +186,6 @@ pub fn help() -> String {
 mod tests {
     use std::path::Path;
 
-    use imstatus_config::Config;
-
     use super::*;
 
     fn parse(text: &str) -> Result<Config, imstatus_config::ConfigError> {
@@ -191,6 +206,7 @@ mod tests {
             "desktop",
             "windows",
             "teams-for-linux",
+            "person",
         ] {
             assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
         }
@@ -246,6 +262,29 @@ mod tests {
         assert_eq!(c.accounts.len(), 1);
         assert_eq!(c.accounts[0].name.as_str(), expected);
         assert_eq!(c.accounts[0].kind, expected);
+    }
+
+    #[test]
+    fn persons_become_accounts_and_are_never_written_as_accounts() {
+        let c = parse(
+            "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"a@b.test\"\n\
+             password_command = \"echo x\"\n\
+             [[person]]\nname = \"me\"\naccounts = [\"alice\"]\n",
+        )
+        .expect("valid");
+        let c = with_persons(c);
+        let names: Vec<&str> = c.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["alice", "me"]);
+        assert_eq!(c.accounts[1].kind, imstatus_person::KIND);
+        let e = parse("[[account]]\nname = \"me\"\nsource = \"person\"\n")
+            .expect_err("not an [[account]]")
+            .to_string();
+        assert!(
+            e.starts_with(
+                "cfg.toml:2: account `me`: source \"person\" is not written in [[account]]"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ mod binary;
 mod desktop;
 mod hooks;
 mod mqtt;
+mod person;
+mod person_real;
 mod real;
 mod scripted;
 mod teams;

@@ -8,6 +8,10 @@
 //! its own typed settings (each source crate owns its keys). A key no factory read is refused
 //! here, naming the source it belongs to if it is another source's. Every error names the
 //! file, the line and the key: `config.toml:5: key `jid` does not apply to source "purple"`.
+//!
+//! A `[[person]]` combines accounts into one answer ([`PersonConfig`]); it names no source of
+//! its own and is checked against the whole file (its accounts exist, no cycles, no name
+//! taken twice).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -20,11 +24,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod mqtt;
+pub mod person;
 pub mod secret;
 pub mod serve;
 
 pub use imstatus_hub::factory::{expand_home, one_of};
 pub use mqtt::MqttConfig;
+pub use person::PersonConfig;
 pub use secret::{check_private, shell_command, Secret, SecretError};
 pub use serve::{ServeConfig, TokenConfig, DEFAULT_LISTEN};
 
@@ -66,6 +72,9 @@ pub enum Origin {
 pub struct Config {
     /// The watched accounts, in file order.
     pub accounts: Vec<AccountConfig>,
+    /// The persons (`[[person]]`), in file order: each combines some of the accounts (or
+    /// other persons) into one answer.
+    pub persons: Vec<PersonConfig>,
     /// The gateway, if configured.
     pub serve: Option<ServeConfig>,
     /// MQTT, if configured.
@@ -102,6 +111,8 @@ pub type Factories<'a> = &'a [&'a dyn SourceFactory];
 struct RawConfig {
     #[serde(default)]
     account: Vec<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
+    #[serde(default)]
+    person: Vec<person::RawPerson>,
     serve: Option<serve::RawServe>,
     mqtt: Option<mqtt::RawMqtt>,
 }
@@ -189,11 +200,7 @@ impl Resolver<'_> {
             toml::Value::String(s) => s.trim().to_owned(),
             _ => return Err(self.at(name_line, "key `name`: expected a string")),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !valid_name(&name) {
             return Err(self.at(
                 name_line,
                 format!("key `name`: `{name}` must be letters, digits, `-`, `_` or `.`"),
@@ -249,6 +256,14 @@ impl Resolver<'_> {
         };
         Ok((account, name_line, command_line))
     }
+}
+
+/// An account or person name: letters, digits, `-`, `_`, `.`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Why `key` is refused in an account of source `kind`.
@@ -315,6 +330,7 @@ impl Config {
         }
         Ok(Config {
             accounts,
+            persons: Vec::new(),
             serve: None,
             mqtt: None,
             origin: Origin::Default,
@@ -360,10 +376,12 @@ impl Config {
             }
             accounts.push(account);
         }
+        let persons = r.persons(raw.person, &accounts)?;
         let serve = raw.serve.map(|s| r.serve(s)).transpose()?;
         let mqtt = raw.mqtt.map(|m| r.mqtt(m)).transpose()?;
         let config = Config {
             accounts,
+            persons,
             serve,
             mqtt,
             origin: Origin::File(path.to_owned()),
@@ -408,6 +426,11 @@ impl Config {
     /// An account by name.
     pub fn account(&self, name: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|a| a.name.as_str() == name)
+    }
+
+    /// A person by name.
+    pub fn person(&self, name: &str) -> Option<&PersonConfig> {
+        self.persons.iter().find(|p| p.name.as_str() == name)
     }
 }
 

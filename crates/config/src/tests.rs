@@ -429,3 +429,123 @@ fn origins_are_normalised_like_browsers_send_them() {
         assert_eq!(parse_origin(text).as_deref(), want, "{text}");
     }
 }
+
+// ------------------------------------------------------------------ [[person]]
+
+const TWO_ACCOUNTS: &str = "[[account]]\nname = \"desktop\"\nsource = \"desk\"\n\
+    [[account]]\nname = \"alice\"\nsource = \"chat\"\nserver = \"h:1\"\n";
+
+#[test]
+fn a_person_combines_accounts_with_signals_and_sync() {
+    let c = parse(&format!(
+        "{TWO_ACCOUNTS}[[person]]\nname = \"me\"\naccounts = [\"desktop\", \"alice\"]\n\
+         signals = \"desktop\"\nsync = [\"alice\"]\n\
+         [[person]]\nname = \"us\"\naccounts = [\"me\"]\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.persons,
+        vec![
+            PersonConfig {
+                name: AccountId::new("me"),
+                accounts: vec![AccountId::new("desktop"), AccountId::new("alice")],
+                signals: Some(AccountId::new("desktop")),
+                sync: vec![AccountId::new("alice")],
+                line: 9,
+            },
+            PersonConfig {
+                name: AccountId::new("us"),
+                accounts: vec![AccountId::new("me")],
+                signals: None,
+                sync: vec![],
+                line: 14,
+            },
+        ]
+    );
+    assert_eq!(c.person("us").map(|p| p.line), Some(14));
+    assert!(c.person("desktop").is_none());
+}
+
+#[test]
+fn person_errors_name_the_line_and_what_is_wrong() {
+    let base = TWO_ACCOUNTS.lines().count();
+    for (person, line, want) in [
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"desktop\",\n  \"bob\"]\n",
+            4,
+            "key `accounts`: person `me`: no [[account]] or [[person]] named `bob`",
+        ),
+        (
+            "[[person]]\nname = \"alice\"\naccounts = [\"desktop\"]\n",
+            2,
+            "key `name`: person `alice` has the name of an [[account]]",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"desktop\"]\n\
+             [[person]]\nname = \"me\"\naccounts = [\"alice\"]\n",
+            5,
+            "key `name`: person `me` is defined twice",
+        ),
+        (
+            "[[person]]\nname = \"a\"\naccounts = [\"b\"]\n\
+             [[person]]\nname = \"b\"\naccounts = [\"desktop\", \"c\"]\n\
+             [[person]]\nname = \"c\"\naccounts = [\"a\"]\n",
+            2,
+            "key `accounts`: persons contain each other in a cycle: a → b → c → a",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"me\"]\n",
+            3,
+            "key `accounts`: person `me` cannot contain itself",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"alice\", \"alice\"]\n",
+            3,
+            "key `accounts`: person `me` lists `alice` twice",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = []\n",
+            3,
+            "key `accounts`: person `me` needs at least one account",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"alice\"]\nsync = [\"desktop\"]\n",
+            4,
+            "key `sync`: person `me`: `desktop` is not one of its accounts (alice)",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"alice\"]\nsignals = \"desk\"\n",
+            4,
+            "key `signals`: person `me`: no [[account]] named `desk`",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"alice\"]\n\
+             [[person]]\nname = \"you\"\naccounts = [\"alice\"]\nsignals = \"me\"\n",
+            7,
+            "key `signals`: person `you`: `me` is a person",
+        ),
+        (
+            "[[person]]\nname = \"m e\"\naccounts = [\"alice\"]\n",
+            2,
+            "key `name`: `m e` must be letters",
+        ),
+        (
+            "[[person]]\nname = \"me\"\naccounts = [\"alice\"]\nsource = \"person\"\n",
+            4,
+            "unknown key `source`",
+        ),
+    ] {
+        let e = err(&format!("{TWO_ACCOUNTS}{person}"));
+        let prefix = format!("cfg.toml:{}: {want}", base + line);
+        assert!(
+            e.starts_with(&prefix),
+            "{person:?}:\n  got  {e}\n  want {prefix}"
+        );
+    }
+    // A missing name or accounts key: the line of the table.
+    let e = err(&format!(
+        "{TWO_ACCOUNTS}[[person]]\naccounts = [\"alice\"]\n"
+    ));
+    assert!(e.contains("missing key `name`"), "{e}");
+    assert!(e.starts_with(&format!("cfg.toml:{}:", base + 1)), "{e}");
+}

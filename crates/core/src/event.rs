@@ -9,6 +9,7 @@ use crate::activity::Activity;
 use crate::error::ErrorCode;
 use crate::id::{AccountId, ContactId, PartId};
 use crate::mistatus::mistatus;
+use crate::person::DecidedBy;
 use crate::state::{Availability, Client, Session, Status};
 use crate::time::Timestamp;
 
@@ -193,6 +194,14 @@ pub struct Snapshot {
     /// out of the JSON, for every other account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<Activity>,
+    /// A person's member accounts, in config order (empty, and left out of the JSON, for
+    /// every other account).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountId>,
+    /// Which rule of a person gave its current status (`None`, and left out of the JSON, for
+    /// every other account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
 }
 
 impl Snapshot {
@@ -208,6 +217,8 @@ impl Snapshot {
             contacts: Vec::new(),
             since: Since::default(),
             activity: None,
+            accounts: Vec::new(),
+            decided_by: None,
         }
     }
 
@@ -237,9 +248,10 @@ impl Snapshot {
             }
             EventKind::SigningOut => self.set_session(Session::SigningOut, time),
             EventKind::SignedOut { .. } => self.set_session(Session::SignedOut, time),
-            EventKind::StatusChanged { to, .. } => {
+            EventKind::StatusChanged { to, decided_by, .. } => {
                 self.availability = to.availability;
                 self.message = to.message.clone();
+                self.decided_by = decided_by.clone();
                 self.since.status = Some(time);
             }
             EventKind::ResourceChanged { resource, to, .. } => {
@@ -315,7 +327,8 @@ pub enum EventKind {
         /// The outcome.
         result: SignInResult,
     },
-    /// The aggregated status changed.
+    /// The aggregated status changed; for a person, also when only the rule that decides it
+    /// changed (then `from` equals `to`).
     StatusChanged {
         /// Before.
         from: Status,
@@ -323,6 +336,10 @@ pub enum EventKind {
         to: Status,
         /// The MISTATUS code after the change.
         mistatus: u32,
+        /// A person's rule that gave `to` (`None`, and left out of the JSON, for every other
+        /// account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decided_by: Option<DecidedBy>,
     },
     /// One part (resource, libpurple account) appeared, changed or left (`to: null`).
     ResourceChanged {

@@ -11,6 +11,10 @@
 //! A fourth, optional axis, **activity** (on a call, idle, screen locked), comes from sources
 //! that see the local desktop; see [`activity`].
 //!
+//! A **person** combines several accounts (and a desktop's signals) into one answer with a
+//! written rule; the rule is a pure function here, and so is the bookkeeping of which status
+//! changes were the user's and which were imstatus's own writes; see [`person`].
+//!
 //! The MISTATUS and HRESULT tables keep the Office Communicator SDK's numbers so that people
 //! who know that SDK recognise them.
 
@@ -21,6 +25,7 @@ pub mod event;
 pub mod id;
 pub mod mistatus;
 pub mod observation;
+pub mod person;
 pub mod state;
 pub mod text;
 pub mod time;
@@ -35,6 +40,7 @@ pub use event::{
 pub use id::{AccountId, ContactId, PartId};
 pub use mistatus::{is_signed_in, mistatus};
 pub use observation::Observation;
+pub use person::{DecidedBy, PersonState, Rule, Signal};
 pub use state::{Availability, Client, Session, Status};
 pub use time::Timestamp;
 pub use tracker::{Tracker, UnknownAccount};

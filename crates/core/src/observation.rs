@@ -4,6 +4,7 @@ use crate::activity::ActivitySignal;
 use crate::error::ErrorCode;
 use crate::event::SignOutReason;
 use crate::id::{ContactId, PartId};
+use crate::person::PersonState;
 use crate::state::Status;
 
 /// One thing a source saw. Sources translate their protocol into these; the
@@ -62,6 +63,11 @@ pub enum Observation {
     /// One desktop signal (microphone, camera, idle, lock). Applied at once, also while the
     /// source is down: the source itself resets a signal whose backend went away.
     Activity(ActivitySignal),
+    /// A person's whole state as its rule decided it (only for an account added with
+    /// [`Tracker::add_person`](crate::Tracker::add_person)): the tracker emits the client,
+    /// session and `status_changed` events that bring the visible state to it, in the order
+    /// of the contract, with at most one `status_changed`.
+    Person(Box<PersonState>),
     /// The source has reported everything it currently sees (after its start or a reconnect).
     /// Parts and contacts not re-reported since the last `SourceDown` are dropped.
     Synced,

@@ -28,6 +28,7 @@ use crate::event::{Event, EventKind, Resource, SignInResult, SignOutReason, Snap
 use crate::id::{AccountId, ContactId, PartId};
 use crate::mistatus::mistatus;
 use crate::observation::Observation;
+use crate::person::PersonState;
 use crate::state::{Availability, Client, Session, Status};
 use crate::time::Timestamp;
 
@@ -92,6 +93,20 @@ impl Tracker {
         }
         self.index.insert(account.clone(), self.accounts.len());
         self.accounts.push(AccountTracker::new(account, source));
+    }
+
+    /// Starts tracking a person: an account whose state its source decides from its member
+    /// `accounts` (listed in its snapshots as `accounts`) and reports whole with
+    /// [`Observation::Person`]. Adding a known account again does nothing.
+    pub fn add_person(&mut self, account: AccountId, source: SourceKind, accounts: Vec<AccountId>) {
+        if self.index.contains_key(&account) {
+            return;
+        }
+        let mut tracker = AccountTracker::new(account.clone(), source);
+        tracker.visible.accounts = accounts;
+        tracker.person = Some(None);
+        self.index.insert(account, self.accounts.len());
+        self.accounts.push(tracker);
     }
 
     /// The tracked accounts, in the order they were added.
@@ -321,6 +336,8 @@ struct AccountTracker {
     no_session: bool,
     /// A call client's own word that the user is in a call ([`ActivitySignal::InCall`]).
     app_in_call: bool,
+    /// A person (`Some`), with the state its source last reported (`None` before any).
+    person: Option<Option<PersonState>>,
 }
 
 impl AccountTracker {
@@ -342,6 +359,7 @@ impl AccountTracker {
             last_input: None,
             no_session: false,
             app_in_call: false,
+            person: None,
         }
     }
 
@@ -566,6 +584,12 @@ impl AccountTracker {
                 );
             }
             Observation::NoSession => self.no_session = true,
+            Observation::Person(state) => {
+                if let Some(person) = &mut self.person {
+                    *person = Some(*state);
+                    self.reconcile(out);
+                }
+            }
             Observation::Activity(signal) => self.observe_activity(now, signal, out),
             Observation::Synced => {
                 if !self.down {
@@ -633,6 +657,9 @@ impl AccountTracker {
         if self.down || self.no_session {
             return;
         }
+        if self.person.is_some() {
+            return self.reconcile_person(out);
+        }
         let session = self.target_session();
         if matches!(session, Session::SigningIn | Session::SignedIn)
             && self.visible.client == Client::NotRunning
@@ -677,11 +704,80 @@ impl AccountTracker {
                     from,
                     to: status,
                     mistatus,
+                    decided_by: None,
                 },
             );
         }
 
         self.reconcile_resources(out);
+    }
+
+    /// Emits the events that bring a person's visible state to what its source decided, in
+    /// the contract's order: client start, session, one `status_changed` (also when only the
+    /// deciding rule changed), client shutdown last and only once no session is active.
+    fn reconcile_person(&mut self, out: &mut Emitter<'_>) {
+        let Some(Some(p)) = self.person.clone() else {
+            return;
+        };
+        let active = |s: Session| {
+            matches!(
+                s,
+                Session::SigningIn | Session::SignedIn | Session::SigningOut
+            )
+        };
+        let session = match p.session {
+            Session::Unknown => self.visible.session,
+            s => s,
+        };
+        match p.client {
+            Client::Running if self.visible.client != Client::Running => {
+                out.emit(self, EventKind::ClientStarted);
+            }
+            Client::Starting if self.visible.client != Client::Starting => {
+                out.emit(self, EventKind::ClientStarting);
+            }
+            _ => {}
+        }
+        if matches!(session, Session::SigningIn | Session::SignedIn)
+            && self.visible.client == Client::NotRunning
+        {
+            out.emit(self, EventKind::ClientStarted);
+        }
+        if session != self.visible.session {
+            let kind = match session {
+                Session::SigningIn => EventKind::SigningIn,
+                Session::SignedIn => EventKind::SignedIn {
+                    result: SignInResult::Ok,
+                },
+                Session::SigningOut => EventKind::SigningOut,
+                _ => EventKind::SignedOut { reason: p.reason },
+            };
+            out.emit(self, kind);
+        }
+        let status = match session {
+            Session::SignedOut | Session::SigningIn => Status::OFFLINE,
+            _ => p.status,
+        };
+        let decided_by = Some(p.decided_by);
+        if status != self.visible.status() || decided_by != self.visible.decided_by {
+            let from = self.visible.status();
+            let mistatus = mistatus(session, status.availability);
+            out.emit(
+                self,
+                EventKind::StatusChanged {
+                    from,
+                    to: status,
+                    mistatus,
+                    decided_by,
+                },
+            );
+        }
+        if p.client == Client::NotRunning
+            && self.visible.client != Client::NotRunning
+            && !active(self.visible.session)
+        {
+            out.emit(self, EventKind::ClientShutdown);
+        }
     }
 
     fn reconcile_resources(&mut self, out: &mut Emitter<'_>) {

@@ -109,6 +109,7 @@ fn signed_out_comes_before_client_shutdown_when_killed() {
                 from: Status::new(Availability::Available),
                 to: Status::OFFLINE,
                 mistatus: 0x001,
+                decided_by: None,
             },
             EventKind::ResourceChanged {
                 resource: part("a"),

@@ -19,6 +19,8 @@ use crate::source::{Sink, Source};
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// Events kept for resuming by seq, by default.
 pub const DEFAULT_HISTORY: usize = 1024;
+/// At most this many events in one [`Subscription::recv_batch`] (the rest come in the next).
+pub const MAX_BATCH: usize = 4096;
 
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
@@ -32,6 +34,10 @@ struct State {
 /// What sinks, subscriptions and the hub share.
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Every account's source, in config order (fixed once the hub is built; emptied when
+    /// the hub is dropped, so that a source holding a sink is no cycle): sinks reach other
+    /// accounts' sources through it (a person setting its members' status).
+    sources: Mutex<Vec<(AccountId, Arc<dyn Source>)>>,
     history_capacity: usize,
     tx: broadcast::Sender<Arc<Event>>,
     /// Bumped after every batch of observations (wakes the timer and `wait_settled`).
@@ -68,6 +74,104 @@ impl Shared {
             self.timer.notify_one();
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn sources(&self) -> MutexGuard<'_, Vec<(AccountId, Arc<dyn Source>)>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn source(&self, account: &AccountId) -> Option<Arc<dyn Source>> {
+        self.sources()
+            .iter()
+            .find(|(a, _)| a == account)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Sets the user's status on an account's source.
+    pub(crate) fn set_status(
+        &self,
+        account: &AccountId,
+        status: Status,
+    ) -> crate::source::BoxFuture<'static, Result<(), CodedError>> {
+        let source = self.source(account);
+        let account = account.clone();
+        Box::pin(async move {
+            match source {
+                Some(source) => source.set_status(status).await,
+                None => Err(no_account(&account)),
+            }
+        })
+    }
+
+    /// Puts back the status an account had before imstatus set one.
+    pub(crate) fn restore_status(
+        &self,
+        account: &AccountId,
+        previous: Status,
+    ) -> crate::source::BoxFuture<'static, Result<(), CodedError>> {
+        let source = self.source(account);
+        let account = account.clone();
+        Box::pin(async move {
+            match source {
+                Some(source) => source.restore_status(previous).await,
+                None => Err(no_account(&account)),
+            }
+        })
+    }
+
+    /// Has every account in `accounts` synchronised or reported why its source is down?
+    fn settled(&self, accounts: &[AccountId]) -> bool {
+        let state = self.lock();
+        accounts.iter().all(|a| {
+            state.tracker.is_synced(a).unwrap_or(true) || state.tracker.source_down(a).is_some()
+        })
+    }
+
+    /// Waits until every account in `accounts` has settled (see [`Hub::wait_settled`]).
+    pub(crate) async fn wait_settled(&self, accounts: &[AccountId]) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            if self.settled(accounts) {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Subscribes, resuming after `after_seq` from the history ring when it still holds
+    /// every later event (see [`Hub::resume`]).
+    pub(crate) fn resume(
+        self: &Arc<Self>,
+        accounts: Option<HashSet<AccountId>>,
+        after_seq: Option<u64>,
+    ) -> Subscription {
+        let state = self.lock();
+        let rx = self.tx.subscribe();
+        let mut sub = Subscription {
+            shared: Arc::downgrade(self),
+            rx,
+            accounts,
+            pending: VecDeque::new(),
+            skip_until: state.tracker.last_seq(),
+        };
+        let last = state.tracker.last_seq();
+        let oldest = state.history.front().map_or(last + 1, |e| e.seq);
+        match after_seq {
+            Some(after) if after <= last && after + 1 >= oldest => {
+                let replay: Vec<Arc<Event>> = state
+                    .history
+                    .iter()
+                    .filter(|e| e.seq > after && sub.wants(&e.account))
+                    .cloned()
+                    .collect();
+                sub.pending.extend(replay);
+            }
+            Some(_) => sub.push_snapshots(&state, true),
+            None => sub.push_snapshots(&state, false),
+        }
+        sub
     }
 
     fn handle_timeout(&self) {
@@ -152,7 +256,12 @@ impl HubBuilder {
             tracker = tracker.with_sign_in_timeout(t);
         }
         for (account, source) in &self.sources {
-            tracker.add_account(account.clone(), source.kind());
+            let members = source.members();
+            if members.is_empty() {
+                tracker.add_account(account.clone(), source.kind());
+            } else {
+                tracker.add_person(account.clone(), source.kind(), members);
+            }
         }
         let (tx, _) = broadcast::channel(self.capacity);
         let shared = Arc::new(Shared {
@@ -160,6 +269,7 @@ impl HubBuilder {
                 tracker,
                 history: VecDeque::with_capacity(self.history),
             }),
+            sources: Mutex::new(self.sources),
             history_capacity: self.history,
             tx,
             changed: watch::channel(0).0,
@@ -169,12 +279,12 @@ impl HubBuilder {
         });
         let mut hub = Hub {
             shared,
-            sources: self.sources,
             _tasks: JoinSet::new(),
         };
         let early = before(&hub);
         hub._tasks.spawn(timer_task(hub.shared.clone()));
-        for (account, source) in &hub.sources {
+        let sources = hub.shared.sources().clone();
+        for (account, source) in &sources {
             let sink = Sink {
                 account: account.clone(),
                 shared: hub.shared.clone(),
@@ -228,6 +338,10 @@ async fn supervise(source: Arc<dyn Source>, sink: Sink) {
     }
 }
 
+fn no_account(account: &AccountId) -> CodedError {
+    CodedError::new(ErrorCode::Unsupported, format!("no account `{account}`"))
+}
+
 /// A backoff seed that differs per process and account (`RandomState` is randomly keyed).
 fn seed(account: &AccountId) -> u64 {
     use std::hash::BuildHasher;
@@ -253,8 +367,16 @@ async fn timer_task(shared: Arc<Shared>) {
 /// Runs the sources and serves their events. Dropping it stops every source.
 pub struct Hub {
     shared: Arc<Shared>,
-    sources: Vec<(AccountId, Arc<dyn Source>)>,
     _tasks: JoinSet<()>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // The tasks are aborted with the join set; the sources go now, with any sink they
+        // keep, so that the broadcast closes and every subscription ends.
+        let sources = std::mem::take(&mut *self.shared.sources());
+        drop(sources);
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -278,19 +400,16 @@ impl Hub {
 
     /// The watched accounts, in config order.
     pub fn accounts(&self) -> Vec<AccountId> {
-        self.sources.iter().map(|(a, _)| a.clone()).collect()
+        self.shared
+            .sources()
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 
     /// The source kind of an account.
     pub fn source_kind(&self, account: &AccountId) -> Option<SourceKind> {
-        self.source(account).map(|s| s.kind())
-    }
-
-    fn source(&self, account: &AccountId) -> Option<&Arc<dyn Source>> {
-        self.sources
-            .iter()
-            .find(|(a, _)| a == account)
-            .map(|(_, s)| s)
+        self.shared.source(account).map(|s| s.kind())
     }
 
     /// The current state of one account as a `snapshot` event.
@@ -315,25 +434,9 @@ impl Hub {
     /// Waits until every account in `accounts` has either synchronised or reported why its
     /// source is down, or until `timeout`. Returns whether all settled.
     pub async fn wait_settled(&self, accounts: &[AccountId], timeout: Duration) -> bool {
-        let mut changed = self.shared.changed.subscribe();
-        let settled = |shared: &Shared| {
-            let state = shared.lock();
-            accounts.iter().all(|a| {
-                state.tracker.is_synced(a).unwrap_or(true) || state.tracker.source_down(a).is_some()
-            })
-        };
-        tokio::time::timeout(timeout, async {
-            loop {
-                if settled(&self.shared) {
-                    return;
-                }
-                if changed.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await
-        .is_ok()
+        tokio::time::timeout(timeout, self.shared.wait_settled(accounts))
+            .await
+            .is_ok()
     }
 
     /// The `source_error` events of an account still held in the history ring, oldest first:
@@ -351,10 +454,7 @@ impl Hub {
 
     /// Sets the user's status on an account's source.
     pub async fn set_status(&self, account: &AccountId, status: Status) -> Result<(), CodedError> {
-        let source = self.source(account).ok_or_else(|| {
-            CodedError::new(ErrorCode::Unsupported, format!("no account `{account}`"))
-        })?;
-        source.set_status(status).await
+        self.shared.set_status(account, status).await
     }
 
     /// Subscribes to every account: snapshots first, then changes.
@@ -375,31 +475,7 @@ impl Hub {
         accounts: Option<HashSet<AccountId>>,
         after_seq: Option<u64>,
     ) -> Subscription {
-        let state = self.shared.lock();
-        let rx = self.shared.tx.subscribe();
-        let mut sub = Subscription {
-            shared: Arc::downgrade(&self.shared),
-            rx,
-            accounts,
-            pending: VecDeque::new(),
-            skip_until: state.tracker.last_seq(),
-        };
-        let last = state.tracker.last_seq();
-        let oldest = state.history.front().map_or(last + 1, |e| e.seq);
-        match after_seq {
-            Some(after) if after <= last && after + 1 >= oldest => {
-                let replay: Vec<Arc<Event>> = state
-                    .history
-                    .iter()
-                    .filter(|e| e.seq > after && sub.wants(&e.account))
-                    .cloned()
-                    .collect();
-                sub.pending.extend(replay);
-            }
-            Some(_) => sub.push_snapshots(&state, true),
-            None => sub.push_snapshots(&state, false),
-        }
-        sub
+        self.shared.resume(accounts, after_seq)
     }
 
     /// How many subscribers fell behind and were resynchronised.
@@ -492,6 +568,27 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// The next event and every other one published with it: the rest of the observation
+    /// batch it came from (a source's `observe_all`) and any already waiting. For consumers
+    /// that derive one state from several accounts (a person): acting after each whole batch,
+    /// they never see half of one. `None` once the hub is gone.
+    pub async fn recv_batch(&mut self) -> Option<Vec<Arc<Event>>> {
+        let first = self.recv().await?;
+        // A batch is published under the hub's lock: once the lock is free, all of the batch
+        // is in the ring and `try_recv` reaches it.
+        if let Some(shared) = self.shared.upgrade() {
+            drop(shared.lock());
+        }
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match self.try_recv() {
+                Some(e) => batch.push(e),
+                None => break,
+            }
+        }
+        Some(batch)
     }
 
     /// The next event if one is ready now.

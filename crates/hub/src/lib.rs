@@ -11,6 +11,12 @@
 //! The hub never names a concrete source: each source crate registers itself through a
 //! [`SourceFactory`] (module [`factory`]), the binary lists the factories it was built with,
 //! and hands the hub the sources they build ([`Hub::builder`]).
+//!
+//! A source may also combine other accounts of the same hub (a person, `imstatus-person`):
+//! it names them in [`Source::members`], reads them through [`Sink::subscribe_to`] and
+//! [`Subscription::recv_batch`] (whole observation batches, so it never acts on half of one),
+//! and sets their status through [`Sink::set_status`] and [`Sink::restore_status`], which reach
+//! their sources through the hub's shared list of sources.
 
 pub mod factory;
 pub mod hub;

@@ -1,12 +1,13 @@
 //! The `Source` trait and the `Sink` sources report through.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use imstatus_core::{AccountId, CodedError, ErrorCode, Observation, SourceKind, Status};
 
-use crate::hub::Shared;
+use crate::hub::{Shared, Subscription};
 
 /// A boxed, sendable future (object-safe async in traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -34,6 +35,21 @@ pub trait Source: Send + Sync + 'static {
             ))
         })
     }
+
+    /// Puts back what the account showed before imstatus set a status on it (`previous`, as
+    /// its snapshot showed it then). By default that is `set_status(previous)`; a source whose
+    /// `set_status` adds a status of imstatus's own instead of changing the user's (XMPP's
+    /// own resource) withdraws it.
+    fn restore_status(&self, previous: Status) -> BoxFuture<'_, Result<(), CodedError>> {
+        self.set_status(previous)
+    }
+
+    /// The accounts this source combines into its own (a person's members), in order: the
+    /// hub lists them as the snapshot's `accounts`. Empty (the default) for a source that
+    /// watches an account itself.
+    fn members(&self) -> Vec<AccountId> {
+        Vec::new()
+    }
 }
 
 /// Where a source reports observations of its account. Cheap to clone.
@@ -57,6 +73,40 @@ impl Sink {
     /// Reports several observations under one lock, in order.
     pub fn observe_all(&self, observations: impl IntoIterator<Item = Observation>) {
         self.shared.observe(&self.account, observations);
+    }
+
+    /// Subscribes to other accounts of the hub, as [`Hub::subscribe_to`](crate::Hub::subscribe_to)
+    /// does: their snapshots first, then their changes. For a source that combines accounts
+    /// (a person); the subscription is bounded like any other (a resync snapshot when it
+    /// falls behind).
+    pub fn subscribe_to(&self, accounts: HashSet<AccountId>) -> Subscription {
+        self.shared.resume(Some(accounts), None)
+    }
+
+    /// Sets the user's status on another account of the hub, through that account's source.
+    /// (A source must not call this for its own account from within its `set_status`.)
+    pub fn set_status(
+        &self,
+        account: &AccountId,
+        status: Status,
+    ) -> BoxFuture<'static, Result<(), CodedError>> {
+        self.shared.set_status(account, status)
+    }
+
+    /// Puts back what another account showed before imstatus set its status
+    /// ([`Source::restore_status`]).
+    pub fn restore_status(
+        &self,
+        account: &AccountId,
+        previous: Status,
+    ) -> BoxFuture<'static, Result<(), CodedError>> {
+        self.shared.restore_status(account, previous)
+    }
+
+    /// Waits until every account in `accounts` has synchronised or reported why its source
+    /// is down (an account the hub does not watch counts as settled).
+    pub async fn wait_settled(&self, accounts: &[AccountId]) {
+        self.shared.wait_settled(accounts).await;
     }
 }
 

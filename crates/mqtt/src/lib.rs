@@ -1608,6 +1608,7 @@ mod tests {
                 from: Status::OFFLINE,
                 to: Status::with_message(Availability::Away, "lunch"),
                 mistatus: 0x22,
+                decided_by: None,
             },
         ));
         p.handle_event(&event(

@@ -41,7 +41,13 @@
 //! loopback; replies are accepted only from whom they were asked of; only the user's resources
 //! and roster contacts create state, capped; and text that reaches human output has its
 //! control characters replaced. See `docs/xmpp-visibility.md`, "Limits and hostile peers".
+//!
+//! `set_status` (for a person's `sync`, or `imstatus set`) cannot change the user's other
+//! resources, which XMPP leaves to each client: imstatus's own session announces the status
+//! instead, shown to the contacts for as long as it is set (module `announce`), and
+//! `restore_status` hides it again. See `docs/xmpp-visibility.md`.
 
+mod announce;
 mod auth;
 mod census;
 pub mod config;

@@ -17,15 +17,18 @@
 //!    the presences they announce end the login: then the roster marks the contacts not
 //!    heard from as offline, and the source reports `Synced`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{TlsMode, Visibility, WatchAs, XmppConfig};
 use futures_util::FutureExt;
-use imstatus_core::{Backoff, ErrorCode, Observation, SourceKind};
+use imstatus_core::{
+    Availability, Backoff, CodedError, ErrorCode, Observation, SourceKind, Status,
+};
 use imstatus_hub::{BoxFuture, Sink, Source};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_xmpp::xmlstream::{StreamElementError, XmppStreamElement};
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoItemsQuery};
@@ -38,6 +41,7 @@ use xmpp_parsers::roster::Roster;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
+use crate::announce::{self, Announce};
 use crate::census::Census;
 use crate::connect::{self, Failure, Next, Stream};
 use crate::subscription::{self, Subscription};
@@ -73,6 +77,15 @@ type Reply = Result<Option<Element>, StanzaError>;
 /// other stanza is held to [`crate::scan::MAX_STANZA_BYTES`].
 pub const MAX_ROSTER_BYTES: usize = 16 * 1024 * 1024;
 
+/// How many `set_status` requests may wait for the running session; one more waits for room.
+const COMMANDS: usize = 4;
+
+/// A `set_status` / `restore_status` for the running session, and where its outcome goes.
+struct Command {
+    what: Announce,
+    reply: oneshot::Sender<Result<(), CodedError>>,
+}
+
 /// Watches one XMPP account: logs in as the user (resource `imstatus-<random>`, priority −1)
 /// or as a watcher account subscribed to the user, hidden from the contacts where the server
 /// allows it, and translates the presence of the user's resources.
@@ -86,6 +99,11 @@ pub struct XmppSource {
     roots: Mutex<Option<Roots>>,
     /// Whether the "visible to contacts" warning has been reported (once per source).
     warned_visible: AtomicBool,
+    /// The status imstatus's own session announces (`set_status`), announced again after a
+    /// reconnect until `restore_status`.
+    announced: Mutex<Option<Status>>,
+    /// The running session's queue of [`COMMANDS`] `set_status` requests.
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
 }
 
 impl XmppSource {
@@ -99,6 +117,8 @@ impl XmppSource {
             settle_timeout: SETTLE_TIMEOUT,
             roots: Mutex::new(None),
             warned_visible: AtomicBool::new(false),
+            announced: Mutex::new(None),
+            commands: Mutex::new(None),
         }
     }
 
@@ -215,13 +235,43 @@ impl XmppSource {
             Ok(()) => {}
             Err(failure) => return (failure, None),
         }
+        // From the first report on, `set_status` queues for `watch`, which carries it out.
+        let (tx, mut commands) = mpsc::channel(COMMANDS);
+        *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         sink.observe_all(std::mem::take(&mut conn.batch));
         if conn.warned_visible {
             self.warned_visible.store(true, Ordering::Relaxed);
         }
         let synced_at = Instant::now();
         tracing::debug!(jid = %user, took = ?synced_at - started, "XMPP source synced");
-        let mut failure = conn.watch(sink, self.contact_mode().then_some(user)).await;
+        // A status set before a reconnect is announced again by the new session.
+        let announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut failure = match announced {
+            Some(status) => match conn.announce(&status).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(jid = %user, %e, "could not announce the status again");
+                    None
+                }
+                Err(failure) => Some(failure),
+            },
+            None => None,
+        };
+        if !conn.batch.is_empty() {
+            sink.observe_all(std::mem::take(&mut conn.batch));
+        }
+        let mut failure = match failure.take() {
+            Some(failure) => failure,
+            None => {
+                conn.watch(sink, self.contact_mode().then_some(user), &mut commands)
+                    .await
+            }
+        };
+        *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if failure.code == ErrorCode::Timeout {
             // The stream's hard timeout after an unanswered ping: the link is gone.
             failure.code = ErrorCode::Disconnected;
@@ -273,6 +323,9 @@ impl XmppSource {
             sink: sink.clone(),
             census: Census::default(),
             warned_visible: false,
+            hidden: None,
+            lifted: false,
+            subscribers: BTreeSet::new(),
         })
     }
 
@@ -326,6 +379,9 @@ impl XmppSource {
         // end of the login).
         conn.translator.set_roster(&roster, &mut conn.batch);
 
+        // Who sees the user's presence (for withdrawing a status imstatus announced).
+        announce::note_subscribers(&mut conn.subscribers, &roster);
+
         // Whose presence we need: the user's and, when tracked, the contacts'.
         let mut watched = vec![user.clone()];
         if self.config.contacts {
@@ -360,6 +416,7 @@ impl XmppSource {
                 {
                     Ok(method) => {
                         tracing::debug!(jid = %user, method = method.describe(), "XMPP session hidden");
+                        conn.hidden = Some(method);
                         None
                     }
                     Err(why) => Some(visibility::cannot_hide(visibility, &why)),
@@ -430,6 +487,12 @@ struct Conn {
     census: Census,
     /// Whether `batch` carries the "visible to contacts" warning.
     warned_visible: bool,
+    /// How the session was hidden, if it was.
+    hidden: Option<crate::visibility::Method>,
+    /// The hiding is lifted: the session announces a status (`set_status`).
+    lifted: bool,
+    /// The contacts subscribed to the user's presence (roster `from`/`both`).
+    subscribers: BTreeSet<BareJid>,
 }
 
 impl Conn {
@@ -640,12 +703,32 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until the stream ends, reporting what is already received in batches. In contact
-    /// mode (`user` given) a cancelled subscription ends the session for good.
-    async fn watch(&mut self, sink: &Sink, user: Option<&BareJid>) -> Failure {
+    /// Reads until the stream ends, reporting what is already received in batches, and carries
+    /// out `set_status` requests between reads. In contact mode (`user` given) a cancelled
+    /// subscription ends the session for good.
+    async fn watch(
+        &mut self,
+        sink: &Sink,
+        user: Option<&BareJid>,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Failure {
         loop {
+            // Waiting to read is cancel-safe (the stream keeps what it buffered), so a request
+            // is carried out as soon as it comes.
+            let first = tokio::select! {
+                got = self.next() => got,
+                Some(command) = commands.recv() => {
+                    if let Err(failure) = self.command(command).await {
+                        return failure;
+                    }
+                    if !self.batch.is_empty() {
+                        sink.observe_all(std::mem::take(&mut self.batch));
+                    }
+                    continue;
+                }
+            };
             let result = async {
-                let mut got = vec![self.next().await?];
+                let mut got = vec![first?];
                 for _ in 1..MAX_BATCH {
                     let Some(next) = self.next().now_or_never() else {
                         break;
@@ -797,6 +880,7 @@ impl Conn {
                 match Roster::try_from(payload) {
                     Ok(roster) => {
                         self.translator.handle_roster(&roster, &mut self.batch);
+                        announce::note_subscribers(&mut self.subscribers, &roster);
                         Ok(Got::RosterPush(roster))
                     }
                     Err(_) => Ok(Got::Other),
@@ -827,6 +911,84 @@ impl Conn {
                 self.reply(from, id, Some(error)).await?;
                 Ok(Got::Other)
             }
+        }
+    }
+
+    /// Carries out one `set_status` / `restore_status`; `Err` only when the connection is lost
+    /// (the request gets that error too).
+    async fn command(&mut self, command: Command) -> Result<(), Failure> {
+        let outcome = match &command.what {
+            Announce::Status(status) => self.announce(status).await,
+            Announce::Withdraw => self.withdraw().await.map(Ok),
+        };
+        match outcome {
+            Ok(result) => {
+                // The caller may have gone; nothing to tell then.
+                let _ = command.reply.send(result);
+                Ok(())
+            }
+            Err(failure) => {
+                let _ = command
+                    .reply
+                    .send(Err(CodedError::new(failure.code, failure.detail.clone())));
+                Err(failure)
+            }
+        }
+    }
+
+    /// Announces `status` from this session, showing the session first if it is hidden.
+    /// `Ok(Err)` when the server refuses to show it (the session stays hidden).
+    async fn announce(&mut self, status: &Status) -> Result<Result<(), CodedError>, Failure> {
+        let presence = match announce::presence(status) {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(CodedError::new(ErrorCode::Unsupported, why))),
+        };
+        if let (Some(method), false) = (self.hidden, self.lifted) {
+            let mut replies = self
+                .request(vec![(announce::LIFT_ID.to_owned(), announce::lift(method))])
+                .await?;
+            if let Some(Err(e)) = replies.remove(announce::LIFT_ID) {
+                return Ok(Err(CodedError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "the server refused to show imstatus's session to the contacts ({}: {})",
+                        method.describe(),
+                        condition(&e)
+                    ),
+                )));
+            }
+            self.lifted = true;
+        }
+        self.send(presence.into()).await?;
+        Ok(Ok(()))
+    }
+
+    /// Stops announcing: hides the session again the way it was hidden, or sends the plain
+    /// presence of a visible session.
+    async fn withdraw(&mut self) -> Result<(), Failure> {
+        match (self.hidden, self.lifted) {
+            (Some(method), true) => {
+                if method == crate::visibility::Method::PrivacyList {
+                    // The list does not tell the contacts the session is gone; we do.
+                    let contacts: Vec<BareJid> = self.subscribers.iter().cloned().collect();
+                    for contact in &contacts {
+                        self.send(announce::unavailable_to(contact).into()).await?;
+                    }
+                }
+                let requests: Vec<(String, Iq)> = method
+                    .requests()
+                    .into_iter()
+                    .map(|(id, iq)| (id.to_owned(), iq))
+                    .collect();
+                let replies = self.request(requests).await?;
+                if let Some(e) = replies.values().find_map(|r| r.as_ref().err()) {
+                    tracing::warn!(error = %condition(e), "the server refused to hide the session again");
+                }
+                self.lifted = false;
+                Ok(())
+            }
+            (Some(_), false) => Ok(()),
+            (None, _) => self.send(announce::plain().into()).await,
         }
     }
 
@@ -926,6 +1088,58 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
+impl XmppSource {
+    /// Hands `what` to the running session and waits for its outcome.
+    async fn announce(&self, what: Announce) -> Result<(), CodedError> {
+        if self.contact_mode() {
+            return Err(CodedError::new(
+                ErrorCode::Unsupported,
+                "watch_as = \"contact\": imstatus is signed in as the watcher, whose presence is \
+                 not the user's",
+            ));
+        }
+        if let Announce::Status(status) = &what {
+            announce::presence(status).map_err(|e| CodedError::new(ErrorCode::Unsupported, e))?;
+        }
+        let tx = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let lost = || {
+            CodedError::new(
+                ErrorCode::NotSignedIn,
+                "imstatus's XMPP session is not connected now",
+            )
+        };
+        let result = match tx {
+            // Not connected: a withdrawal only has to keep the next session from announcing.
+            None if what == Announce::Withdraw => Ok(()),
+            None => Err(lost()),
+            Some(tx) => {
+                let (reply, outcome) = oneshot::channel();
+                match tx
+                    .send(Command {
+                        what: what.clone(),
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(()) => outcome.await.unwrap_or_else(|_| Err(lost())),
+                    Err(_) => Err(lost()),
+                }
+            }
+        };
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        match (&what, &result) {
+            (Announce::Status(s), Ok(())) => *announced = Some(s.clone()),
+            (Announce::Withdraw, _) => *announced = None,
+            (Announce::Status(_), Err(_)) => {}
+        }
+        result
+    }
+}
+
 impl Source for XmppSource {
     fn kind(&self) -> SourceKind {
         crate::KIND
@@ -933,6 +1147,23 @@ impl Source for XmppSource {
 
     fn run(self: Arc<Self>, sink: Sink) -> BoxFuture<'static, ()> {
         Box::pin(self.run_loop(sink))
+    }
+
+    /// Announces the status from imstatus's own session (see `docs/xmpp-visibility.md`);
+    /// `invisible` withdraws it.
+    fn set_status(&self, status: Status) -> BoxFuture<'_, Result<(), CodedError>> {
+        let what = if status.availability == Availability::Invisible {
+            Announce::Withdraw
+        } else {
+            Announce::Status(status)
+        };
+        Box::pin(self.announce(what))
+    }
+
+    /// Withdraws the status imstatus's session announced: the user's other resources never
+    /// changed, so that is what was there before.
+    fn restore_status(&self, _previous: Status) -> BoxFuture<'_, Result<(), CodedError>> {
+        Box::pin(self.announce(Announce::Withdraw))
     }
 }
 

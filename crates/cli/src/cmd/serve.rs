@@ -27,7 +27,7 @@ pub(crate) async fn run(
     // MQTT settings are checked (and the password read) before any source starts, too.
     let mqtt = mqtt_settings(config, factories)?;
     let all: Vec<&AccountConfig> = config.accounts.iter().collect();
-    let hub = Arc::new(start_hub(&all)?);
+    let hub = Arc::new(start_hub(config, &all)?);
     writeln!(
         err,
         "imstatus: serving {} account(s) on http://{}/ ({})",

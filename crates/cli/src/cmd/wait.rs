@@ -7,7 +7,7 @@ use std::time::Duration;
 use imstatus_config::Config;
 use imstatus_core::{AccountId, Snapshot};
 
-use crate::app::{select, start_hub, Failure};
+use crate::app::{names, select, start_hub, Failure};
 use crate::args::Target;
 use crate::{EXIT_OK, EXIT_TIMEOUT};
 
@@ -20,10 +20,10 @@ pub(crate) async fn run(
     err: &mut (dyn Write + Send),
 ) -> Result<u8, Failure> {
     let selected = select(config, &account.into_iter().collect::<Vec<_>>())?;
-    let hub = start_hub(&selected)?;
-    let mut sub = hub.subscribe();
+    let hub = start_hub(config, &selected)?;
+    let ids = names(&selected);
+    let mut sub = hub.subscribe_to(Some(ids.iter().cloned().collect()));
     let mut states: std::collections::HashMap<AccountId, Snapshot> = Default::default();
-    let ids = hub.accounts();
     let waiting = async {
         while let Some(event) = sub.recv().await {
             let state = states

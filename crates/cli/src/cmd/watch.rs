@@ -9,7 +9,7 @@ use std::time::Duration;
 use imstatus_config::Config;
 use imstatus_core::{AccountId, EventKind, SignInResult, Snapshot};
 
-use crate::app::{select, start_hub, Failure};
+use crate::app::{names, select, start_hub, Failure};
 use crate::{format, hook, EXIT_OK, SETTLE};
 
 /// How `watch` shows events.
@@ -31,10 +31,10 @@ pub(crate) async fn run(
     err: &mut (dyn Write + Send),
     stop: impl Future<Output = ()>,
 ) -> Result<u8, Failure> {
-    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
-    let selected = select(config, &names)?;
-    let hub = start_hub(&selected)?;
-    let ids = hub.accounts();
+    let wanted: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let selected = select(config, &wanted)?;
+    let hub = start_hub(config, &selected)?;
+    let ids = names(&selected);
     // Start from a settled state so the first snapshot is the real answer, not "unknown".
     hub.wait_settled(&ids, SETTLE).await;
     let mut sub = hub.subscribe_to(Some(ids.iter().cloned().collect::<HashSet<AccountId>>()));
