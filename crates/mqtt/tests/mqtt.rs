@@ -488,10 +488,11 @@ async fn a_restarted_broker_gets_everything_again_including_changes_made_while_i
             status: Status::with_message(Availability::Busy, "meeting"),
             priority: Some(5),
         }]);
-        poll("alice busy in the hub", STEP, || {
+        wait_until_async("alice busy in the hub", STEP, || {
             (availability(&s.hub, &alice()) == Availability::Busy).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
 
         let restarted = Instant::now();
         let broker = Mosquitto::start_on(port);
@@ -539,10 +540,11 @@ async fn a_broker_down_at_start_blocks_neither_the_hub_nor_other_outputs_and_is_
         assert_eq!(sse.status, 200);
         let subscribers = s.hub.subscriber_count();
         let mqtt = Running::start(&s.hub, settings(port, "imstatus-late"));
-        poll("the mqtt subscription", STEP, || {
+        wait_until_async("the mqtt subscription", STEP, || {
             (s.hub.subscriber_count() == subscribers + 1).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         let mut direct = s.hub.subscribe();
         while direct.try_recv().is_some() {}
 
