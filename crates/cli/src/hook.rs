@@ -18,10 +18,10 @@
 //! [`imstatus_config::shell_command`]) in a new console process group and in a job object of
 //! its own: everything the hook starts joins the job, and on expiry (or when imstatus stops)
 //! the job is terminated, which takes the whole tree at once without starting another
-//! process. (The job is assigned right
-//! after `cmd.exe` starts, before it has read its command line.) Where a job cannot be made,
-//! the tree is killed with `taskkill /F /T` instead. The temp file is in the user's own
-//! `%TEMP%`.
+//! process. The job is assigned as soon as `cmd.exe` exists (a process it started before that
+//! instant would be outside the job); where no job can be made (or in a build without the
+//! `windows` feature) the tree is killed with `taskkill /F /T` instead. The temp file is in
+//! the user's own `%TEMP%`.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -219,22 +219,24 @@ pub async fn run(command: &str, event: &Event, state: &Snapshot, timeout: Durati
 /// mid-run.
 struct Running {
     pid: Option<u32>,
-    #[cfg(windows)]
-    job: Option<job::Job>,
+    #[cfg(all(windows, feature = "windows"))]
+    job: Option<imstatus_windows::job::Job>,
 }
 
 impl Running {
     fn new(child: &tokio::process::Child) -> Self {
         Running {
             pid: child.id(),
-            #[cfg(windows)]
-            job: child.raw_handle().and_then(|process| job::Job::holding(process).ok()),
+            #[cfg(all(windows, feature = "windows"))]
+            job: child
+                .raw_handle()
+                .and_then(|process| imstatus_windows::job::Job::holding(process).ok()),
         }
     }
 
     /// Kills what the hook started (it ran past its time).
     async fn kill(&mut self) {
-        #[cfg(windows)]
+        #[cfg(all(windows, feature = "windows"))]
         if let Some(job) = self.job.take() {
             job.terminate();
             self.pid = None;
@@ -249,72 +251,20 @@ impl Running {
     /// on, on every platform).
     fn done(&mut self) {
         self.pid = None;
-        #[cfg(windows)]
+        #[cfg(all(windows, feature = "windows"))]
         drop(self.job.take());
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        #[cfg(windows)]
+        #[cfg(all(windows, feature = "windows"))]
         if let Some(job) = self.job.take() {
             job.terminate();
             self.pid = None;
         }
         if let Some(pid) = self.pid.take() {
             kill_tree_now(pid);
-        }
-    }
-}
-
-/// A job object that holds one hook's process tree (Windows has no process groups to signal,
-/// and killing `cmd.exe` alone leaves what it started running).
-#[cfg(windows)]
-mod job {
-    use std::os::windows::io::RawHandle;
-
-    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
-    use windows_sys::Win32::System::JobObjects::{
-        AssignProcessToJobObject, CreateJobObjectW, TerminateJobObject,
-    };
-
-    /// An owned job handle. Closing it does not end the processes in it (a background job a
-    /// hook leaves behind lives on, as on Unix); [`Job::terminate`] does.
-    pub(super) struct Job(HANDLE);
-
-    // SAFETY: a job handle may be used and closed from any thread.
-    unsafe impl Send for Job {}
-    // SAFETY: the job functions called through `&Job` are thread-safe.
-    unsafe impl Sync for Job {}
-
-    impl Job {
-        /// A new job with `process` (a handle with PROCESS_SET_QUOTA and PROCESS_TERMINATE
-        /// access, as the one `CreateProcess` returns) in it; what it starts joins the job.
-        pub(super) fn holding(process: RawHandle) -> std::io::Result<Job> {
-            // SAFETY: no security attributes and no name; the handle is owned by `Job` below.
-            let handle = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
-            if handle.is_null() {
-                return Err(std::io::Error::last_os_error());
-            }
-            let job = Job(handle);
-            // SAFETY: `process` is the live child's handle, owned by its `Child`.
-            if unsafe { AssignProcessToJobObject(job.0, process) } == 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(job)
-        }
-
-        /// Ends every process in the job now.
-        pub(super) fn terminate(self) {
-            // SAFETY: a valid job handle; failure leaves the close in `Drop` to do it.
-            unsafe { TerminateJobObject(self.0, 1) };
-        }
-    }
-
-    impl Drop for Job {
-        fn drop(&mut self) {
-            // SAFETY: the handle is ours and closed once.
-            unsafe { CloseHandle(self.0) };
         }
     }
 }

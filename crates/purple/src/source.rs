@@ -420,7 +420,10 @@ fn failed(sink: &Sink, method: &str, e: zbus::Error) -> Result<(), Error> {
         return Err(Error::Lost(Box::new(e)));
     }
     if !bus::client_gone(&e) {
-        sink.observe(Observation::Anomaly(bus::code(&e), format!("{method}: {e}")));
+        sink.observe(Observation::Anomaly(
+            bus::code(&e),
+            format!("{method}: {e}"),
+        ));
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ pub mod config;
 #[cfg(windows)]
 pub mod ids;
 #[cfg(windows)]
+pub mod job;
+#[cfg(windows)]
 mod registry;
 #[cfg(windows)]
 mod source;
