@@ -11,13 +11,20 @@
 //! The hub never names a concrete source: each source crate registers itself through a
 //! [`SourceFactory`] (module [`factory`]), the binary lists the factories it was built with,
 //! and hands the hub the sources they build ([`Hub::builder`]).
+//!
+//! For the cluster roles, module [`mirror`] lets a feeder publish batches numbered elsewhere
+//! into a hub (a gateway serving state from a stream) and lets a hub take accounts over with
+//! the state another process published; [`HubBuilder::with_batch_hook`] hands each batch of
+//! events to a publisher whole.
 
 pub mod factory;
 pub mod hub;
+pub mod mirror;
 pub mod source;
 #[cfg(any(test, feature = "test-source"))]
 pub mod testing;
 
 pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
-pub use hub::{Hub, HubBuilder, Subscription};
+pub use hub::{BatchHook, Hub, HubBuilder, Subscription};
+pub use mirror::{Mirror, MirrorBatch, MirrorError, Takeover};
 pub use source::{BoxFuture, Check, Sink, Source};
