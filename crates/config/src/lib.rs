@@ -1,5 +1,5 @@
 //! imstatus configuration: finding the config file, reading it with line numbers, secrets, and
-//! the sections that belong to no source (`[serve]`, `[mqtt]`).
+//! the sections that belong to no source (`[serve]`, `[mqtt]`, `[cluster]`).
 //!
 //! Parsing goes in two steps, like ripgrep's low-level and high-level arguments: the TOML file
 //! is read into raw tables that keep every key's position, then resolved into the typed
@@ -19,10 +19,12 @@ use imstatus_hub::{KeyError, Keys, SourceFactory, SourceSettings, Value};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod cluster;
 pub mod mqtt;
 pub mod secret;
 pub mod serve;
 
+pub use cluster::{ClusterAuth, ClusterConfig};
 pub use imstatus_hub::factory::{expand_home, one_of};
 pub use mqtt::MqttConfig;
 pub use secret::{check_private, shell_command, Secret, SecretError};
@@ -70,6 +72,8 @@ pub struct Config {
     pub serve: Option<ServeConfig>,
     /// MQTT, if configured.
     pub mqtt: Option<MqttConfig>,
+    /// The NATS cluster (`serve --role watcher|gateway`), if configured.
+    pub cluster: Option<ClusterConfig>,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -104,6 +108,7 @@ struct RawConfig {
     account: Vec<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
     serve: Option<serve::RawServe>,
     mqtt: Option<mqtt::RawMqtt>,
+    cluster: Option<cluster::RawCluster>,
 }
 
 /// Turns byte spans into lines and key errors into config errors for one file.
@@ -304,6 +309,7 @@ impl Config {
             accounts,
             serve: None,
             mqtt: None,
+            cluster: None,
             origin: Origin::Default,
         })
     }
@@ -334,6 +340,17 @@ impl Config {
             .as_ref()
             .and_then(|m| m.password_command.as_ref())
             .map(|c| r.line(c.span()));
+        if let Some(c) = &raw.cluster {
+            let line = [&c.password_command, &c.token_command]
+                .into_iter()
+                .flatten()
+                .map(|c| r.line(c.span()))
+                .min();
+            commands = match (commands, line) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         for table in raw.account {
             let (account, name_line, command_line) = r.account(table, factories)?;
             if !seen.insert(account.name.clone()) {
@@ -349,10 +366,12 @@ impl Config {
         }
         let serve = raw.serve.map(|s| r.serve(s)).transpose()?;
         let mqtt = raw.mqtt.map(|m| r.mqtt(m)).transpose()?;
+        let cluster = raw.cluster.map(|c| r.cluster(c)).transpose()?;
         let config = Config {
             accounts,
             serve,
             mqtt,
+            cluster,
             origin: Origin::File(path.to_owned()),
         };
         Ok((config, commands))
