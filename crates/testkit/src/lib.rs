@@ -1,4 +1,5 @@
-//! Real programs for end-to-end tests: Prosody, ejabberd, Synapse, a private D-Bus daemon, finch
+//! Real programs for end-to-end tests: Prosody, ejabberd, Synapse, a NATS JetStream cluster, a
+//! private D-Bus daemon, finch
 //! in tmux, minimal raw XMPP and Matrix clients, and for the desktop source a private PulseAudio
 //! and Xvfb.
 //!
@@ -20,6 +21,7 @@ mod error;
 mod finch;
 #[cfg(feature = "mqtt")]
 pub mod mosquitto;
+mod nats;
 mod process;
 mod prosody;
 mod pulse;
@@ -32,6 +34,7 @@ pub use dbus::DbusDaemon;
 pub use ejabberd::{Ejabberd, EjabberdOptions};
 pub use error::{Error, Result};
 pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
+pub use nats::{NatsCluster, NATS_VERSION};
 pub use process::{listening_sockets, pid_alive, stop_pid};
 pub use prosody::{Prosody, ProsodyOptions};
 pub use pulse::{PulseAudio, Recorder};
