@@ -1,0 +1,1 @@
+//! imstatus on a NATS JetStream cluster (docs/cluster.md).
