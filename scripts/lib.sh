@@ -30,19 +30,22 @@ ensure_debs() {
 }
 
 # What scripts/demo.sh starts: Prosody (with mod_privacy_lists, so imstatus watches invisibly),
-# finch on a private D-Bus in tmux.
+# finch on a private D-Bus in tmux, and a private PulseAudio with parecord (the desktop
+# source's microphone).
 ensure_demo_packages() {
   ensure_debs prosody prosody-modules finch dbus tmux openssl iproute2
+  ensure_debs pulseaudio pulseaudio-utils
 }
 
-# Everything the end-to-end tests start for real: the demo's servers, ejabberd (the XMPP
-# source's invisibility is tested against it too), Chromium with its WebDriver (the gateway's
-# dashboard), mosquitto (MQTT), for the desktop source PulseAudio with parecord/pactl and
-# Xvfb with xdotool (docs/signals.md), and Synapse for the Matrix source.
+# Everything the end-to-end tests start for real: the demo's servers (PulseAudio with
+# parecord/pactl among them), ejabberd (the XMPP source's invisibility is tested against it
+# too), Chromium with its WebDriver (the gateway's dashboard), mosquitto (MQTT), Xvfb with
+# xdotool for the desktop source's idle time (docs/signals.md), and Synapse for the Matrix
+# source.
 ensure_test_packages() {
   ensure_demo_packages
   ensure_debs ejabberd chromium chromium-driver mosquitto mosquitto-clients
-  ensure_debs pulseaudio pulseaudio-utils xvfb xdotool
+  ensure_debs xvfb xdotool
   ensure_synapse
   ensure_nats
 }

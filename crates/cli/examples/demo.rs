@@ -1,5 +1,7 @@
 //! `scripts/demo.sh`: imstatus watching a real finch (libpurple) on a private D-Bus, signed in
-//! to a real private Prosody on loopback. Everything it starts is stopped by PID at the end.
+//! to a real private Prosody on loopback, and the desktop's microphone on a private PulseAudio
+//! (its own runtime dir, a null source) that a real `parecord` captures from. Everything it
+//! starts is stopped by PID at the end.
 //!
 //! The steps wait for the events they cause (with deadlines); the short pauses between steps
 //! are only there so a person can read along.
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use imstatus_testkit::{DbusDaemon, Finch, Prosody, ProsodyOptions, XmppClient};
+use imstatus_testkit::{DbusDaemon, Finch, Prosody, ProsodyOptions, PulseAudio, XmppClient};
 
 /// Stdout that the demo can also read back, to wait for events.
 #[derive(Clone, Default)]
@@ -77,19 +79,24 @@ async fn step<T>(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    say("starting a private Prosody (with privacy lists) on 127.0.0.1 and a private D-Bus");
+    say(
+        "starting a private Prosody (with privacy lists) on 127.0.0.1, a private D-Bus and a \
+         private PulseAudio",
+    );
     let prosody = Prosody::start(ProsodyOptions::default().with_privacy_lists())?;
     let bus = DbusDaemon::start()?;
+    let pulse = PulseAudio::start()?;
     println!(
-        "prosody on 127.0.0.1:{}, bus {}",
+        "prosody on 127.0.0.1:{}, bus {}, PulseAudio (null source `mic`) at {}",
         prosody.port(),
-        bus.address()
+        bus.address(),
+        pulse.server()
     );
 
     let dir = tempfile::tempdir()?;
-    // Two accounts: finch on the private bus, and alice's XMPP account, watched from its own
+    // Three accounts: finch on the private bus; alice's XMPP account, watched from its own
     // resource (priority -1, hidden from her contacts by a privacy list) so that it sees her
-    // other clients — finch among them.
+    // other clients — finch among them; and the desktop's microphone on the private PulseAudio.
     let password = dir.path().join("alice.pw");
     std::fs::write(&password, "alicepw\n")?;
     std::fs::set_permissions(
@@ -100,12 +107,15 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbus = \"{bus}\"\n\n\
+            "[[account]]\nname = \"finch\"\nsource = \"purple\"\nbus = \"{bus}\"\n\n\
              [[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
-             password_file = \"{pw}\"\nserver = \"127.0.0.1:{port}\"\ntls = \"insecure-plaintext\"\n",
+             password_file = \"{pw}\"\nserver = \"127.0.0.1:{port}\"\ntls = \"insecure-plaintext\"\n\n\
+             [[account]]\nname = \"desk\"\nsource = \"desktop\"\nmicrophone = true\n\
+             pulse_server = \"{pulse}\"\n",
             bus = bus.address(),
             pw = password.display(),
             port = prosody.port(),
+            pulse = pulse.server(),
         ),
     )?;
     println!(
@@ -170,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         config.to_str().unwrap_or_default(),
         "set",
         "--account",
-        "desktop",
+        "finch",
         "busy",
         "--message",
         "in a call",
@@ -192,6 +202,12 @@ async fn main() -> anyhow::Result<()> {
         seen.lines().last().unwrap_or_default().trim()
     );
 
+    say("the call starts: parecord captures from the microphone (the private PulseAudio's `mic`)");
+    let mut call = step(&out, "microphone on", || Ok(pulse.record("mic")?)).await?;
+
+    say("the call ends: parecord stops");
+    step(&out, "microphone off", || Ok(call.stop()?)).await?;
+
     say("quitting finch (Alt-q)");
     step(&out, "client shut down", || Ok(finch.quit()?)).await?;
 
@@ -209,8 +225,10 @@ async fn main() -> anyhow::Result<()> {
     say("done; stopping everything by PID");
     let _ = stop_tx.send(());
     let _ = watch.await;
+    drop(call);
     drop(finch);
     drop(bus);
     drop(prosody);
+    drop(pulse);
     Ok(())
 }

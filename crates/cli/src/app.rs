@@ -81,6 +81,8 @@ impl Answer {
         match (s.client, s.session) {
             (Client::NotRunning, _) => EXIT_NOT_RUNNING,
             (_, Session::SignedIn) => EXIT_OK,
+            // A desktop account has no sign-in: seeing the desktop is its whole answer.
+            (_, Session::Unknown) if s.activity.is_some() => EXIT_OK,
             (_, Session::Unknown) => EXIT_ERROR,
             _ => EXIT_SIGNED_OUT,
         }

@@ -24,7 +24,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// One snapshot per account. Exit 0 signed in, 3 signed out, 4 client not running, 1 error.
+    /// One snapshot per account. Exit 0 signed in (a desktop account: seen), 3 signed out, 4
+    /// client not running, 1 error.
     Status {
         /// Only this account.
         account: Option<String>,

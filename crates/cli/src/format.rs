@@ -2,8 +2,11 @@
 //! (docs/events.md), one object per line.
 
 use imstatus_core::{
-    CodedError, Event, EventKind, Resource, Session, SignInResult, Snapshot, Status,
+    Activity, App, CodedError, Event, EventKind, Resource, Session, SignInResult, Snapshot, Status,
 };
+
+/// The longest application name shown, in characters (a sound-server client names itself).
+const APP_NAME_MAX: usize = 40;
 
 /// One event as a JSON line (without the newline).
 pub fn json(event: &Event) -> String {
@@ -37,6 +40,111 @@ fn resource_text(r: &Resource) -> String {
     s
 }
 
+/// An application's name as shown: control characters escaped (a client of the sound server
+/// chooses its own name, which must not break the line or drive the terminal), at most
+/// [`APP_NAME_MAX`] characters.
+fn app_name(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == APP_NAME_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `parecord 1234, firefox 88` (an app without a PID is just its name).
+fn apps_text(apps: &[App]) -> String {
+    apps.iter()
+        .map(|a| match a.pid {
+            Some(pid) => format!("{} {pid}", app_name(&a.name)),
+            None => app_name(&a.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `on (parecord 1234)`, `on` (apps unknown) or `off`.
+fn device_text(on: bool, apps: &[App]) -> String {
+    match (on, apps.is_empty()) {
+        (false, _) => "off".into(),
+        (true, true) => "on".into(),
+        (true, false) => format!("on ({})", apps_text(apps)),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The whole activity on one line:
+/// `mic on (parecord 1234) camera off in_call yes idle no (12s) locked no`.
+pub fn activity_text(a: &Activity) -> String {
+    let idle = match a.idle_s {
+        Some(s) => format!("{} ({s}s)", yes_no(a.idle)),
+        None => yes_no(a.idle).to_owned(),
+    };
+    format!(
+        "mic {} camera {} in_call {} idle {idle} locked {}",
+        device_text(a.microphone, &a.microphone_apps),
+        device_text(a.camera, &a.camera_apps),
+        yes_no(a.in_call),
+        yes_no(a.locked),
+    )
+}
+
+/// What an `activity_changed` says, as what changed: `microphone on (zoom 4242)`,
+/// `idle (300s)`, `unlocked`, several joined by `, `; the whole activity the first time.
+pub fn activity_change_text(from: Option<&Activity>, to: &Activity) -> String {
+    let Some(from) = from else {
+        return format!("activity: {}", activity_text(to));
+    };
+    let mut changes = Vec::new();
+    if from.microphone != to.microphone || from.microphone_apps != to.microphone_apps {
+        changes.push(format!(
+            "microphone {}",
+            device_text(to.microphone, &to.microphone_apps)
+        ));
+    }
+    if from.camera != to.camera || from.camera_apps != to.camera_apps {
+        changes.push(format!(
+            "camera {}",
+            device_text(to.camera, &to.camera_apps)
+        ));
+    }
+    if from.idle != to.idle {
+        changes.push(match (to.idle, to.idle_s) {
+            (true, Some(s)) => format!("idle ({s}s)"),
+            (true, None) => "idle".into(),
+            (false, _) => "not idle".into(),
+        });
+    }
+    if from.idle_s.is_some() != to.idle_s.is_some() {
+        changes.push(match to.idle_s {
+            Some(s) => format!("idle time known ({s}s)"),
+            None => "idle time unknown".into(),
+        });
+    }
+    if from.locked != to.locked {
+        changes.push(if to.locked { "locked" } else { "unlocked" }.into());
+    }
+    if changes.is_empty() {
+        // Only what is derived (`in_call`) changed, which the core never does alone.
+        return format!("activity: {}", activity_text(to));
+    }
+    changes.join(", ")
+}
+
 fn snapshot_text(s: &Snapshot) -> String {
     format!(
         "client {}, {}, {} (mistatus 0x{:03X})",
@@ -63,6 +171,9 @@ pub fn event_line(event: &Event, contacts: bool) -> String {
                     r.resource,
                     resource_text(r)
                 ));
+            }
+            if let Some(a) = &snapshot.activity {
+                s.push_str(&format!("\n{:14}activity: {}", "", activity_text(a)));
             }
             if contacts {
                 for c in &snapshot.contacts {
@@ -118,6 +229,7 @@ pub fn event_line(event: &Event, contacts: bool) -> String {
                 format!("error: {err}")
             }
         }
+        EventKind::ActivityChanged { from, to } => activity_change_text(from.as_deref(), to),
         other => other.name().to_owned(),
     };
     format!("{}  {:<10} {}", clock(event), event.account, what)
@@ -153,6 +265,197 @@ pub fn status_table(rows: &[(&Event, Option<&CodedError>)]) -> String {
                 resource_text(r)
             ));
         }
+        if let Some(a) = &s.activity {
+            out.push_str(&format!(
+                "{:<width$}    activity {}\n",
+                "",
+                activity_text(a)
+            ));
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imstatus_core::{AccountId, Client, SourceKind, Timestamp};
+
+    /// 2026-11-25T09:34:23.728Z.
+    const T: Timestamp = Timestamp::from_millis(1_795_599_263_728);
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            seq: 7,
+            time: T,
+            account: AccountId::new("desk"),
+            source: SourceKind::new_static("desktop"),
+            kind,
+        }
+    }
+
+    fn desk(activity: Activity) -> Snapshot {
+        let mut s = Snapshot::unknown();
+        s.client = Client::Running;
+        s.activity = Some(activity);
+        s
+    }
+
+    fn on_call() -> Activity {
+        Activity {
+            microphone: true,
+            in_call: true,
+            idle_s: Some(312),
+            idle: true,
+            microphone_apps: vec![App::new("parecord", Some(1234)), App::new("zoom", None)],
+            ..Activity::default()
+        }
+    }
+
+    fn changed(from: Option<Activity>, to: Activity) -> String {
+        event_line(
+            &event(EventKind::ActivityChanged {
+                from: from.map(Box::new),
+                to: Box::new(to),
+            }),
+            false,
+        )
+    }
+
+    #[test]
+    fn the_whole_activity_is_one_short_line() {
+        assert_eq!(
+            activity_text(&on_call()),
+            "mic on (parecord 1234, zoom) camera off in_call yes idle yes (312s) locked no"
+        );
+        let quiet = Activity {
+            locked: true,
+            camera: true,
+            camera_apps: vec![App::new("cheese", Some(88))],
+            in_call: true,
+            ..Activity::default()
+        };
+        assert_eq!(
+            activity_text(&quiet),
+            "mic off camera on (cheese 88) in_call yes idle no locked yes"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_activity_under_its_account_and_other_accounts_unchanged() {
+        let desk = event(EventKind::Snapshot {
+            snapshot: Box::new(desk(on_call())),
+            resync: false,
+        });
+        let mut purple = event(EventKind::Snapshot {
+            snapshot: Box::new(Snapshot::unknown()),
+            resync: false,
+        });
+        purple.account = AccountId::new("purple");
+        purple.source = SourceKind::new_static("purple");
+        assert_eq!(
+            status_table(&[(&desk, None), (&purple, None)]),
+            "desk     desktop client running     unknown     unknown\n\
+             \x20          activity mic on (parecord 1234, zoom) camera off in_call yes idle yes (312s) locked no\n\
+             purple   purple  client unknown     unknown     unknown\n"
+        );
+    }
+
+    #[test]
+    fn a_watched_snapshot_has_an_activity_line() {
+        let line = event_line(
+            &event(EventKind::Snapshot {
+                snapshot: Box::new(desk(Activity::default())),
+                resync: false,
+            }),
+            false,
+        );
+        assert_eq!(
+            line,
+            "09:34:23.728  desk       client running, unknown, unknown (mistatus 0x000)\n\
+             \x20             activity: mic off camera off in_call no idle no locked no"
+        );
+    }
+
+    #[test]
+    fn activity_changed_says_what_changed() {
+        let idle = Activity {
+            idle_s: Some(4),
+            ..Activity::default()
+        };
+        // The first report has nothing to compare with: all of it.
+        assert_eq!(
+            changed(None, idle.clone()),
+            "09:34:23.728  desk       activity: mic off camera off in_call no idle no (4s) locked no"
+        );
+        let mic = Activity {
+            microphone: true,
+            in_call: true,
+            microphone_apps: vec![App::new("zoom", Some(4242))],
+            ..idle.clone()
+        };
+        let what = |from: &Activity, to: &Activity| activity_change_text(Some(from), to);
+        assert_eq!(what(&idle, &mic), "microphone on (zoom 4242)");
+        assert_eq!(what(&mic, &idle), "microphone off");
+        // Another app joins: still on, with both.
+        let two = Activity {
+            microphone_apps: vec![App::new("firefox", None), App::new("zoom", Some(4242))],
+            ..mic.clone()
+        };
+        assert_eq!(what(&mic, &two), "microphone on (firefox, zoom 4242)");
+        let cam = Activity {
+            camera: true,
+            in_call: true,
+            camera_apps: vec![App::new("cheese", Some(9))],
+            ..idle.clone()
+        };
+        assert_eq!(what(&idle, &cam), "camera on (cheese 9)");
+        assert_eq!(what(&cam, &idle), "camera off");
+        let away = Activity {
+            idle: true,
+            idle_s: Some(300),
+            ..idle.clone()
+        };
+        assert_eq!(what(&idle, &away), "idle (300s)");
+        assert_eq!(what(&away, &idle), "not idle");
+        let locked = Activity {
+            locked: true,
+            ..away.clone()
+        };
+        assert_eq!(what(&away, &locked), "locked");
+        assert_eq!(what(&locked, &idle), "not idle, unlocked");
+        // The idle backend goes away and comes back.
+        assert_eq!(what(&idle, &Activity::default()), "idle time unknown");
+        assert_eq!(what(&Activity::default(), &idle), "idle time known (4s)");
+        // Several at once, in a fixed order.
+        assert_eq!(
+            what(
+                &idle,
+                &Activity {
+                    locked: true,
+                    ..mic.clone()
+                }
+            ),
+            "microphone on (zoom 4242), locked"
+        );
+        assert_eq!(
+            changed(Some(idle), mic),
+            "09:34:23.728  desk       microphone on (zoom 4242)"
+        );
+    }
+
+    #[test]
+    fn an_app_name_cannot_break_the_line_or_run_on() {
+        let evil = Activity {
+            microphone: true,
+            in_call: true,
+            microphone_apps: vec![App::new("a\nb\x1b[31m", Some(1))],
+            ..Activity::default()
+        };
+        let text = activity_change_text(Some(&Activity::default()), &evil);
+        assert_eq!(text, "microphone on (a\\nb\\u{1b}[31m 1)");
+        let long = "x".repeat(500);
+        let text = apps_text(&[App::new(long, None)]);
+        assert_eq!(text, format!("{}…", "x".repeat(APP_NAME_MAX)));
+    }
 }

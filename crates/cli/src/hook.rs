@@ -23,7 +23,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use imstatus_core::{Event, Session, Snapshot};
+use imstatus_core::{Activity, Event, Session, Snapshot};
 use tokio::process::Command;
 
 /// The default time limit of one hook run.
@@ -49,7 +49,8 @@ pub enum Outcome {
 
 /// The environment a hook sees for `event`, given the account's state after it, except
 /// `IMSTATUS_JSON_FILE` (see [`run`]): `IMSTATUS_JSON` only when the JSON line is at most
-/// [`ENV_MAX`] bytes, and `IMSTATUS_MESSAGE` cut to at most that many.
+/// [`ENV_MAX`] bytes, and `IMSTATUS_MESSAGE` cut to at most that many; the
+/// `IMSTATUS_ACTIVITY_*` variables only when the account has an activity (docs/hooks.md).
 pub fn environment(event: &Event, state: &Snapshot) -> Vec<(&'static str, String)> {
     let json = crate::format::json(event);
     let mut env = vec![
@@ -70,10 +71,63 @@ pub fn environment(event: &Event, state: &Snapshot) -> Vec<(&'static str, String
         ),
         ("IMSTATUS_MISTATUS", state.mistatus.to_string()),
     ];
+    if let Some(a) = &state.activity {
+        env.extend(activity_environment(a));
+    }
     if json.len() <= ENV_MAX {
         env.push(("IMSTATUS_JSON", json));
     }
     env
+}
+
+/// The `IMSTATUS_ACTIVITY_*` variables of an account that reports an activity: `1`/`0` per
+/// signal, the idle seconds (empty when unknown) and the apps using the microphone or the
+/// camera as `name:pid` (just `name` without a PID), comma-separated, sorted, each once.
+fn activity_environment(a: &Activity) -> Vec<(&'static str, String)> {
+    let flag = |b: bool| u8::from(b).to_string();
+    let mut apps: Vec<_> = a.microphone_apps.iter().chain(&a.camera_apps).collect();
+    apps.sort();
+    apps.dedup();
+    let apps = apps
+        .iter()
+        .map(|app| {
+            let name = app_name(&app.name);
+            match app.pid {
+                Some(pid) => format!("{name}:{pid}"),
+                None => name,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        ("IMSTATUS_ACTIVITY_MICROPHONE", flag(a.microphone)),
+        ("IMSTATUS_ACTIVITY_CAMERA", flag(a.camera)),
+        ("IMSTATUS_ACTIVITY_IN_CALL", flag(a.in_call)),
+        ("IMSTATUS_ACTIVITY_IDLE", flag(a.idle)),
+        ("IMSTATUS_ACTIVITY_LOCKED", flag(a.locked)),
+        (
+            "IMSTATUS_ACTIVITY_IDLE_S",
+            a.idle_s.map(|s| s.to_string()).unwrap_or_default(),
+        ),
+        (
+            "IMSTATUS_ACTIVITY_APPS",
+            truncate(&apps, ENV_MAX).to_owned(),
+        ),
+    ]
+}
+
+/// An app's name as one item of `IMSTATUS_ACTIVITY_APPS`: the separators `,` and `:` and
+/// control characters (a NUL could not be passed at all) become `_`.
+fn app_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == ',' || c == ':' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -233,6 +287,114 @@ fn kill_tree_now(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imstatus_core::{AccountId, App, EventKind, SourceKind, Timestamp};
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            seq: 9,
+            time: Timestamp::from_millis(1_000),
+            account: AccountId::new("desk"),
+            source: SourceKind::new_static("desktop"),
+            kind,
+        }
+    }
+
+    fn activity_vars(env: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        env.iter()
+            .filter(|(k, _)| k.starts_with("IMSTATUS_ACTIVITY_"))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn an_account_with_an_activity_gets_its_variables() {
+        let to = Activity {
+            microphone: true,
+            camera: true,
+            in_call: true,
+            idle_s: Some(312),
+            idle: true,
+            locked: false,
+            microphone_apps: vec![
+                App::new("parecord", Some(1234)),
+                App::new("firefox", Some(88)),
+            ],
+            // Firefox holds both: named once.
+            camera_apps: vec![App::new("firefox", Some(88)), App::new("cheese", None)],
+        };
+        let mut state = Snapshot::unknown();
+        let e = event(EventKind::ActivityChanged {
+            from: None,
+            to: Box::new(to),
+        });
+        state.apply(&e.kind, e.time);
+        let env = environment(&e, &state);
+        assert_eq!(
+            activity_vars(&env),
+            [
+                ("IMSTATUS_ACTIVITY_MICROPHONE", "1".to_owned()),
+                ("IMSTATUS_ACTIVITY_CAMERA", "1".to_owned()),
+                ("IMSTATUS_ACTIVITY_IN_CALL", "1".to_owned()),
+                ("IMSTATUS_ACTIVITY_IDLE", "1".to_owned()),
+                ("IMSTATUS_ACTIVITY_LOCKED", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_IDLE_S", "312".to_owned()),
+                (
+                    "IMSTATUS_ACTIVITY_APPS",
+                    "cheese,firefox:88,parecord:1234".to_owned()
+                ),
+            ]
+        );
+        assert!(env
+            .iter()
+            .any(|(k, v)| *k == "IMSTATUS_EVENT" && v == "activity_changed"));
+
+        // Nothing in use, no idle backend.
+        let quiet = Snapshot {
+            activity: Some(Activity::default()),
+            ..Snapshot::unknown()
+        };
+        let env = environment(&e, &quiet);
+        assert_eq!(
+            activity_vars(&env),
+            [
+                ("IMSTATUS_ACTIVITY_MICROPHONE", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_CAMERA", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_IN_CALL", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_IDLE", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_LOCKED", "0".to_owned()),
+                ("IMSTATUS_ACTIVITY_IDLE_S", String::new()),
+                ("IMSTATUS_ACTIVITY_APPS", String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_account_without_an_activity_gets_none_of_them() {
+        let e = event(EventKind::ClientStarted);
+        let env = environment(&e, &Snapshot::unknown());
+        assert_eq!(activity_vars(&env), []);
+        assert!(env.iter().any(|(k, _)| *k == "IMSTATUS_CLIENT"));
+    }
+
+    #[test]
+    fn app_names_cannot_forge_items_or_break_the_variable() {
+        let a = Activity {
+            microphone: true,
+            in_call: true,
+            microphone_apps: vec![
+                App::new("evil:1,zoom\0x\n", Some(7)),
+                App::new("nul\0", None),
+            ],
+            ..Activity::default()
+        };
+        let env = activity_environment(&a);
+        let apps = &env
+            .iter()
+            .find(|(k, _)| *k == "IMSTATUS_ACTIVITY_APPS")
+            .expect("apps")
+            .1;
+        assert_eq!(apps, "evil_1_zoom_x_:7,nul_");
+    }
 
     #[test]
     fn long_values_are_cut_on_a_character_boundary() {

@@ -34,7 +34,7 @@ use app::Failure;
 pub use args::{Cli, Command, Target};
 pub use signal::stop_signal;
 
-/// Exit: signed in / reached / ok.
+/// Exit: signed in (a desktop account: seen) / reached / ok.
 pub const EXIT_OK: u8 = 0;
 /// Exit: an error (the code and hint are printed).
 pub const EXIT_ERROR: u8 = 1;

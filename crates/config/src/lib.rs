@@ -230,7 +230,20 @@ impl Resolver<'_> {
             }
             keys.insert(k.into_inner(), value(v.into_inner()), line);
         }
-        let settings = factory.resolve(&mut keys).map_err(|e| self.key_error(e))?;
+        let settings = match factory.resolve(&mut keys) {
+            Ok(settings) => settings,
+            Err(e) => {
+                // A misspelt key is likelier the cause than the key it leaves missing: name it.
+                let stranger = keys
+                    .unread()
+                    .into_iter()
+                    .find(|(key, _)| !factory.keys().contains(key));
+                if let Some((key, line)) = stranger {
+                    return Err(self.at(line, unread_message(key, factory.kind(), factories)));
+                }
+                return Err(self.key_error(e));
+            }
+        };
         if let Some((key, line)) = keys.unread().first() {
             return Err(self.at(*line, unread_message(key, factory.kind(), factories)));
         }

@@ -140,6 +140,15 @@ fn unknown_key_names_file_line_and_key() {
 }
 
 #[test]
+fn a_misspelt_required_key_is_named_before_the_key_it_leaves_missing() {
+    let e = err("[[account]]\nname = \"a\"\nsource = \"chat\"\nservre = \"h:1\"\n");
+    assert!(e.starts_with("cfg.toml:4: unknown key `servre`"), "{e}");
+    // With nothing misspelt the missing key itself is the error.
+    let e = err("[[account]]\nname = \"a\"\nsource = \"chat\"\n");
+    assert!(e.contains("missing key `server`"), "{e}");
+}
+
+#[test]
 fn key_of_another_source_is_refused_with_its_line_and_owner() {
     let e = err("[[account]]\nname = \"a\"\nsource = \"desk\"\n\nserver = \"h:1\"\n");
     assert_eq!(

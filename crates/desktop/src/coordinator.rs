@@ -6,8 +6,9 @@
 //!
 //! - the client axis: `running` while at least one unit answers, `not_running` (with
 //!   `SourceDown`) when none does;
-//! - `Synced` once every unit has answered or failed once (at start, and again after a total
-//!   outage), so that the first snapshot is complete;
+//! - `Synced` once every unit has given its first reading or failed (at start, and again
+//!   after a total outage), so that the first snapshot is complete: a unit that answers but
+//!   has not said what it sees yet still holds it back;
 //! - a unit that goes down resets its signal (no sound server: nobody captures) and is a
 //!   `source_error` (`Anomaly`) while others still answer.
 
@@ -70,6 +71,9 @@ pub(crate) enum Report {
 enum State {
     /// Not heard of since the start (or since the last total outage).
     Pending,
+    /// The backend answers; its first reading is still to come.
+    Answering,
+    /// The backend answers and its signal is known.
     Up,
     Down,
 }
@@ -99,6 +103,15 @@ impl Coordinator {
         vec![Observation::NoSession]
     }
 
+    /// A unit's reading came: once answering, it is now up.
+    fn read(&mut self, unit: Unit) {
+        if let Some(entry) = self.units.iter_mut().find(|(u, _)| *u == unit) {
+            if entry.1 == State::Answering {
+                entry.1 = State::Up;
+            }
+        }
+    }
+
     fn set(&mut self, unit: Unit, state: State) -> Option<State> {
         let entry = self.units.iter_mut().find(|(u, _)| *u == unit)?;
         Some(std::mem::replace(&mut entry.1, state))
@@ -109,23 +122,29 @@ impl Coordinator {
         let mut out = Vec::new();
         match report {
             Report::Up(unit, _) => {
-                self.set(unit, State::Up);
+                self.set(unit, State::Answering);
                 if !self.appeared {
                     self.appeared = true;
                     out.push(Observation::ClientAppeared);
                 }
             }
             Report::Microphone(apps) => {
+                self.read(Unit::Microphone);
                 out.push(Observation::Activity(ActivitySignal::Microphone(apps)));
             }
-            Report::Camera(apps) => out.push(Observation::Activity(ActivitySignal::Camera(apps))),
+            Report::Camera(apps) => {
+                self.read(Unit::Camera);
+                out.push(Observation::Activity(ActivitySignal::Camera(apps)));
+            }
             Report::Idle { idle, input_ago } => {
+                self.read(Unit::Idle);
                 out.push(Observation::Activity(ActivitySignal::Idle {
                     idle,
                     input_ago,
                 }));
             }
             Report::Locked(locked) => {
+                self.read(Unit::Lock);
                 out.push(Observation::Activity(ActivitySignal::Locked(locked)));
             }
             Report::Anomaly(unit, e) => {
@@ -171,10 +190,13 @@ impl Coordinator {
         out
     }
 
-    /// `Synced` once no unit is pending and at least one answers.
+    /// `Synced` once every unit is up (with its first reading) or down, and one is up.
     fn maybe_synced(&mut self, out: &mut Vec<Observation>) {
         if !self.synced
-            && self.units.iter().all(|(_, s)| *s != State::Pending)
+            && self
+                .units
+                .iter()
+                .all(|(_, s)| matches!(s, State::Up | State::Down))
             && self.units.iter().any(|(_, s)| *s == State::Up)
         {
             self.synced = true;
@@ -243,7 +265,48 @@ mod tests {
             ]
         );
         let up = c.handle(Report::Up(Unit::Microphone, "pulse".into()));
-        assert_eq!(up, vec![Observation::ClientAppeared, Observation::Synced]);
+        assert_eq!(up, vec![Observation::ClientAppeared]);
+        assert_eq!(
+            c.handle(mic(&[])),
+            vec![
+                Observation::Activity(ActivitySignal::Microphone(vec![])),
+                Observation::Synced
+            ]
+        );
+    }
+
+    #[test]
+    fn a_unit_that_answers_holds_synced_back_until_its_first_reading() {
+        // Otherwise the first snapshot (`imstatus status`) would have no activity yet.
+        let mut c = Coordinator::new(vec![Unit::Microphone, Unit::Lock]);
+        assert_eq!(
+            c.handle(Report::Up(Unit::Microphone, "pulse".into())),
+            vec![Observation::ClientAppeared]
+        );
+        assert_eq!(c.handle(Report::Up(Unit::Lock, "logind".into())), vec![]);
+        assert_eq!(
+            c.handle(mic(&["parecord"])),
+            vec![Observation::Activity(ActivitySignal::Microphone(vec![
+                App::new("parecord", Some(1))
+            ]))]
+        );
+        assert_eq!(
+            c.handle(Report::Locked(false)),
+            vec![
+                Observation::Activity(ActivitySignal::Locked(false)),
+                Observation::Synced
+            ]
+        );
+        // Answering, then failing before the first reading: down, and the rest syncs.
+        let mut c = Coordinator::new(vec![Unit::Microphone, Unit::Idle]);
+        c.handle(Report::Up(Unit::Idle, "screensaver".into()));
+        c.handle(Report::Up(Unit::Microphone, "pulse".into()));
+        c.handle(mic(&[]));
+        let down = c.handle(Report::Down(
+            Unit::Idle,
+            Error::Lost("GetSessionIdleTime failed".into()),
+        ));
+        assert_eq!(down.last(), Some(&Observation::Synced), "{down:?}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // imstatus dashboard: one card per account, kept up to date from /v1/events (Server-Sent
 // Events). Every message is one event JSON (design §1); the page folds the events into the
 // last snapshot exactly like Snapshot::apply in imstatus-core. No framework, no build step.
+// An account with an activity (the desktop source: microphone, camera, idle, screen lock)
+// also gets those four rows and, while on a call, an "on a call" mark.
 //
 // On a lost connection it shows "reconnecting…", closes the EventSource and opens a fresh one
 // (without Last-Event-ID: a fresh stream always begins with snapshots, so the page never has
@@ -64,6 +66,7 @@
     return {
       source: "", seq: 0, time: null, client: "unknown", session: "unknown",
       availability: "unknown", message: null, resources: [], contacts: [], error: null,
+      activity: null, activityTime: null,
     };
   }
 
@@ -92,6 +95,8 @@
         s.contacts = Array.isArray(ev.contacts) ? ev.contacts.slice() : [];
         s.error = ev.source_error ? ev.source_error.code + ": " + ev.source_error.detail : null;
         s.resync = !!ev.resync;
+        s.activity = ev.activity || null;
+        s.activityTime = ev.time || null;
         break;
       case "client_starting": s.client = "starting"; break;
       case "client_started": s.client = "running"; break;
@@ -124,6 +129,10 @@
           });
         }
         break;
+      case "activity_changed":
+        s.activity = ev.to || null;
+        s.activityTime = ev.time || null;
+        break;
       case "source_error":
         s.error = ev.code + ": " + ev.detail;
         if (ev.session_unknown) s.session = "unknown";
@@ -137,13 +146,22 @@
     const card = el("article", "card");
     card.dataset.account = name;
     const head = el("div", "card-head");
-    head.append(el("h2", "name", name), el("span", "source"));
+    const call = el("span", "call", "on a call");
+    call.hidden = true;
+    head.append(el("h2", "name", name), call, el("span", "source"));
     const avail = el("div", "avail");
     const message = el("p", "message");
     const axes = el("dl", "axes");
     for (const axis of ["client", "session"]) {
       axes.append(el("dt", null, axis), el("dd", axis));
     }
+    const activity = el("dl", "activity");
+    for (const [signal, text] of [
+      ["microphone", "microphone"], ["camera", "camera"], ["idle", "input"], ["locked", "screen"],
+    ]) {
+      activity.append(el("dt", null, text), el("dd", signal));
+    }
+    activity.hidden = true;
     const error = el("p", "error");
     error.hidden = true;
     const res = el("section", "resources");
@@ -151,7 +169,7 @@
     const contacts = el("details", "contacts");
     contacts.append(el("summary"), el("ul", "list"));
     const meta = el("div", "meta");
-    card.append(head, avail, message, axes, error, res, contacts, meta);
+    card.append(head, avail, message, axes, activity, error, res, contacts, meta);
     return card;
   }
 
@@ -174,6 +192,60 @@
     }
   }
 
+  // "parecord (4242), firefox": who uses a device, as the sound server or /proc names them.
+  function appsText(apps) {
+    if (!Array.isArray(apps)) return "";
+    return apps
+      .map((a) => String(a && a.name) + (a && a.pid != null ? " (" + a.pid + ")" : ""))
+      .join(", ");
+  }
+
+  function setSignal(dd, on, text) {
+    dd.dataset.on = on ? "true" : "false";
+    dd.textContent = text;
+  }
+
+  // The activity rows; idle_s is as of the event's time, so "idle since" is a fixed clock time
+  // that needs no ticking.
+  function renderActivity(c, s) {
+    const box = c.querySelector(".activity");
+    const a = s.activity;
+    box.hidden = !a;
+    c.querySelector(".call").hidden = !(a && a.in_call);
+    if (!a) {
+      delete c.dataset.inCall;
+      return;
+    }
+    c.dataset.inCall = a.in_call ? "true" : "false";
+    const device = (on, apps) => {
+      if (!on) return "off";
+      const who = appsText(apps);
+      return who ? "in use · " + who : "in use";
+    };
+    setSignal(box.querySelector("dd.microphone"), a.microphone, device(a.microphone, a.microphone_apps));
+    setSignal(box.querySelector("dd.camera"), a.camera, device(a.camera, a.camera_apps));
+    let idle = "active";
+    if (a.idle) {
+      idle = "idle";
+      const at = Date.parse(s.activityTime);
+      if (typeof a.idle_s === "number" && !Number.isNaN(at)) {
+        idle += " since " + new Date(at - a.idle_s * 1000).toLocaleTimeString();
+      }
+    }
+    setSignal(box.querySelector("dd.idle"), a.idle, idle);
+    setSignal(box.querySelector("dd.locked"), a.locked, a.locked ? "locked" : "unlocked");
+  }
+
+  // An account with an activity but no IM status (the desktop source) is headed by what the
+  // desktop does, as its badge says: on a call, locked, idle or active.
+  function deskState(s) {
+    const a = s.activity;
+    if (!a || s.client === "not_running") return null;
+    if (a.in_call) return "on a call";
+    if (s.session !== "unknown" || s.availability !== "unknown") return null;
+    return a.locked ? "locked" : a.idle ? "idle" : "active";
+  }
+
   function render(name) {
     const entry = accounts.get(name);
     const s = entry.state;
@@ -183,14 +255,19 @@
     c.dataset.availability = s.availability;
     c.dataset.seq = String(s.seq);
     c.querySelector(".source").textContent = s.source;
-    c.querySelector(".avail").textContent = label(s.availability);
+    const desk = deskState(s);
+    if (desk) c.dataset.desk = desk; else delete c.dataset.desk;
+    c.querySelector(".avail").textContent = desk || label(s.availability);
     c.querySelector(".message").textContent = s.message || "";
     c.querySelector("dd.client").textContent = label(s.client);
     c.querySelector("dd.session").textContent = label(s.session);
     const err = c.querySelector(".error");
     err.hidden = !s.error;
     err.textContent = s.error ? "source error — " + s.error : "";
+    renderActivity(c, s);
     fillList(c.querySelector(".resources ul"), s.resources, "resource", "no resources");
+    // A desktop account has no resources to list.
+    c.querySelector(".resources").hidden = !!s.activity && s.resources.length === 0;
     const contacts = c.querySelector(".contacts");
     contacts.hidden = s.contacts.length === 0;
     if (!entry.contactsShown && s.contacts.length > 0) {

@@ -8,7 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use imstatus_core::{
-    AccountId, Availability, Client, CodedError, Contact, Event, Session, Status, Timestamp,
+    AccountId, Activity, Availability, Client, CodedError, Contact, Event, Session, Status,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -278,7 +279,7 @@ pub(crate) async fn badge(
         .unwrap_or_else(|| event.account.to_string());
     let label: String = label.chars().take(40).collect();
     let (value, color) = match event.snapshot() {
-        Some(s) => badge_value(s.client, s.session, s.availability),
+        Some(s) => badge_value(s.client, s.session, s.availability, s.activity.as_ref()),
         None => ("unknown".to_owned(), GREY),
     };
     let svg = crate::badge::render(&label, &value, color);
@@ -294,14 +295,32 @@ pub(crate) async fn badge(
 
 const GREY: &str = "#9f9f9f";
 
-/// What a badge says and its colour.
+/// What a badge says and its colour. An account on a call (microphone or camera in use)
+/// says `on a call` in the busy colour, whatever its IM status; an account with an activity
+/// but no IM status at all (the desktop source) says `locked`, `idle` or `active`.
 fn badge_value(
     client: Client,
     session: Session,
     availability: Availability,
+    activity: Option<&Activity>,
 ) -> (String, &'static str) {
     if client == Client::NotRunning {
         return ("not running".to_owned(), "#6e7781");
+    }
+    if let Some(a) = activity {
+        if a.in_call {
+            return ("on a call".to_owned(), "#cf222e");
+        }
+        if session == Session::Unknown && availability == Availability::Unknown {
+            let (text, color) = if a.locked {
+                ("locked", "#6e7781")
+            } else if a.idle {
+                ("idle", "#d4a72c")
+            } else {
+                ("active", "#2da44e")
+            };
+            return (text.to_owned(), color);
+        }
     }
     let color = match availability {
         Availability::Available | Availability::Chatty => "#2da44e",
@@ -463,7 +482,8 @@ mod tests {
             badge_value(
                 Client::Unknown,
                 Session::SignedIn,
-                Availability::ExtendedAway
+                Availability::ExtendedAway,
+                None
             ),
             ("extended away".to_owned(), "#e16f24")
         );
@@ -471,14 +491,85 @@ mod tests {
             badge_value(
                 Client::NotRunning,
                 Session::SignedOut,
-                Availability::Offline
+                Availability::Offline,
+                None
             )
             .0,
             "not running"
         );
         assert_eq!(
-            badge_value(Client::Running, Session::SigningIn, Availability::Offline).0,
+            badge_value(
+                Client::Running,
+                Session::SigningIn,
+                Availability::Offline,
+                None
+            )
+            .0,
             "signing in"
+        );
+    }
+
+    #[test]
+    fn a_call_shows_on_the_badge_and_a_desktop_says_what_it_does() {
+        let desk = |a: Activity| {
+            badge_value(
+                Client::Running,
+                Session::Unknown,
+                Availability::Unknown,
+                Some(&a),
+            )
+        };
+        let call = Activity {
+            microphone: true,
+            in_call: true,
+            ..Activity::default()
+        };
+        assert_eq!(desk(call.clone()), ("on a call".to_owned(), "#cf222e"));
+        assert_eq!(
+            desk(Activity {
+                locked: true,
+                idle: true,
+                ..Activity::default()
+            }),
+            ("locked".to_owned(), "#6e7781")
+        );
+        assert_eq!(
+            desk(Activity {
+                idle: true,
+                ..Activity::default()
+            }),
+            ("idle".to_owned(), "#d4a72c")
+        );
+        assert_eq!(desk(Activity::default()), ("active".to_owned(), "#2da44e"));
+        // An IM account that also reports a call: the call wins; otherwise its status.
+        assert_eq!(
+            badge_value(
+                Client::Running,
+                Session::SignedIn,
+                Availability::Available,
+                Some(&call)
+            ),
+            ("on a call".to_owned(), "#cf222e")
+        );
+        assert_eq!(
+            badge_value(
+                Client::Running,
+                Session::SignedIn,
+                Availability::Away,
+                Some(&Activity::default())
+            ),
+            ("away".to_owned(), "#d4a72c")
+        );
+        // A desktop whose signals all went away.
+        assert_eq!(
+            badge_value(
+                Client::NotRunning,
+                Session::Unknown,
+                Availability::Unknown,
+                Some(&call)
+            )
+            .0,
+            "not running"
         );
     }
 }

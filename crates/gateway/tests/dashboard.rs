@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver +
 //! fantoccini): a card per account with the right state, live updates without a reload, a
 //! visible "reconnecting…" state and a "reconnected" note across a gateway restart on the same
-//! port, and a layout that fits a phone. Screenshots are kept in `target/tmp/`.
+//! port, a layout that fits a phone, and a desktop account's activity (microphone, camera,
+//! idle, lock) with its badge. Screenshots are kept in `target/tmp/`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver`; a missing one is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,12 +13,18 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::{Client, ClientBuilder};
-use imstatus_core::{Availability, ContactId, Observation, PartId, Status};
+use imstatus_core::{
+    AccountId, ActivitySignal, App, Availability, ContactId, Observation, PartId, SourceKind,
+    Status,
+};
 use imstatus_gateway::Gateway;
+use imstatus_hub::testing::scripted;
+use imstatus_hub::Hub;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -134,7 +141,13 @@ const cards = [...document.querySelectorAll('.card')].map((c) => ({
   message: text(c.querySelector('.message')),
   sessionText: text(c.querySelector('dd.session')),
   resources: [...c.querySelectorAll('.resources li')].map(text),
+  resourcesShown: !c.querySelector('.resources').hidden,
   contacts: [...c.querySelectorAll('.contacts li')].map(text),
+  call: !c.querySelector('.call').hidden,
+  activity: c.querySelector('.activity').hidden
+    ? null
+    : Object.fromEntries([...c.querySelectorAll('.activity dd')].map(
+        (d) => [d.className, { on: d.dataset.on === 'true', text: text(d) }])),
 }));
 return {
   conn: q('#conn').dataset.state,
@@ -529,6 +542,153 @@ async fn a_page_from_another_origin_gets_nothing_from_the_gateway() {
         let first: Value = serde_json::from_str(first.as_str().unwrap())
             .unwrap_or_else(|e| panic!("{e}: {first}"));
         assert_eq!(first["event"], "snapshot");
+
+        browser.close().await.expect("close the browser");
+        server.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// The text of the account's badge, fetched by the page from its own origin.
+async fn badge_text(browser: &Client, account: &str) -> String {
+    let svg = browser
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               fetch(`/v1/accounts/${arguments[0]}/badge.svg`, { cache: 'no-store' })
+                 .then((r) => r.text()).then(done, (e) => done(`failed: ${e}`));"#,
+            vec![json!(account)],
+        )
+        .await
+        .expect("fetch the badge");
+    let svg = svg.as_str().unwrap_or_default().to_owned();
+    // The value is the badge's last text.
+    svg.rsplit("</text>")
+        .nth(1)
+        .and_then(|t| t.rsplit('>').next())
+        .unwrap_or_else(|| panic!("no text in the badge: {svg}"))
+        .to_owned()
+}
+
+fn signals(mic: (bool, &str), camera: (bool, &str), idle: (bool, &str), locked: bool) -> Value {
+    json!({
+        "microphone": {"on": mic.0, "text": mic.1},
+        "camera": {"on": camera.0, "text": camera.1},
+        "idle": {"on": idle.0, "text": idle.1},
+        "locked": {"on": locked, "text": if locked { "locked" } else { "unlocked" }},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_desktop_accounts_activity_live_and_its_badge_says_on_a_call() {
+    let driver = Chromedriver::start();
+    limit(LIMIT, async {
+        // A desktop-like account (what source = "desktop" reports at start) beside an IM one.
+        let desk = AccountId::new("desk");
+        let (source, script) = scripted(
+            SourceKind::new_static("desktop"),
+            vec![
+                Observation::NoSession,
+                Observation::ClientAppeared,
+                Observation::Activity(ActivitySignal::Microphone(vec![])),
+                Observation::Activity(ActivitySignal::Camera(vec![])),
+                Observation::Activity(ActivitySignal::Idle {
+                    idle: false,
+                    input_ago: Some(Duration::from_secs(3)),
+                }),
+                Observation::Activity(ActivitySignal::Locked(false)),
+                Observation::Synced,
+            ],
+        );
+        let (im, _im) = scripted(SourceKind::new_static("test"), alice_initial());
+        let hub = Hub::builder()
+            .with_source(desk.clone(), source)
+            .with_source(alice(), im)
+            .start();
+        assert!(hub.wait_settled(&[desk.clone(), alice()], STEP).await);
+        let hub = Arc::new(hub);
+        let server = Server::start(gateway(&hub, &[])).await;
+        let browser = driver.browser().await;
+        browser
+            .goto(&server.url("/"))
+            .await
+            .expect("load the dashboard");
+
+        // Nothing in use: four rows, no call; the IM account has no activity rows at all.
+        let state = wait_page(&browser, "the desk card", STEP, |p| {
+            p["conn"] == "live" && card(p, "desk").is_some_and(|c| !c["activity"].is_null())
+        })
+        .await;
+        let card_of = |state: &Value, name: &str| card(state, name).unwrap().clone();
+        let d = card_of(&state, "desk");
+        assert_eq!(
+            d["activity"],
+            signals((false, "off"), (false, "off"), (false, "active"), false)
+        );
+        assert_eq!(d["call"], false);
+        assert_eq!(d["client"], "running");
+        // Headed by what the desktop does, as the badge says; no empty resource list.
+        assert_eq!(d["shown"], "active");
+        assert_eq!(d["resourcesShown"], false);
+        let a = card_of(&state, "alice");
+        assert_eq!(a["activity"], Value::Null, "{a}");
+        assert_eq!(a["shown"], "away");
+        assert_eq!(a["resourcesShown"], true);
+        assert_eq!(a["call"], false);
+        assert_eq!(badge_text(&browser, "desk").await, "active");
+        assert_eq!(badge_text(&browser, "alice").await, "away");
+
+        // parecord captures from the microphone: on a call, with the app, live.
+        script.send([Observation::Activity(ActivitySignal::Microphone(vec![
+            App::new("parecord", Some(4242)),
+        ]))]);
+        let state = wait_page(&browser, "the microphone in use", STEP, |p| {
+            card(p, "desk").is_some_and(|c| c["activity"]["microphone"]["on"] == true)
+        })
+        .await;
+        let d = card_of(&state, "desk");
+        assert_eq!(
+            d["activity"],
+            signals(
+                (true, "in use · parecord (4242)"),
+                (false, "off"),
+                (false, "active"),
+                false
+            )
+        );
+        assert_eq!(d["call"], true);
+        assert_eq!(d["shown"], "on a call");
+        assert_eq!(badge_text(&browser, "desk").await, "on a call");
+        screenshot(&browser, "imstatus-gateway-dashboard-activity.png").await;
+
+        // The call ends, the user walks away and the screen locks.
+        script.send([
+            Observation::Activity(ActivitySignal::Microphone(vec![])),
+            Observation::Activity(ActivitySignal::Idle {
+                idle: true,
+                input_ago: Some(Duration::from_secs(300)),
+            }),
+            Observation::Activity(ActivitySignal::Locked(true)),
+        ]);
+        let state = wait_page(&browser, "locked", STEP, |p| {
+            card(p, "desk").is_some_and(|c| c["activity"]["locked"]["on"] == true)
+        })
+        .await;
+        let d = card_of(&state, "desk");
+        assert_eq!(d["call"], false);
+        assert_eq!(
+            d["activity"]["microphone"],
+            json!({"on": false, "text": "off"})
+        );
+        assert_eq!(d["activity"]["idle"]["on"], true);
+        let idle = d["activity"]["idle"]["text"].as_str().unwrap();
+        assert!(idle.starts_with("idle since "), "{idle}");
+        assert_eq!(d["shown"], "locked");
+        assert_eq!(badge_text(&browser, "desk").await, "locked");
+        assert_eq!(
+            card_of(&state, "alice")["activity"],
+            Value::Null,
+            "still none for the IM account"
+        );
 
         browser.close().await.expect("close the browser");
         server.stop().await.unwrap();

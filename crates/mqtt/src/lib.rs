@@ -25,6 +25,7 @@
 //! | `imstatus/<account>/availability` | `offline`, `available`, `chatty`, `invisible`, `busy`, `away`, `extended_away` or `unknown` |
 //! | `imstatus/<account>/signed_in` | `ON` (session `signed_in`), `OFF` (any other known session), `None` (session `unknown`) |
 //! | `imstatus/<account>/running` | `ON` (client `running`), `OFF` (`not_running`, `starting`), `None` (client `unknown`, e.g. any XMPP account) |
+//! | `imstatus/<account>/{microphone,camera,in_call,idle,locked}` | `ON`/`OFF`, only for an account whose snapshot has an `activity` (the desktop source) |
 //!
 //! `None` is Home Assistant's payload for "unknown" on a binary sensor.
 //!
@@ -40,11 +41,13 @@
 //! | `homeassistant/binary_sensor/<node>/<object>_signed_in/config` | device class `presence`: the user is signed in |
 //! | `homeassistant/sensor/<node>/<object>_availability/config` | device class `enum` with every [`Availability`] as `options`; the state JSON as attributes |
 //!
-//! All three share one `device` (identifier `<node>_<object>`), have the stable `unique_id`
-//! `<node>_<object>_{running,signed_in,availability}` and name the status topic as their
-//! `availability_topic`. When Home Assistant publishes `online` on `homeassistant/status` (its
-//! birth message; also `<discovery prefix>/status` when the prefix differs), everything is
-//! published again.
+//! | `homeassistant/binary_sensor/<node>/<object>_{microphone,camera,in_call,idle,locked}/config` | the activity's five binary sensors ([`ACTIVITY_SENSORS`]), only for an account whose snapshot has an `activity` |
+//!
+//! All of an account's entities share one `device` (identifier `<node>_<object>`), have the
+//! stable `unique_id` `<node>_<object>_<leaf>` (`running`, `signed_in`, `availability`,
+//! `microphone`…) and name the status topic as their `availability_topic`. When Home
+//! Assistant publishes `online` on `homeassistant/status` (its birth message; also
+//! `<discovery prefix>/status` when the prefix differs), everything is published again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -54,8 +57,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imstatus_core::{
-    AccountId, Availability, Backoff, Client, Event, EventKind, Session, Snapshot, SourceKind,
-    Timestamp,
+    AccountId, Activity, Availability, Backoff, Client, Event, EventKind, Session, Snapshot,
+    SourceKind, Timestamp,
 };
 use imstatus_hub::Hub;
 use rumqttc::{
@@ -405,39 +408,8 @@ impl MqttSettings {
         account: &AccountId,
         source: SourceKind,
     ) -> Vec<(String, Value)> {
-        let node = self.node_id();
-        let object = object_id(account);
-        let device_id = format!("{node}_{object}");
-        let device = json!({
-            "identifiers": [device_id],
-            "name": format!("imstatus {account}"),
-            "manufacturer": "imstatus",
-            "model": self.model(&source),
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        });
-        let origin = json!({
-            "name": "imstatus",
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        });
-        let status_topic = self.status_topic();
-        let common = |name: &str, what: &str| {
-            json!({
-                "name": name,
-                "unique_id": format!("{device_id}_{what}"),
-                "state_topic": self.account_topic(account, what),
-                "availability_topic": status_topic,
-                "payload_available": ONLINE,
-                "payload_not_available": OFFLINE,
-                "device": device,
-                "origin": origin,
-            })
-        };
-        let topic = |component: &str, what: &str| {
-            format!(
-                "{}/{component}/{node}/{object}_{what}/config",
-                self.discovery_prefix
-            )
-        };
+        let common = |name: &str, what: &str| self.entity(account, &source, name, what);
+        let topic = |component: &str, what: &str| self.config_topic(component, account, what);
         let mut running = common("Client running", "running");
         running["device_class"] = json!("connectivity");
         running["payload_on"] = json!("ON");
@@ -458,6 +430,67 @@ impl MqttSettings {
             (topic("binary_sensor", "signed_in"), signed_in),
             (topic("sensor", "availability"), availability),
         ]
+    }
+
+    /// The retained discovery configs of the activity's binary sensors (see
+    /// [`ACTIVITY_SENSORS`]), published for accounts whose snapshot has an `activity`:
+    /// (topic, JSON payload), in the order of [`ACTIVITY_SENSORS`].
+    pub fn activity_configs(
+        &self,
+        account: &AccountId,
+        source: SourceKind,
+    ) -> Vec<(String, Value)> {
+        ACTIVITY_SENSORS
+            .iter()
+            .map(|sensor| {
+                let mut config = self.entity(account, &source, sensor.name, sensor.leaf);
+                if let Some(class) = sensor.device_class {
+                    config["device_class"] = json!(class);
+                }
+                config["icon"] = json!(sensor.icon);
+                config["payload_on"] = json!("ON");
+                config["payload_off"] = json!("OFF");
+                (
+                    self.config_topic("binary_sensor", account, sensor.leaf),
+                    config,
+                )
+            })
+            .collect()
+    }
+
+    /// What every entity of `account` shares: name, `unique_id`, state topic (`leaf`), the
+    /// status topic as availability, one device, the origin.
+    fn entity(&self, account: &AccountId, source: &SourceKind, name: &str, leaf: &str) -> Value {
+        let device_id = format!("{}_{}", self.node_id(), object_id(account));
+        json!({
+            "name": name,
+            "unique_id": format!("{device_id}_{leaf}"),
+            "state_topic": self.account_topic(account, leaf),
+            "availability_topic": self.status_topic(),
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
+            "device": {
+                "identifiers": [device_id],
+                "name": format!("imstatus {account}"),
+                "manufacturer": "imstatus",
+                "model": self.model(source),
+                "sw_version": env!("CARGO_PKG_VERSION"),
+            },
+            "origin": {
+                "name": "imstatus",
+                "sw_version": env!("CARGO_PKG_VERSION"),
+            },
+        })
+    }
+
+    /// `<discovery prefix>/<component>/<node>/<object>_<leaf>/config`.
+    fn config_topic(&self, component: &str, account: &AccountId, leaf: &str) -> String {
+        format!(
+            "{}/{component}/{}/{}_{leaf}/config",
+            self.discovery_prefix,
+            self.node_id(),
+            object_id(account)
+        )
     }
 
     fn model(&self, source: &SourceKind) -> String {
@@ -631,6 +664,63 @@ fn tls_config(ca_file: Option<&Path>) -> Result<imstatus_tls::rustls::ClientConf
     })
 }
 
+/// One binary sensor of the activity axis.
+#[derive(Clone, Copy, Debug)]
+pub struct ActivitySensor {
+    /// The last level of its state topic and of its `unique_id` (`microphone`).
+    pub leaf: &'static str,
+    /// Its name in Home Assistant (`Microphone in use`).
+    pub name: &'static str,
+    /// Its Home Assistant device class, where one fits.
+    pub device_class: Option<&'static str>,
+    /// Its icon.
+    pub icon: &'static str,
+    /// Its state in an activity.
+    pub read: fn(&Activity) -> bool,
+}
+
+/// The activity's binary sensors, in the order they are published. Device classes: `running`
+/// ("Running"/"Not running") for the microphone and the camera, which an application is
+/// running; none for the others, where Home Assistant has no class that means it (`lock` means
+/// *unlocked* when on, which would make "Screen locked" `on` while unlocked).
+pub const ACTIVITY_SENSORS: [ActivitySensor; 5] = [
+    ActivitySensor {
+        leaf: "microphone",
+        name: "Microphone in use",
+        device_class: Some("running"),
+        icon: "mdi:microphone",
+        read: |a| a.microphone,
+    },
+    ActivitySensor {
+        leaf: "camera",
+        name: "Camera in use",
+        device_class: Some("running"),
+        icon: "mdi:webcam",
+        read: |a| a.camera,
+    },
+    ActivitySensor {
+        leaf: "in_call",
+        name: "On a call",
+        device_class: None,
+        icon: "mdi:phone-in-talk",
+        read: |a| a.in_call,
+    },
+    ActivitySensor {
+        leaf: "idle",
+        name: "Idle",
+        device_class: None,
+        icon: "mdi:sleep",
+        read: |a| a.idle,
+    },
+    ActivitySensor {
+        leaf: "locked",
+        name: "Screen locked",
+        device_class: None,
+        icon: "mdi:monitor-lock",
+        read: |a| a.locked,
+    },
+];
+
 /// `ON`/`OFF`/`None` for the `running` binary sensor.
 fn running_payload(client: Client) -> &'static str {
     match client {
@@ -723,6 +813,8 @@ struct Account {
     seq: u64,
     time: Timestamp,
     source: SourceKind,
+    /// The activity's discovery configs are set in the outbox (not erased).
+    activity: bool,
 }
 
 /// The fold of the subscription and the topics it produces.
@@ -758,6 +850,7 @@ impl Publisher {
                     seq: 0,
                     time: event.time,
                     source: event.source.clone(),
+                    activity: false,
                 },
             );
             for (topic, config) in self
@@ -780,6 +873,7 @@ impl Publisher {
     }
 
     fn publish_state(&mut self, name: &AccountId) {
+        self.publish_activity(name);
         let Some(account) = self.accounts.get(name) else {
             return;
         };
@@ -812,6 +906,48 @@ impl Publisher {
             self.outbox.set(
                 Class::State,
                 self.settings.account_topic(name, leaf),
+                payload,
+            );
+        }
+    }
+
+    /// The activity's sensors follow the snapshot: configs and `ON`/`OFF` states while it has
+    /// an `activity`; should it ever lose it, empty retained payloads erase both (Home
+    /// Assistant removes an entity whose config is erased). An account that never had one
+    /// gets none of these topics.
+    fn publish_activity(&mut self, name: &AccountId) {
+        let Publisher {
+            settings,
+            accounts,
+            outbox,
+        } = self;
+        let Some(account) = accounts.get_mut(name) else {
+            return;
+        };
+        let activity = account.snapshot.activity.as_ref();
+        let had = account.activity;
+        account.activity = activity.is_some();
+        if !had && activity.is_none() {
+            return;
+        }
+        if had != activity.is_some() {
+            for (topic, config) in settings.activity_configs(name, account.source.clone()) {
+                let payload = match activity {
+                    Some(_) => config.to_string(),
+                    None => String::new(),
+                };
+                outbox.set(Class::Discovery, topic, payload);
+            }
+        }
+        for sensor in &ACTIVITY_SENSORS {
+            let payload = match activity {
+                Some(a) if (sensor.read)(a) => "ON",
+                Some(_) => "OFF",
+                None => "",
+            };
+            outbox.set(
+                Class::State,
+                settings.account_topic(name, sensor.leaf),
                 payload,
             );
         }
@@ -1247,6 +1383,131 @@ mod tests {
             titled.discovery_configs(&AccountId::new("alice"), SourceKind::new_static("xmpp"));
         assert_eq!(configs[2].1["device"]["model"], "XMPP account");
         assert_eq!(configs[0].1["device"], configs[1].1["device"]);
+    }
+
+    #[test]
+    fn activity_configs_are_five_binary_sensors_on_the_accounts_device() {
+        let s = MqttSettings::new("mqtt://h").unwrap();
+        let desk = AccountId::new("desk");
+        let configs = s.activity_configs(&desk, SourceKind::new_static("desktop"));
+        let topics: Vec<&str> = configs.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "homeassistant/binary_sensor/imstatus/desk_microphone/config",
+                "homeassistant/binary_sensor/imstatus/desk_camera/config",
+                "homeassistant/binary_sensor/imstatus/desk_in_call/config",
+                "homeassistant/binary_sensor/imstatus/desk_idle/config",
+                "homeassistant/binary_sensor/imstatus/desk_locked/config",
+            ]
+        );
+        let mic = &configs[0].1;
+        assert_eq!(mic["name"], "Microphone in use");
+        assert_eq!(mic["unique_id"], "imstatus_desk_microphone");
+        assert_eq!(mic["state_topic"], "imstatus/desk/microphone");
+        assert_eq!(mic["device_class"], "running");
+        assert!(configs[4].1.get("device_class").is_none());
+        let others = s.discovery_configs(&desk, SourceKind::new_static("desktop"));
+        for (_, c) in &configs {
+            assert_eq!(c["device"], others[0].1["device"], "one device per account");
+        }
+    }
+
+    fn activity_event(seq: u64, from: Option<Activity>, to: Activity) -> Event {
+        event(
+            seq,
+            EventKind::ActivityChanged {
+                from: from.map(Box::new),
+                to: Box::new(to),
+            },
+        )
+    }
+
+    #[test]
+    fn activity_topics_exist_exactly_while_the_snapshot_has_an_activity() {
+        let mut p = Publisher::new(MqttSettings::new("mqtt://h").unwrap());
+        let leaves = ["microphone", "camera", "in_call", "idle", "locked"];
+        let has = |p: &Publisher, topic: &str| p.outbox.payloads.keys().any(|(_, t)| t == topic);
+        p.handle_event(&event(
+            1,
+            EventKind::Snapshot {
+                snapshot: Box::new(Snapshot::unknown()),
+                resync: false,
+            },
+        ));
+        for leaf in leaves {
+            assert!(!has(&p, &format!("imstatus/alice/{leaf}")), "{leaf}");
+            assert!(!has(
+                &p,
+                &format!("homeassistant/binary_sensor/imstatus/alice_{leaf}/config")
+            ));
+        }
+        let call = Activity {
+            microphone: true,
+            in_call: true,
+            locked: true,
+            ..Activity::default()
+        };
+        p.handle_event(&activity_event(2, None, call.clone()));
+        let states: Vec<String> = leaves
+            .iter()
+            .map(|l| payload(&p, &format!("imstatus/alice/{l}")))
+            .collect();
+        assert_eq!(states, ["ON", "OFF", "ON", "OFF", "ON"]);
+        let config = payload(
+            &p,
+            "homeassistant/binary_sensor/imstatus/alice_in_call/config",
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&config).unwrap()["name"],
+            "On a call"
+        );
+        // The state JSON carries the activity too.
+        let state: Value = serde_json::from_str(&payload(&p, "imstatus/alice/state")).unwrap();
+        assert_eq!(state["activity"]["microphone"], true);
+
+        // Only the microphone changes: only its topic, the call's and the state JSON.
+        p.outbox.unsent.clear();
+        let quiet = Activity {
+            locked: true,
+            ..Activity::default()
+        };
+        p.handle_event(&activity_event(3, Some(call), quiet.clone()));
+        let unsent: Vec<&str> = p.outbox.unsent.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            unsent,
+            [
+                "imstatus/alice/in_call",
+                "imstatus/alice/microphone",
+                "imstatus/alice/state"
+            ]
+        );
+
+        // A snapshot without an activity (the core never sends one after an activity; a
+        // fold of any stream stays right): every activity topic is erased.
+        p.outbox.unsent.clear();
+        p.handle_event(&event(
+            4,
+            EventKind::Snapshot {
+                snapshot: Box::new(Snapshot::unknown()),
+                resync: true,
+            },
+        ));
+        for leaf in leaves {
+            assert_eq!(payload(&p, &format!("imstatus/alice/{leaf}")), "");
+            assert_eq!(
+                payload(
+                    &p,
+                    &format!("homeassistant/binary_sensor/imstatus/alice_{leaf}/config")
+                ),
+                ""
+            );
+        }
+        assert_eq!(
+            p.outbox.unsent.len(),
+            10 + 1,
+            "the erasures and the state JSON"
+        );
     }
 
     #[tokio::test]

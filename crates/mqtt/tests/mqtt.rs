@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use imstatus_config::Secret;
 use imstatus_core::{
-    AccountId, Availability, Observation, PartId, SignOutReason, SourceKind, Status,
+    AccountId, ActivitySignal, App, Availability, Observation, PartId, SignOutReason, SourceKind,
+    Status,
 };
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::Hub;
@@ -872,6 +873,214 @@ async fn a_real_xmpp_accounts_changes_reach_mqtt_within_a_second() {
         w.value("imstatus/alice/availability", "offline", DELIVERY)
             .await;
         desk.close().unwrap();
+        mqtt.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// The activity's five binary sensors: (state topic leaf, name, device class, icon).
+const ACTIVITY: [(&str, &str, Option<&str>, &str); 5] = [
+    (
+        "microphone",
+        "Microphone in use",
+        Some("running"),
+        "mdi:microphone",
+    ),
+    ("camera", "Camera in use", Some("running"), "mdi:webcam"),
+    ("in_call", "On a call", None, "mdi:phone-in-talk"),
+    ("idle", "Idle", None, "mdi:sleep"),
+    ("locked", "Screen locked", None, "mdi:monitor-lock"),
+];
+
+/// The activity sensors' discovery configs imstatus must publish for `account`, in full.
+fn expected_activity_configs(account: &str, model: &str) -> Vec<(String, Value)> {
+    ACTIVITY
+        .iter()
+        .map(|(leaf, name, class, icon)| {
+            let mut config = json!({
+                "name": name,
+                "unique_id": format!("imstatus_{account}_{leaf}"),
+                "icon": icon,
+                "state_topic": format!("imstatus/{account}/{leaf}"),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "availability_topic": "imstatus/status",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": {
+                    "identifiers": [format!("imstatus_{account}")],
+                    "name": format!("imstatus {account}"),
+                    "manufacturer": "imstatus",
+                    "model": model,
+                    "sw_version": VERSION,
+                },
+                "origin": {"name": "imstatus", "sw_version": VERSION},
+            });
+            if let Some(class) = class {
+                config["device_class"] = json!(class);
+            }
+            (
+                format!("homeassistant/binary_sensor/imstatus/{account}_{leaf}/config"),
+                config,
+            )
+        })
+        .collect()
+}
+
+/// The activity's state topics of `account`, as `(topic, payload)` in [`ACTIVITY`]'s order.
+fn activity_states(w: &Watcher, account: &str) -> Vec<(String, Option<String>)> {
+    ACTIVITY
+        .iter()
+        .map(|(leaf, ..)| {
+            let topic = format!("imstatus/{account}/{leaf}");
+            let payload = w.payload(&topic).map(str::to_owned);
+            (topic, payload)
+        })
+        .collect()
+}
+
+/// Waits (within [`DELIVERY`]) until the activity's state topics of `account` are `payloads`.
+async fn activity_becomes(w: &mut Watcher, account: &str, payloads: [&str; 5]) {
+    let want = states(account, payloads);
+    w.until(&format!("{want:?}"), DELIVERY, |w| {
+        (activity_states(w, account) == want).then_some(())
+    })
+    .await;
+}
+
+fn states(account: &str, payloads: [&str; 5]) -> Vec<(String, Option<String>)> {
+    ACTIVITY
+        .iter()
+        .zip(payloads)
+        .map(|((leaf, ..), p)| (format!("imstatus/{account}/{leaf}"), Some(p.to_owned())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_account_gets_five_activity_sensors_that_follow_its_activity() {
+    limit(LIMIT, async {
+        let broker = Mosquitto::start();
+        // What source = "desktop" reports at start (microphone, idle, lock), beside an IM
+        // account without activity.
+        let desk = AccountId::new("desk");
+        let (source, script) = scripted(
+            SourceKind::new_static("desktop"),
+            vec![
+                Observation::NoSession,
+                Observation::ClientAppeared,
+                Observation::Activity(ActivitySignal::Microphone(vec![])),
+                Observation::Activity(ActivitySignal::Idle {
+                    idle: false,
+                    input_ago: Some(Duration::from_secs(3)),
+                }),
+                Observation::Activity(ActivitySignal::Locked(false)),
+                Observation::Synced,
+            ],
+        );
+        let (im, _im) = scripted(SourceKind::new_static("test"), alice_initial());
+        let hub = Hub::builder()
+            .with_source(desk.clone(), source)
+            .with_source(alice(), im)
+            .start();
+        assert!(hub.wait_settled(&[desk.clone(), alice()], STEP).await);
+        let hub = Arc::new(hub);
+        let mqtt = Running::start(&hub, settings(broker.port(), "imstatus-activity"));
+        let mut w = Watcher::connect(broker.port(), &["homeassistant/#", "imstatus/#"]).await;
+        let configs = expected_activity_configs("desk", "desktop source");
+        let mut topics = all_topics(&["alice", "desk"]);
+        topics.extend(configs.iter().map(|(t, _)| t.clone()));
+        topics.extend(ACTIVITY.iter().map(|(l, ..)| format!("imstatus/desk/{l}")));
+        w.until("every topic", STEP, |w| has_all(w, &topics)).await;
+
+        // Field by field, on the account's one device.
+        for (topic, expected) in &configs {
+            assert_eq!(&w.latest[topic].json(), expected, "{topic}");
+        }
+        // Retained: a subscriber that comes later gets them from the broker.
+        let mut later = Watcher::connect(broker.port(), &["homeassistant/#", "imstatus/#"]).await;
+        later
+            .until("every topic, retained", STEP, |w| has_all(w, &topics))
+            .await;
+        for t in &topics {
+            assert!(later.latest[t].retain, "{t} is retained");
+        }
+        drop(later);
+        let device = w.latest["homeassistant/binary_sensor/imstatus/desk_running/config"].json()
+            ["device"]
+            .clone();
+        assert_eq!(configs[0].1["device"], device);
+        assert_eq!(
+            activity_states(&w, "desk"),
+            states("desk", ["OFF", "OFF", "OFF", "OFF", "OFF"])
+        );
+        assert_eq!(w.payload("imstatus/desk/running"), Some("ON"));
+        // A desktop has no sign-in and no IM status.
+        assert_eq!(w.payload("imstatus/desk/signed_in"), Some("None"));
+        assert_eq!(w.payload("imstatus/desk/availability"), Some("unknown"));
+
+        // parecord captures: the microphone and the call, within a second; the apps in the
+        // state JSON.
+        let sent = Instant::now();
+        script.send([Observation::Activity(ActivitySignal::Microphone(vec![
+            App::new("parecord", Some(4242)),
+        ]))]);
+        activity_becomes(&mut w, "desk", ["ON", "OFF", "ON", "OFF", "OFF"]).await;
+        eprintln!("microphone change → its topics: {:?}", sent.elapsed());
+        let state = w
+            .until("the state with parecord", STEP, |w| {
+                w.latest
+                    .get("imstatus/desk/state")
+                    .map(Message::json)
+                    .filter(|s| s["activity"]["microphone"] == true)
+            })
+            .await;
+        assert_eq!(
+            state["activity"]["microphone_apps"],
+            json!([{"name": "parecord", "pid": 4242}])
+        );
+
+        // The camera too, then the call ends.
+        script.send([Observation::Activity(ActivitySignal::Camera(vec![
+            App::new("cheese", Some(9)),
+        ]))]);
+        activity_becomes(&mut w, "desk", ["ON", "ON", "ON", "OFF", "OFF"]).await;
+        script.send([
+            Observation::Activity(ActivitySignal::Microphone(vec![])),
+            Observation::Activity(ActivitySignal::Camera(vec![])),
+        ]);
+        activity_becomes(&mut w, "desk", ["OFF", "OFF", "OFF", "OFF", "OFF"]).await;
+
+        // The user walks away; the screen locks.
+        script.send([
+            Observation::Activity(ActivitySignal::Idle {
+                idle: true,
+                input_ago: Some(Duration::from_secs(300)),
+            }),
+            Observation::Activity(ActivitySignal::Locked(true)),
+        ]);
+        activity_becomes(&mut w, "desk", ["OFF", "OFF", "OFF", "ON", "ON"]).await;
+
+        // Everything above reached the broker after alice's topics: she has none of these.
+        w.drain();
+        for (leaf, ..) in ACTIVITY {
+            for topic in [
+                format!("imstatus/alice/{leaf}"),
+                format!("homeassistant/binary_sensor/imstatus/alice_{leaf}/config"),
+            ] {
+                assert!(!w.latest.contains_key(&topic), "{topic}");
+            }
+        }
+        // Only real changes are published: no topic got the same payload twice in a row.
+        let mut last: std::collections::HashMap<&str, &str> = Default::default();
+        for m in &w.all {
+            let before = last.insert(m.topic.as_str(), m.payload.as_str());
+            assert_ne!(
+                before,
+                Some(m.payload.as_str()),
+                "{} published twice",
+                m.topic
+            );
+        }
         mqtt.stop().await.unwrap();
     })
     .await;

@@ -31,11 +31,11 @@
 //! gets to it and carries on from there: state is never wrong for longer than one query, and
 //! memory stays bounded.
 
-#[cfg(test)]
-mod arbitrary_bodies;
 mod bus;
 pub mod config;
 mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod gate;
 mod signal;
 mod source;

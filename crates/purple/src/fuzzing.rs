@@ -1,10 +1,13 @@
-//! Property test: signal bodies of every shape, from every kind of sender, through the gate,
-//! the parser and the translator. Whatever a peer or a broken client sends, the answer is an
-//! observation, an anomaly or nothing: never a panic.
+//! Signal bodies of every shape, from every kind of sender, through the gate, the parser and
+//! the translator. Whatever a peer or a broken client sends, the answer is an observation, an
+//! anomaly or nothing: never a panic, and a peer that never owned libpurple's name gets past
+//! neither the gate nor the translator. [`signals`] reads the signals out of raw bytes (the
+//! way a fuzzer's input becomes a structured value) and panics when an invariant breaks; the
+//! cargo-fuzz target `purple_signal` (`fuzz/`) and this crate's property test call it. Not a
+//! stable API (only built for tests and with the `fuzzing` feature).
 #![allow(clippy::unwrap_used)]
 
 use imstatus_core::{Availability, Status};
-use proptest::prelude::*;
 use zbus::message::Message;
 use zbus::zvariant::{ObjectPath, StructureBuilder, Value};
 
@@ -210,20 +213,6 @@ impl Bytes<'_> {
 /// One received signal: (sender, interface, member, arguments).
 type Wire = (Option<&'static str>, &'static str, &'static str, Vec<Arg>);
 
-/// The random bytes one signal is read from.
-fn entropy() -> impl Strategy<Value = [u64; 6]> {
-    any::<[u64; 6]>()
-}
-
-fn wire(entropy: &[u64; 6]) -> Wire {
-    let bytes: Vec<u8> = entropy.iter().flat_map(|w| w.to_le_bytes()).collect();
-    Bytes {
-        bytes: &bytes,
-        at: 0,
-    }
-    .wire()
-}
-
 fn message((sender, interface, member, args): &Wire) -> Message {
     let mut builder =
         Message::signal("/im/pidgin/purple/PurpleObject", *interface, *member).unwrap();
@@ -265,62 +254,81 @@ fn synced(contacts: bool) -> Translator<u64> {
     t
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
-
-    #[test]
-    fn no_signal_body_from_anyone_panics_the_gate_the_parser_or_the_translator(
-        signals in prop::collection::vec(entropy(), PER_CASE),
-        contacts in any::<bool>(),
-    ) {
-        let mut t = synced(contacts);
-        let mut gate = Gate::new();
-        gate.learn(Some(OWNER), 10);
-        for (n, e) in signals.iter().enumerate() {
-            let at = 11 + n as u64;
-            let w = wire(e);
-            let msg = message(&w);
-            let header = msg.header();
-            let owner_change = || {
-                msg.body()
-                    .deserialize::<(String, String, String)>()
-                    .ok()
-                    .map(|(name, _, new)| (name, new))
-            };
-            let admitted = gate.admit(
-                at,
-                header.sender().map(|s| s.as_str()),
-                header.interface().map(|i| i.as_str()),
-                header.member().map(|m| m.as_str()),
-                owner_change,
-            );
-            let sender = w.0;
-            // A peer that never owned libpurple's name gets past neither the gate nor the
-            // translator.
-            let stranger = matches!(sender, Some(STRANGER) | None);
-            prop_assert!(!(stranger && admitted), "{w:?} got past the gate");
-            let Ok(Some(signal)) = signal::parse(&msg) else { continue };
-            // Answer what the translator asks, as the driver would (up to three lookups).
-            for _ in 0..3 {
-                let outcome = t.handle_signal(at, sender, &signal);
-                if stranger {
-                    prop_assert_eq!(&outcome, &Default::default(), "{:?}", w);
-                }
-                match outcome.need {
-                    Some(Need::Username(h)) => t.learn_account(h, Some("carol@example.test/x")),
-                    Some(Need::ConnectionAccount(gc)) => t.learn_connection(gc, Some(86)),
-                    Some(Need::Saved(saved)) => {
-                        t.handle_saved(StatusRead {
-                            saved,
-                            status: Status::with_message(Availability::Away, "x"),
-                            read_at: at,
-                            current_at: None,
-                        });
-                        break;
-                    }
-                    _ => break,
-                }
+/// Reads signals out of `bytes` (48 bytes each; the first byte says whether contacts are
+/// tracked) and feeds them, as received from the bus, through the gate, the parser and a
+/// translator that has read a client; answers what the translator asks, as the driver would.
+/// Panics if a stranger's signal gets past the gate or changes anything.
+pub fn signals(bytes: &[u8]) {
+    let contacts = bytes.first().is_some_and(|b| b % 2 == 1);
+    let mut t = synced(contacts);
+    let mut gate = Gate::new();
+    gate.learn(Some(OWNER), 10);
+    for (n, chunk) in bytes.get(1..).unwrap_or_default().chunks(48).enumerate() {
+        let at = 11 + n as u64;
+        let w = Bytes {
+            bytes: chunk,
+            at: 0,
+        }
+        .wire();
+        let msg = message(&w);
+        let header = msg.header();
+        let owner_change = || {
+            msg.body()
+                .deserialize::<(String, String, String)>()
+                .ok()
+                .map(|(name, _, new)| (name, new))
+        };
+        let admitted = gate.admit(
+            at,
+            header.sender().map(|s| s.as_str()),
+            header.interface().map(|i| i.as_str()),
+            header.member().map(|m| m.as_str()),
+            owner_change,
+        );
+        let sender = w.0;
+        let stranger = matches!(sender, Some(STRANGER) | None);
+        assert!(!(stranger && admitted), "{w:?} got past the gate");
+        let Ok(Some(signal)) = signal::parse(&msg) else {
+            continue;
+        };
+        // Answer what the translator asks, as the driver would (up to three lookups).
+        for _ in 0..3 {
+            let outcome = t.handle_signal(at, sender, &signal);
+            if stranger {
+                assert_eq!(outcome, Default::default(), "{w:?} changed something");
             }
+            match outcome.need {
+                Some(Need::Username(h)) => t.learn_account(h, Some("carol@example.test/x")),
+                Some(Need::ConnectionAccount(gc)) => t.learn_connection(gc, Some(86)),
+                Some(Need::Saved(saved)) => {
+                    t.handle_saved(StatusRead {
+                        saved,
+                        status: Status::with_message(Availability::Away, "x"),
+                        read_at: at,
+                        current_at: None,
+                    });
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_signal_body_from_anyone_panics_the_gate_the_parser_or_the_translator(
+            bytes in prop::collection::vec(any::<u8>(), 1 + 48 * PER_CASE),
+        ) {
+            signals(&bytes);
         }
     }
 }
