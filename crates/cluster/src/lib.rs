@@ -32,6 +32,8 @@ pub use wire::Batch;
 
 /// How long one JetStream request (a publish's ack, a lease write) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Cluster::connect`] retries creating the stream and the bucket.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What went wrong talking to the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -138,36 +140,21 @@ impl Cluster {
         })?;
         let mut js = jetstream::new(client);
         js.set_timeout(REQUEST_TIMEOUT);
-        let stream_name = stream_name(config);
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: stream_name.clone(),
-                subjects: vec![format!("{}.ev.>", config.name)],
-                num_replicas: config.replicas,
-                max_messages_per_subject: config.history,
-                allow_direct: true,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Setup {
-                what: format!("stream {stream_name}"),
-                detail: e.to_string(),
-            })?;
-        let bucket = format!("{}_leases", config.name);
-        let leases = js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: config.lease,
-                num_replicas: config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Setup {
-                what: format!("bucket {bucket}"),
-                detail: e.to_string(),
-            })?;
+        // Several processes starting at once all create the stream and the bucket; a request
+        // can time out while the cluster is busy with that (or electing a leader): retry.
+        let deadline = std::time::Instant::now() + SETUP_DEADLINE;
+        let mut delay = Duration::from_millis(200);
+        let (stream, leases) = loop {
+            match setup(&js, config).await {
+                Ok(v) => break v,
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!("{e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
         Ok(Cluster {
             config: config.clone(),
             js,
@@ -212,6 +199,44 @@ impl Cluster {
             )),
         }
     }
+}
+
+/// Creates (or opens) the stream and the lease bucket.
+async fn setup(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(stream::Stream, kv::Store), Error> {
+    let stream_name = stream_name(config);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("{}.ev.>", config.name)],
+            num_replicas: config.replicas,
+            max_messages_per_subject: config.history,
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Setup {
+            what: format!("stream {stream_name}"),
+            detail: e.to_string(),
+        })?;
+    let bucket = format!("{}_leases", config.name);
+    let leases = js
+        .create_or_update_key_value(kv::Config {
+            bucket: bucket.clone(),
+            history: 1,
+            max_age: config.lease,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Setup {
+            what: format!("bucket {bucket}"),
+            detail: e.to_string(),
+        })?;
+    Ok((stream, leases))
 }
 
 /// The stream's name: `<name>_events`.
