@@ -17,6 +17,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== the cluster roles (cargo feature cluster): lints and the process tests"
+cargo clippy -p imstatus --features cluster --all-targets --locked -- -D warnings
+cargo test -p imstatus --features cluster --locked --test cluster
 echo "== windows: cross-build imstatus.exe, smoke-test it under wine"
 exe=$(scripts/windows-build.sh --locked)
 scripts/windows-smoke.sh "$exe"
