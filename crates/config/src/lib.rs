@@ -1,5 +1,5 @@
 //! imstatus configuration: finding the config file, reading it with line numbers, secrets, and
-//! the sections that belong to no source (`[serve]`, `[mqtt]`).
+//! the sections that belong to no source (`[serve]`, `[mqtt]`, `[cluster]`).
 //!
 //! Parsing goes in two steps, like ripgrep's low-level and high-level arguments: the TOML file
 //! is read into raw tables that keep every key's position, then resolved into the typed
@@ -23,11 +23,13 @@ use imstatus_hub::{KeyError, Keys, SourceFactory, SourceSettings, Value};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod cluster;
 pub mod mqtt;
 pub mod person;
 pub mod secret;
 pub mod serve;
 
+pub use cluster::{ClusterAuth, ClusterConfig};
 pub use imstatus_hub::factory::{expand_home, one_of};
 pub use mqtt::MqttConfig;
 pub use person::PersonConfig;
@@ -79,6 +81,8 @@ pub struct Config {
     pub serve: Option<ServeConfig>,
     /// MQTT, if configured.
     pub mqtt: Option<MqttConfig>,
+    /// The NATS cluster (`serve --role watcher|gateway`), if configured.
+    pub cluster: Option<ClusterConfig>,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -115,6 +119,7 @@ struct RawConfig {
     person: Vec<person::RawPerson>,
     serve: Option<serve::RawServe>,
     mqtt: Option<mqtt::RawMqtt>,
+    cluster: Option<cluster::RawCluster>,
 }
 
 /// Turns byte spans into lines and key errors into config errors for one file.
@@ -333,6 +338,7 @@ impl Config {
             persons: Vec::new(),
             serve: None,
             mqtt: None,
+            cluster: None,
             origin: Origin::Default,
         })
     }
@@ -363,6 +369,17 @@ impl Config {
             .as_ref()
             .and_then(|m| m.password_command.as_ref())
             .map(|c| r.line(c.span()));
+        if let Some(c) = &raw.cluster {
+            let line = [&c.password_command, &c.token_command]
+                .into_iter()
+                .flatten()
+                .map(|c| r.line(c.span()))
+                .min();
+            commands = match (commands, line) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         for table in raw.account {
             let (account, name_line, command_line) = r.account(table, factories)?;
             if !seen.insert(account.name.clone()) {
@@ -379,11 +396,13 @@ impl Config {
         let persons = r.persons(raw.person, &accounts)?;
         let serve = raw.serve.map(|s| r.serve(s)).transpose()?;
         let mqtt = raw.mqtt.map(|m| r.mqtt(m)).transpose()?;
+        let cluster = raw.cluster.map(|c| r.cluster(c)).transpose()?;
         let config = Config {
             accounts,
             persons,
             serve,
             mqtt,
+            cluster,
             origin: Origin::File(path.to_owned()),
         };
         Ok((config, commands))

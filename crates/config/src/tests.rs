@@ -549,3 +549,59 @@ fn person_errors_name_the_line_and_what_is_wrong() {
     assert!(e.contains("missing key `name`"), "{e}");
     assert!(e.starts_with(&format!("cfg.toml:{}:", base + 1)), "{e}");
 }
+
+#[test]
+fn cluster_keys_defaults_and_their_combinations() {
+    let c = parse("[cluster]\nurl = \"nats://h1:4222, nats://h2:4222\"\n").expect("valid");
+    let cluster = c.cluster.expect("cluster");
+    assert_eq!(cluster.servers, ["nats://h1:4222", "nats://h2:4222"]);
+    assert_eq!(cluster.shards, 64);
+    assert_eq!(cluster.lease, Duration::from_secs(15));
+    assert_eq!(cluster.replicas, 3);
+    assert_eq!(cluster.name, "imstatus");
+    assert_eq!(cluster.auth, ClusterAuth::None);
+    assert!(!cluster.requires_tls());
+    assert!(parse("").expect("empty").cluster.is_none());
+
+    let c = parse(
+        "[cluster]\nurl = \"tls://h1:4222\"\nshards = 8\nlease = \"3s\"\nreplicas = 1\nname = \"desk-1\"\nusername = \"w\"\npassword_command = \"echo pw\"\nca_file = \"/ca.pem\"\n",
+    )
+    .expect("valid");
+    let cluster = c.cluster.expect("cluster");
+    assert!(cluster.requires_tls());
+    assert_eq!(
+        (cluster.shards, cluster.lease, cluster.replicas),
+        (8, Duration::from_secs(3), 1)
+    );
+    assert_eq!(
+        cluster.ca_file.as_deref(),
+        Some(std::path::Path::new("/ca.pem"))
+    );
+    match cluster.auth {
+        ClusterAuth::UserPassword { username, password } => {
+            assert_eq!(username, "w");
+            assert_eq!(password.read().expect("command runs"), "pw");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    for (text, want) in [
+        ("[cluster]\nurl = \"\"\n", "cfg.toml:2: key `url`: give at least one server"),
+        ("[cluster]\nurl = \"http://h:1\"\n", "cfg.toml:2: key `url`: `http://h:1` is not nats://"),
+        ("[cluster]\nurl = \"nats://h:1\"\nshards = 0\n", "cfg.toml:3: key `shards`: expected 1 to 4096, not 0"),
+        ("[cluster]\nurl = \"nats://h:1\"\nlease = \"1500ms\"\n", "cfg.toml:3: key `lease`: whole seconds, at least 2s"),
+        ("[cluster]\nurl = \"nats://h:1\"\nname = \"a.b\"\n", "cfg.toml:3: key `name`: 1 to 32 letters"),
+        ("[cluster]\nurl = \"nats://h:1\"\nusername = \"u\"\n", "cfg.toml:3: key `username` needs `password_file`"),
+        ("[cluster]\nurl = \"nats://h:1\"\ntoken_command = \"echo t\"\nusername = \"u\"\npassword_command = \"echo p\"\n", "cfg.toml:3: give one kind of credentials"),
+        ("[cluster]\nurl = \"nats://h:1\"\nseeds = 1\n", "cfg.toml:3: unknown key `seeds`"),
+    ] {
+        let e = err(text);
+        assert!(e.starts_with(want), "{text:?}: {e}");
+    }
+    let c =
+        parse("[cluster]\nurl = \"nats://h:1\"\ntoken_command = \"echo tok\"\n").expect("valid");
+    match c.cluster.expect("cluster").auth {
+        ClusterAuth::Token(t) => assert_eq!(t.read().expect("command"), "tok"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -216,6 +216,65 @@ impl Tracker {
             .collect()
     }
 
+    /// Replaces an account's visible state with `snapshot`, as of `time`, whose last event was
+    /// `last_seq`: for a process that takes an account over from another (the snapshot is the
+    /// one the previous owner published last), and for a mirror that shows state published
+    /// elsewhere. The account is then down, as after `SourceDown`: its parts are forgotten,
+    /// its contacts are kept as stale (gone ones turn offline on `Synced`), and on the next
+    /// `Synced` only the real differences to `snapshot` are emitted. `source_down` is the
+    /// error to report from [`Tracker::source_down`] meanwhile. The tracker's own `seq` is not
+    /// changed ([`Tracker::set_last_seq`]).
+    pub fn restore(
+        &mut self,
+        account: &AccountId,
+        snapshot: Snapshot,
+        last_seq: u64,
+        time: Timestamp,
+        source_down: Option<(ErrorCode, String)>,
+    ) -> Result<(), UnknownAccount> {
+        let i = *self
+            .index
+            .get(account)
+            .ok_or_else(|| UnknownAccount(account.clone()))?;
+        let a = &mut self.accounts[i];
+        self.deadlines -= a.deadline_count();
+        a.last_input = snapshot
+            .activity
+            .as_ref()
+            .and_then(|act| act.idle_s)
+            .map(|s| {
+                Timestamp::from_millis(time.as_millis().saturating_sub(s.saturating_mul(1000)))
+            });
+        a.contacts = snapshot
+            .contacts
+            .iter()
+            .map(|c| {
+                let entry = ContactEntry {
+                    status: c.status(),
+                    stale: true,
+                };
+                (c.contact.clone(), entry)
+            })
+            .collect();
+        a.parts.clear();
+        a.visible = snapshot;
+        a.last_seq = last_seq;
+        a.down = true;
+        a.ever_synced = false;
+        a.last_down = source_down;
+        a.last_anomaly = None;
+        a.quitting = false;
+        a.pending_reason = None;
+        a.pending_failure = None;
+        Ok(())
+    }
+
+    /// Sets the seq of the last event: the next event is numbered `seq + 1`. For a mirror that
+    /// numbers events itself.
+    pub fn set_last_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
     /// Has the account's source reported `Synced` at least once?
     pub fn is_synced(&self, account: &AccountId) -> Option<bool> {
         self.index
@@ -830,6 +889,101 @@ mod tests {
             )
             .expect_err("unknown");
         assert_eq!(err, UnknownAccount(AccountId::new("nobody")));
+    }
+
+    #[test]
+    fn a_restored_account_emits_only_real_differences_after_synced() {
+        use crate::event::Contact;
+        let account = AccountId::new("a");
+        let now = Timestamp::from_millis(10_000);
+        // The previous owner's state: signed in, away "lunch" on `desk`, bob available.
+        let mut before = Tracker::new();
+        before.add_account(account.clone(), SourceKind::new_static("test"));
+        let away = Status::with_message(crate::Availability::Away, "lunch");
+        let bob = ContactId::new("bob@example.test");
+        for o in [
+            Observation::ClientAppeared,
+            Observation::Presence {
+                part: PartId::new("desk"),
+                status: away.clone(),
+                priority: Some(5),
+            },
+            Observation::Contact(bob.clone(), Status::new(crate::Availability::Available)),
+            Observation::Synced,
+        ] {
+            before.handle_observation(now, &account, o).expect("known");
+        }
+        while before.poll_event().is_some() {}
+        let snap = before.snapshot(&account, now).expect("snapshot");
+        let state = snap.snapshot().expect("a snapshot").clone();
+
+        let mut t = Tracker::new();
+        t.add_account(account.clone(), SourceKind::new_static("test"));
+        t.restore(&account, state.clone(), 42, now, None)
+            .expect("known");
+        assert_eq!(t.snapshot(&account, now).map(|e| e.seq), Some(42));
+        assert_eq!(
+            t.snapshot(&account, now)
+                .and_then(|e| e.snapshot().cloned()),
+            Some(state.clone())
+        );
+        assert_eq!(t.is_synced(&account), Some(false));
+        t.set_last_seq(100);
+        // The new owner's source sees the same, plus bob went away, and syncs.
+        for o in [
+            Observation::SourceDown(ErrorCode::Disconnected, "taking over".into()),
+            Observation::ClientAppeared,
+            Observation::Presence {
+                part: PartId::new("desk"),
+                status: away.clone(),
+                priority: Some(5),
+            },
+            Observation::Contact(bob.clone(), Status::new(crate::Availability::Away)),
+            Observation::Synced,
+        ] {
+            t.handle_observation(now, &account, o).expect("known");
+        }
+        let kinds: Vec<(u64, EventKind)> = std::iter::from_fn(|| t.poll_event())
+            .map(|e| (e.seq, e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (
+                    101,
+                    EventKind::SourceError {
+                        code: ErrorCode::Disconnected,
+                        detail: "taking over".into(),
+                        session_unknown: true
+                    }
+                ),
+                (
+                    102,
+                    EventKind::ContactStatusChanged {
+                        contact: bob.clone(),
+                        from: Status::new(crate::Availability::Available),
+                        to: Status::new(crate::Availability::Away),
+                    }
+                ),
+                (
+                    103,
+                    EventKind::SignedIn {
+                        result: SignInResult::Ok
+                    }
+                ),
+            ]
+        );
+        let after = t.snapshot(&account, now).expect("snapshot");
+        let after = after.snapshot().expect("a snapshot");
+        assert_eq!(after.resources, state.resources);
+        assert_eq!(
+            after.contacts,
+            vec![Contact {
+                contact: bob,
+                availability: crate::Availability::Away,
+                message: None
+            }]
+        );
     }
 
     #[test]

@@ -26,10 +26,14 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
-struct State {
-    tracker: Tracker,
-    history: VecDeque<Arc<Event>>,
+pub(crate) struct State {
+    pub(crate) tracker: Tracker,
+    pub(crate) history: VecDeque<Arc<Event>>,
 }
+
+/// Called under the hub's lock with the events of one batch (one `observe_all`, or one
+/// timeout) and the tracker after it; see [`HubBuilder::with_batch_hook`].
+pub type BatchHook = Arc<dyn Fn(&[Arc<Event>], &Tracker) + Send + Sync>;
 
 /// What sinks, subscriptions and the hub share.
 pub(crate) struct Shared {
@@ -38,17 +42,18 @@ pub(crate) struct Shared {
     /// the hub is dropped, so that a source holding a sink is no cycle): sinks reach other
     /// accounts' sources through it (a person setting its members' status).
     sources: Mutex<Vec<(AccountId, Arc<dyn Source>)>>,
-    history_capacity: usize,
-    tx: broadcast::Sender<Arc<Event>>,
+    pub(crate) history_capacity: usize,
+    pub(crate) tx: broadcast::Sender<Arc<Event>>,
     /// Bumped after every batch of observations (wakes the timer and `wait_settled`).
-    changed: watch::Sender<u64>,
+    pub(crate) changed: watch::Sender<u64>,
     timer: Notify,
     resyncs: AtomicU64,
-    events: AtomicU64,
+    pub(crate) events: AtomicU64,
+    hook: Option<BatchHook>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the tracker half-updated in a way that
         // matters more than stopping; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -181,8 +186,12 @@ impl Shared {
     }
 
     fn publish(&self, state: &mut State) {
+        let mut batch = Vec::new();
         while let Some(event) = state.tracker.poll_event() {
             let event = Arc::new(event);
+            if self.hook.is_some() {
+                batch.push(event.clone());
+            }
             if state.history.len() == self.history_capacity {
                 state.history.pop_front();
             }
@@ -190,6 +199,9 @@ impl Shared {
             self.events.fetch_add(1, Ordering::Relaxed);
             // No receivers is fine: nobody is listening right now.
             let _ = self.tx.send(event);
+        }
+        if let (Some(hook), false) = (&self.hook, batch.is_empty()) {
+            hook(&batch, &state.tracker);
         }
     }
 }
@@ -200,9 +212,19 @@ pub struct HubBuilder {
     capacity: usize,
     history: usize,
     sign_in_timeout: Option<Duration>,
+    hook: Option<BatchHook>,
 }
 
 impl HubBuilder {
+    /// Calls `hook` with the events of every batch, in order, under the hub's lock (so keep
+    /// it short: hand the batch on, never wait): all the events one `observe_all` (or one
+    /// timeout) emitted, and the tracker as it is right after them, so a batch is never seen
+    /// half-applied. For the cluster's watcher, which publishes each batch as one message.
+    pub fn with_batch_hook(mut self, hook: BatchHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
     /// Watches `account` with `source`.
     pub fn with_source(mut self, account: AccountId, source: Arc<dyn Source>) -> Self {
         self.sources.push((account, source));
@@ -241,7 +263,7 @@ impl HubBuilder {
     }
 
     /// Builds the hub, calls `before` on it before any source runs, then starts the sources.
-    fn start_with<T>(self, before: impl FnOnce(&Hub) -> T) -> (Hub, T) {
+    pub(crate) fn start_with<T>(self, before: impl FnOnce(&Hub) -> T) -> (Hub, T) {
         // Microseconds since the epoch: later runs start above any seq an earlier run could
         // have reached (short of a million events per second for its whole life), and the
         // numbers stay below 2^53, exact in JavaScript, until the year 2255.
@@ -276,6 +298,7 @@ impl HubBuilder {
             timer: Notify::new(),
             resyncs: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            hook: self.hook,
         });
         let mut hub = Hub {
             shared,
@@ -366,7 +389,7 @@ async fn timer_task(shared: Arc<Shared>) {
 
 /// Runs the sources and serves their events. Dropping it stops every source.
 pub struct Hub {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     _tasks: JoinSet<()>,
 }
 
@@ -395,6 +418,7 @@ impl Hub {
             capacity: DEFAULT_CAPACITY,
             history: DEFAULT_HISTORY,
             sign_in_timeout: None,
+            hook: None,
         }
     }
 

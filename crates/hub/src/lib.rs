@@ -17,13 +17,19 @@
 //! [`Subscription::recv_batch`] (whole observation batches, so it never acts on half of one),
 //! and sets their status through [`Sink::set_status`] and [`Sink::restore_status`], which reach
 //! their sources through the hub's shared list of sources.
+//! For the cluster roles, module [`mirror`] lets a feeder publish batches numbered elsewhere
+//! into a hub (a gateway serving state from a stream) and lets a hub take accounts over with
+//! the state another process published; [`HubBuilder::with_batch_hook`] hands each batch of
+//! events to a publisher whole.
 
 pub mod factory;
 pub mod hub;
+pub mod mirror;
 pub mod source;
 #[cfg(any(test, feature = "test-source"))]
 pub mod testing;
 
 pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
-pub use hub::{Hub, HubBuilder, Subscription};
+pub use hub::{BatchHook, Hub, HubBuilder, Subscription};
+pub use mirror::{Mirror, MirrorBatch, MirrorError, Takeover};
 pub use source::{BoxFuture, Check, Sink, Source};

@@ -1,4 +1,5 @@
-//! Real programs for end-to-end tests: Prosody, ejabberd, Synapse, a private D-Bus daemon, finch
+//! Real programs for end-to-end tests: Prosody, ejabberd, Synapse, a NATS JetStream cluster, a
+//! private D-Bus daemon, finch
 //! in tmux, minimal raw XMPP and Matrix clients, and for the desktop source a private PulseAudio
 //! and Xvfb.
 //!
@@ -30,6 +31,8 @@ mod finch;
 #[cfg(all(unix, feature = "mqtt"))]
 pub mod mosquitto;
 #[cfg(unix)]
+mod nats;
+#[cfg(unix)]
 mod process;
 #[cfg(unix)]
 mod prosody;
@@ -50,6 +53,8 @@ pub use ejabberd::{Ejabberd, EjabberdOptions};
 pub use error::{Error, Result};
 #[cfg(unix)]
 pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
+#[cfg(unix)]
+pub use nats::{NatsCluster, NATS_VERSION};
 #[cfg(unix)]
 pub use process::{listening_sockets, pid_alive, stop_pid};
 #[cfg(unix)]

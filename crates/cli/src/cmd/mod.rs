@@ -1,5 +1,7 @@
 //! One module per command; each exposes `run`, called by [`crate::run`].
 
+#[cfg(feature = "gateway")]
+pub(crate) mod cluster;
 pub(crate) mod contacts;
 pub(crate) mod doctor;
 #[cfg(feature = "gateway")]

@@ -10,15 +10,20 @@ use imstatus_config::{AccountConfig, Config, ServeConfig};
 use imstatus_hub::SourceFactory;
 
 use crate::app::{start_hub, Failure};
+use crate::args::Role;
 use crate::EXIT_OK;
 
 /// Runs `imstatus serve`.
 pub(crate) async fn run(
     config: &Config,
     factories: &[&dyn SourceFactory],
+    role: Role,
     err: &mut (dyn Write + Send),
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<u8, Failure> {
+    if role == Role::Watcher {
+        return super::cluster::watcher(config, err, stop).await;
+    }
     let serve = config.serve.clone().unwrap_or_default();
     // Refuse a public address without tokens before starting any source.
     if let Err(e) = imstatus_gateway::check_listen(serve.listen, !serve.tokens.is_empty()) {
@@ -27,7 +32,11 @@ pub(crate) async fn run(
     // MQTT settings are checked (and the password read) before any source starts, too.
     let mqtt = mqtt_settings(config, factories)?;
     let all: Vec<&AccountConfig> = config.accounts.iter().collect();
-    let hub = Arc::new(start_hub(config, &all)?);
+    // The gateway role's hub shows the cluster's stream; `_feeder` stops feeding it on drop.
+    let (hub, _feeder) = match role {
+        Role::Gateway => super::cluster::gateway_hub(config, &all, err).await?,
+        _ => (Arc::new(start_hub(config, &all)?), None),
+    };
     writeln!(
         err,
         "imstatus: serving {} account(s) on http://{}/ ({})",

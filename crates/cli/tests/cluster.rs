@@ -1,0 +1,247 @@
+//! The cluster roles as real processes: a 3-node JetStream cluster (testkit), a real Prosody,
+//! `imstatus serve --role gateway` and several `imstatus serve --role watcher`. One watcher
+//! owns the account; `kill -9` of it moves the account to the standby within lease + 3 s and
+//! the gateway ends on the last status sent; a SIGSTOPped owner whose lease moved on cannot
+//! write when it wakes up. Without `[cluster]` (or without the cargo feature) a role is a usage
+//! error. Every process is stopped by PID when its guard drops.
+
+/// Without `[cluster]`, or in a build without the feature, `--role watcher|gateway` is exit 2
+/// with a one-line reason, and no source starts.
+#[test]
+fn a_role_without_a_cluster_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[[account]]\nname = \"desktop\"\nsource = \"purple\"\nbus = \"unix:path=/nonexistent\"\n",
+    )
+    .expect("write config");
+    for role in ["watcher", "gateway"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imstatus"))
+            .env_remove("IMSTATUS_CONFIG")
+            .arg("--config")
+            .arg(&path)
+            .args(["serve", "--role", role])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run imstatus");
+        assert_eq!(out.status.code(), Some(2), "{role}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        #[cfg(feature = "cluster")]
+        let want = "imstatus: serve: --role watcher and --role gateway need a [cluster] section in the config (docs/cluster.md)\n";
+        #[cfg(not(feature = "cluster"))]
+        let want = "imstatus: serve: this build of imstatus has no cluster roles (built without its cargo feature `cluster`)\n";
+        assert_eq!(err, want, "{role}");
+    }
+}
+
+#[cfg(feature = "cluster")]
+mod processes {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use imstatus_testkit::{
+        free_port, wait_until, NatsCluster, Prosody, ProsodyOptions, XmppClient,
+    };
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    /// The lease the test configures (the shortest the config accepts).
+    const LEASE: Duration = Duration::from_secs(2);
+    const STEP: Duration = Duration::from_secs(20);
+
+    /// A running `imstatus serve`, killed by PID on drop.
+    struct Proc {
+        child: Child,
+        log: PathBuf,
+    }
+
+    impl Proc {
+        fn start(config: &Path, role: &str, log: PathBuf) -> Proc {
+            let out = std::fs::File::create(&log).expect("log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_imstatus"))
+                .env_remove("IMSTATUS_CONFIG")
+                .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
+                .env("RUST_LOG", "imstatus_cluster=info,warn")
+                .arg("--config")
+                .arg(config)
+                .args(["serve", "--role", role])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(out)
+                .spawn()
+                .expect("spawn imstatus");
+            Proc { child, log }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        fn pid(&self) -> Pid {
+            Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+        }
+
+        fn signal(&self, s: Signal) {
+            kill(self.pid(), s).expect("signal");
+        }
+
+        fn holds_a_lease(&self) -> bool {
+            self.log().contains("lease taken")
+        }
+    }
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = kill(self.pid(), Signal::SIGCONT);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn config(dir: &Path, nats: &NatsCluster, xmpp: u16, http: u16) -> PathBuf {
+        let pw = dir.join("alice.pw");
+        std::fs::write(&pw, "alicepw\n").expect("write password");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+                 password_file = \"{}\"\nserver = \"127.0.0.1:{xmpp}\"\ntls = \"insecure-plaintext\"\n\
+                 [serve]\nlisten = \"127.0.0.1:{http}\"\n\
+                 [cluster]\nurl = \"{}\"\nname = \"t\"\nshards = 4\nlease = \"{}s\"\n",
+                pw.display(),
+                nats.urls(),
+                LEASE.as_secs()
+            ),
+        )
+        .expect("write config");
+        path
+    }
+
+    /// `GET /v1/accounts/alice` on the gateway: (session, availability, message).
+    fn alice(http: u16) -> Option<(String, String, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", http)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET /v1/accounts/alice HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.take(1 << 20).read_to_string(&mut text).ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let v = v.get("snapshot").cloned().unwrap_or(v);
+        let f = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+        Some((f("session"), f("availability"), f("message")))
+    }
+
+    fn shows(http: u16, availability: &str, message: &str) -> bool {
+        alice(http)
+            == Some((
+                "signed_in".to_owned(),
+                availability.to_owned(),
+                message.to_owned(),
+            ))
+    }
+
+    #[test]
+    fn kill_9_moves_the_account_within_the_lease_and_a_stopped_owner_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = NatsCluster::start(3).expect("nats");
+        let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
+        let http = free_port();
+        let cfg = config(dir.path(), &nats, prosody.port(), http);
+        let gateway = Proc::start(&cfg, "gateway", dir.path().join("gateway.log"));
+        let w1 = Proc::start(&cfg, "watcher", dir.path().join("w1.log"));
+        let w2 = Proc::start(&cfg, "watcher", dir.path().join("w2.log"));
+        let mut desk =
+            XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
+                .expect("alice's desk client");
+        desk.presence(Some("away"), Some("lunch"), Some(5))
+            .expect("presence");
+        wait_until("the gateway to show away/lunch", STEP, || {
+            shows(http, "away", "lunch").then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\ngateway: {}\nw1: {}\nw2: {}",
+                gateway.log(),
+                w1.log(),
+                w2.log()
+            )
+        });
+        // Exactly one watcher owns the account; the other stands by (it keeps trying to claim).
+        let (owner, standby) = wait_until("one watcher to hold the lease", STEP, || {
+            match (w1.holds_a_lease(), w2.holds_a_lease()) {
+                (true, false) => Some((&w1, &w2)),
+                (false, true) => Some((&w2, &w1)),
+                _ => None,
+            }
+        })
+        .expect("one owner");
+        // For a whole lease and more (several renewals), the standby never gets it.
+        let watched = Instant::now();
+        while watched.elapsed() < LEASE + LEASE / 2 {
+            assert!(!standby.holds_a_lease(), "standby: {}", standby.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // kill -9 of the owner: the standby takes over after the lease and ends on the last
+        // status sent.
+        owner.signal(Signal::SIGKILL);
+        let killed = Instant::now();
+        desk.presence(Some("dnd"), Some("meeting"), Some(5))
+            .expect("presence");
+        wait_until(
+            "the standby to take over and show busy/meeting",
+            LEASE + Duration::from_secs(3),
+            || (standby.holds_a_lease() && shows(http, "busy", "meeting")).then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nstandby: {}", standby.log()));
+        eprintln!("takeover after kill -9: {:?}", killed.elapsed());
+
+        // SIGSTOP the new owner; a third watcher takes over after the lease.
+        let stale = standby;
+        stale.signal(Signal::SIGSTOP);
+        let w3 = Proc::start(&cfg, "watcher", dir.path().join("w3.log"));
+        let stopped = Instant::now();
+        desk.presence(Some("xa"), Some("gone"), Some(5))
+            .expect("presence");
+        wait_until(
+            "w3 to take over from the stopped owner",
+            LEASE + Duration::from_secs(5),
+            || (w3.holds_a_lease() && shows(http, "extended_away", "gone")).then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nw3: {}", w3.log()));
+        eprintln!("takeover from a SIGSTOPped owner: {:?}", stopped.elapsed());
+        // The stale owner wakes up with its old lease and a connection that saw everything: it
+        // finds its lease gone (or its write fenced) and stops its sources.
+        stale.signal(Signal::SIGCONT);
+        wait_until("the woken owner to drop the account", STEP, || {
+            let log = stale.log();
+            (log.contains("lease lost") || log.contains("fenced")).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\nstale: {}", stale.log()));
+        desk.presence(Some("chat"), Some("back"), Some(5))
+            .expect("presence");
+        wait_until("the gateway to follow w3", STEP, || {
+            shows(http, "chatty", "back").then_some(())
+        })
+        .expect("chat/back");
+        assert!(w3.log().contains("lease taken"));
+        assert_eq!(
+            stale.log().matches("lease taken").count(),
+            1,
+            "{}",
+            stale.log()
+        );
+        desk.close().expect("close");
+    }
+}

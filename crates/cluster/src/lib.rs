@@ -1,0 +1,264 @@
+//! imstatus on a NATS JetStream cluster (docs/cluster.md): watchers own accounts by lease and
+//! write each observation batch as one fenced message; gateways show the stream in a mirror hub.
+//!
+//! The design choice is to build no cluster protocol of our own: JetStream already gives a
+//! replicated, ordered log with the last message per subject and compare-and-swap per subject.
+//! Accounts are hashed into shards; a watcher owns a shard while it holds the shard's key in
+//! the lease bucket (created if absent, renewed by compare-and-swap on its revision, deleted on
+//! clean shutdown, expired by the bucket's `max_age` = the lease when its holder dies). Each
+//! account has one subject; every batch of events the account's tracker emits is one message
+//! on it carrying those events and the snapshot they lead to, published with
+//! `Nats-Expected-Last-Subject-Sequence` = the sequence of the subject's previous message, so a
+//! watcher that lost its shard (paused, partitioned) is refused by the server the moment the
+//! new owner has written. A gateway reads the stream with an ordered consumer (the last message
+//! of every account, then everything new) and feeds an [`imstatus_hub::Mirror`], so the
+//! existing gateway serves it unchanged.
+
+mod gateway;
+mod lease;
+mod watcher;
+mod wire;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use imstatus_config::{ClusterAuth, ClusterConfig};
+use imstatus_core::AccountId;
+
+pub use gateway::{run_gateway, RemoteSource};
+pub use lease::Lease;
+pub use watcher::{run_watcher, WatcherOptions};
+pub use wire::Batch;
+
+/// How long one JetStream request (a publish's ack, a lease write) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Cluster::connect`] retries creating the stream and the bucket.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No server of `[cluster] url` could be reached.
+    #[error("cannot connect to NATS at {servers}: {detail}")]
+    Connect {
+        /// The servers tried.
+        servers: String,
+        /// Why.
+        detail: String,
+    },
+    /// A credentials file or secret could not be read.
+    #[error("reading the NATS credentials: {0}")]
+    Credentials(String),
+    /// Creating or opening the stream or the lease bucket failed.
+    #[error("setting up {what}: {detail}")]
+    Setup {
+        /// The stream or bucket.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// A JetStream request failed.
+    #[error("{what}: {detail}")]
+    Request {
+        /// What was asked.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The server refused a write because another watcher wrote the account since: this
+    /// watcher is no longer its owner.
+    #[error("account `{0}`: fenced, another watcher owns it now")]
+    Fenced(AccountId),
+}
+
+impl Error {
+    fn request(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        Error::Request {
+            what: what.into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// A connection to the cluster with its stream and lease bucket.
+#[derive(Clone)]
+pub struct Cluster {
+    config: ClusterConfig,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    leases: kv::Store,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("servers", &self.config.servers)
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to the servers of `config` and creates (or opens) the stream and the lease
+    /// bucket. Reads secrets: call it from a task that may block briefly.
+    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, Error> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("imstatus")
+            .require_tls(config.requires_tls());
+        match &config.auth {
+            ClusterAuth::None => {}
+            ClusterAuth::UserPassword { username, password } => {
+                let p = read_secret(password).await?;
+                options = options.user_and_password(username.clone(), p);
+            }
+            ClusterAuth::Token(token) => {
+                options = options.token(read_secret(token).await?);
+            }
+            ClusterAuth::Credentials(path) => {
+                options = options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|e| Error::Credentials(format!("{}: {e}", path.display())))?;
+            }
+        }
+        if let Some(ca) = &config.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        let servers: Vec<async_nats::ServerAddr> = config
+            .servers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: std::io::Error| Error::Connect {
+                servers: config.servers.join(","),
+                detail: e.to_string(),
+            })?;
+        let client = options.connect(servers).await.map_err(|e| Error::Connect {
+            servers: config.servers.join(","),
+            detail: e.to_string(),
+        })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(REQUEST_TIMEOUT);
+        // Several processes starting at once all create the stream and the bucket; a request
+        // can time out while the cluster is busy with that (or electing a leader): retry.
+        let deadline = std::time::Instant::now() + SETUP_DEADLINE;
+        let mut delay = Duration::from_millis(200);
+        let (stream, leases) = loop {
+            match setup(&js, config).await {
+                Ok(v) => break v,
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!("{e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        Ok(Cluster {
+            config: config.clone(),
+            js,
+            stream,
+            leases,
+        })
+    }
+
+    /// The settings it was connected with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The subject of `account`'s batches: `<name>.ev.<hex of the account name>` (hex, so
+    /// that no account name can contain a subject's `.`, `*` or `>`).
+    pub fn subject(&self, account: &AccountId) -> String {
+        let mut s = format!("{}.ev.", self.config.name);
+        for b in account.as_str().bytes() {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// The last batch published for `account` and its stream sequence, if any.
+    pub async fn last_batch(&self, account: &AccountId) -> Result<Option<(Batch, u64)>, Error> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.subject(account))
+            .await
+        {
+            Ok(m) => {
+                let batch = Batch::decode(&m.payload).map_err(|e| {
+                    Error::request(format!("decoding the last batch of `{account}`"), e)
+                })?;
+                Ok(Some((batch, m.sequence)))
+            }
+            Err(e) if e.kind() == K::NoMessageFound => Ok(None),
+            Err(e) => Err(Error::request(
+                format!("reading the last batch of `{account}`"),
+                e,
+            )),
+        }
+    }
+}
+
+/// Creates (or opens) the stream and the lease bucket.
+async fn setup(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(stream::Stream, kv::Store), Error> {
+    let stream_name = stream_name(config);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("{}.ev.>", config.name)],
+            num_replicas: config.replicas,
+            max_messages_per_subject: config.history,
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Setup {
+            what: format!("stream {stream_name}"),
+            detail: e.to_string(),
+        })?;
+    let bucket = format!("{}_leases", config.name);
+    let leases = js
+        .create_or_update_key_value(kv::Config {
+            bucket: bucket.clone(),
+            history: 1,
+            max_age: config.lease,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Setup {
+            what: format!("bucket {bucket}"),
+            detail: e.to_string(),
+        })?;
+    Ok((stream, leases))
+}
+
+/// The stream's name: `<name>_events`.
+fn stream_name(config: &ClusterConfig) -> String {
+    format!("{}_events", config.name)
+}
+
+async fn read_secret(secret: &imstatus_config::Secret) -> Result<String, Error> {
+    let secret = secret.clone();
+    tokio::task::spawn_blocking(move || secret.read())
+        .await
+        .map_err(|e| Error::Credentials(e.to_string()))?
+        .map_err(|e| Error::Credentials(e.to_string()))
+}
+
+/// The shard of `account` among `shards`: FNV-1a of its name (stable across builds and
+/// platforms, unlike the standard library's hasher).
+pub fn shard_of(account: &AccountId, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    u32::try_from(h % u64::from(shards.max(1))).unwrap_or(0)
+}

@@ -1,0 +1,329 @@
+//! The watcher role: claims the shards of its accounts, runs their sources in one hub per
+//! shard, and publishes every batch fenced.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use imstatus_core::{
+    AccountId, ErrorCode, Event, Observation, Snapshot, SourceKind, Timestamp, Tracker,
+};
+use imstatus_hub::{Hub, Source, Takeover};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{shard_of, Batch, Cluster, Error, Lease};
+
+/// Batches a shard's hub may have waiting for the publisher. When full (NATS unreachable for
+/// long), further batches are dropped and the account's next message is marked `lost`, so
+/// gateways show a resync snapshot: the snapshot in every message is whole, only events go.
+const QUEUE: usize = 1024;
+
+/// How the watcher names itself in leases and messages.
+#[derive(Debug, Clone)]
+pub struct WatcherOptions {
+    /// The writer id; unique per process.
+    pub writer: String,
+}
+
+impl WatcherOptions {
+    /// `<host>-<pid>-<start ms>`.
+    pub fn new() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        let ms = Timestamp::from_system_time(SystemTime::now()).as_millis();
+        WatcherOptions {
+            writer: format!("{host}-{}-{ms}", std::process::id()),
+        }
+    }
+}
+
+impl Default for WatcherOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Aborts the task when dropped (dropping its hub stops the shard's sources).
+struct Task(JoinHandle<Result<(), Error>>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Held {
+    lease: Lease,
+    renewed: Instant,
+    task: Task,
+}
+
+/// Runs the watcher role until `stop`: every lease/3 it renews the shards it holds and
+/// claims the free shards of its accounts; a shard whose lease is lost (or not renewed for
+/// lease − lease/3, or whose writes were fenced) is dropped with its sources at once. On
+/// `stop` it stops the sources and releases its leases.
+pub async fn run_watcher(
+    cluster: Cluster,
+    accounts: Vec<(AccountId, Arc<dyn Source>)>,
+    options: WatcherOptions,
+    stop: impl Future<Output = ()>,
+) {
+    let lease = cluster.config().lease;
+    let tick = lease / 3;
+    let mut shards: BTreeMap<u32, Accounts> = BTreeMap::new();
+    for (a, s) in accounts {
+        shards
+            .entry(shard_of(&a, cluster.config().shards))
+            .or_default()
+            .push((a, s));
+    }
+    let writer = options.writer;
+    let mut held: BTreeMap<u32, Held> = BTreeMap::new();
+    tokio::pin!(stop);
+    loop {
+        for (&shard, accounts) in &shards {
+            if let Some(h) = held.get_mut(&shard) {
+                if h.task.0.is_finished() {
+                    if let Some(h) = held.remove(&shard) {
+                        let mut task = h.task;
+                        match (&mut task.0).await {
+                            Ok(Err(e)) => tracing::warn!(shard, "shard stopped: {e}"),
+                            Ok(Ok(())) => {}
+                            Err(e) => tracing::warn!(shard, "shard task ended: {e}"),
+                        }
+                        if let Err(e) = cluster.release(&h.lease).await {
+                            tracing::debug!(shard, "{e}");
+                        }
+                    }
+                    continue;
+                }
+                match cluster.renew(&h.lease, &writer).await {
+                    Ok(Some(l)) => {
+                        h.lease = l;
+                        h.renewed = Instant::now();
+                    }
+                    Ok(None) => {
+                        tracing::warn!(
+                            shard,
+                            "lease lost to another watcher; stopping its sources"
+                        );
+                        held.remove(&shard);
+                    }
+                    Err(e) if h.renewed.elapsed() >= lease.saturating_sub(tick) => {
+                        tracing::warn!(
+                            shard,
+                            "lease not renewed in time ({e}); stopping its sources"
+                        );
+                        held.remove(&shard);
+                    }
+                    Err(e) => tracing::debug!(shard, "renewing: {e}"),
+                }
+            } else {
+                match cluster.claim(shard, &writer).await {
+                    Ok(Some(l)) => {
+                        tracing::info!(
+                            shard,
+                            "lease taken; starting {} account(s)",
+                            accounts.len()
+                        );
+                        let task = tokio::spawn(run_shard(
+                            cluster.clone(),
+                            writer.clone(),
+                            accounts.clone(),
+                        ));
+                        held.insert(
+                            shard,
+                            Held {
+                                lease: l,
+                                renewed: Instant::now(),
+                                task: Task(task),
+                            },
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(shard, "claiming: {e}"),
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(tick) => {}
+        }
+    }
+    for (shard, h) in std::mem::take(&mut held) {
+        drop(h.task);
+        if let Err(e) = cluster.release(&h.lease).await {
+            tracing::warn!(shard, "{e}");
+        }
+    }
+}
+
+/// The accounts of one shard with their sources.
+type Accounts = Vec<(AccountId, Arc<dyn Source>)>;
+
+/// One batch of one account, from the hub's hook to the publisher.
+struct Outgoing {
+    account: AccountId,
+    source: SourceKind,
+    events: Vec<Event>,
+    snapshot: Snapshot,
+    time: Timestamp,
+    source_down: Option<(ErrorCode, String)>,
+    lost: bool,
+}
+
+/// Takes a shard's accounts over (their last published state), runs their sources and
+/// publishes their batches until fenced or aborted.
+async fn run_shard(cluster: Cluster, writer: String, accounts: Accounts) -> Result<(), Error> {
+    let mut prev: HashMap<AccountId, u64> = HashMap::new();
+    let mut takeovers = Vec::new();
+    for (a, _) in &accounts {
+        if let Some((batch, seq)) = cluster.last_batch(a).await? {
+            prev.insert(a.clone(), seq);
+            takeovers.push(Takeover {
+                account: a.clone(),
+                seq: batch.events.last().map_or(0, |e| e.seq),
+                snapshot: batch.snapshot,
+                time: batch.time,
+                then: vec![Observation::SourceDown(
+                    ErrorCode::Disconnected,
+                    "taking over from another watcher".into(),
+                )],
+            });
+        }
+    }
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(QUEUE);
+    let dropped: Arc<Mutex<HashSet<AccountId>>> = Arc::default();
+    let hook = {
+        let dropped = dropped.clone();
+        Arc::new(move |events: &[Arc<Event>], tracker: &Tracker| {
+            // A timeout batch can cover several accounts: one message per account.
+            let mut order: Vec<AccountId> = Vec::new();
+            for e in events {
+                if !order.contains(&e.account) {
+                    order.push(e.account.clone());
+                }
+            }
+            let now = Timestamp::from_system_time(SystemTime::now());
+            let mut dropped = dropped.lock().unwrap_or_else(|e| e.into_inner());
+            for account in order {
+                let Some(snapshot) = tracker
+                    .snapshot(&account, now)
+                    .and_then(|e| e.snapshot().cloned())
+                else {
+                    continue;
+                };
+                let mine: Vec<Event> = events
+                    .iter()
+                    .filter(|e| e.account == account)
+                    .map(|e| (**e).clone())
+                    .collect();
+                let Some(last) = mine.last() else { continue };
+                let out = Outgoing {
+                    account: account.clone(),
+                    source: last.source.clone(),
+                    time: last.time,
+                    source_down: tracker
+                        .source_down(&account)
+                        .map(|(c, d)| (c, d.to_owned())),
+                    lost: dropped.contains(&account),
+                    events: mine,
+                    snapshot,
+                };
+                if tx.try_send(out).is_ok() {
+                    dropped.remove(&account);
+                } else {
+                    dropped.insert(account);
+                }
+            }
+        })
+    };
+    let mut builder = Hub::builder().with_batch_hook(hook);
+    for (a, s) in accounts {
+        builder = builder.with_source(a, s);
+    }
+    let hub = builder.start_restored(takeovers);
+    let mut counter = 0u64;
+    while let Some(out) = rx.recv().await {
+        counter += 1;
+        publish(&cluster, &writer, counter, &mut prev, out).await?;
+    }
+    drop(hub);
+    Ok(())
+}
+
+/// Publishes one batch with the account's last sequence as the fence.
+async fn publish(
+    cluster: &Cluster,
+    writer: &str,
+    counter: u64,
+    prev: &mut HashMap<AccountId, u64>,
+    out: Outgoing,
+) -> Result<(), Error> {
+    let expected = prev.get(&out.account).copied().unwrap_or(0);
+    let account = out.account.clone();
+    let batch = Batch {
+        writer: writer.to_owned(),
+        account: out.account,
+        source: out.source,
+        prev: expected,
+        events: out.events,
+        snapshot: out.snapshot,
+        time: out.time,
+        source_down: out.source_down,
+        lost: out.lost,
+    };
+    let seq = cluster
+        .publish_batch(&batch, &format!("{writer}-{counter}"))
+        .await?;
+    prev.insert(account, seq);
+    Ok(())
+}
+
+impl Cluster {
+    /// Publishes `batch` on its account's subject, fenced: the server stores it only if the
+    /// subject's last message is at stream sequence `batch.prev` (0: none), else
+    /// [`Error::Fenced`]. Transient failures (an election, a reconnect) are retried with
+    /// backoff for up to one lease; `id` (unique per batch) makes a retry of a publish that
+    /// was stored already a duplicate, not a second message. Returns the stream sequence.
+    pub async fn publish_batch(&self, batch: &Batch, id: &str) -> Result<u64, Error> {
+        let subject = self.subject(&batch.account);
+        let payload: bytes::Bytes = batch
+            .encode()
+            .map_err(|e| Error::request("encoding a batch", e))?
+            .into();
+        let deadline = Instant::now() + self.config().lease;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id)
+                .expected_last_subject_sequence(batch.prev);
+            let result = match self.js.send_publish(subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(Error::Fenced(batch.account.clone()));
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(Error::request(format!("publishing `{}`", batch.account), e));
+                }
+                Err(e) => {
+                    tracing::debug!(account = %batch.account, "publishing, will retry: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}

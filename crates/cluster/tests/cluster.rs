@@ -1,0 +1,274 @@
+//! Against a real 3-node JetStream cluster (testkit): leases are exclusive, renewed by
+//! compare-and-swap, released and expired; a stale owner's write is refused by the server; a
+//! gateway's mirror shows exactly the events a watcher published, and a watcher that takes an
+//! account over starts from the published state and emits only real differences.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imstatus_cluster::{
+    run_gateway, run_watcher, Batch, Cluster, Error, RemoteSource, WatcherOptions,
+};
+use imstatus_config::ClusterConfig;
+use imstatus_core::{
+    AccountId, Availability, ErrorCode, Event, EventKind, Observation, PartId, Session, Snapshot,
+    SourceKind, Status, Timestamp,
+};
+use imstatus_hub::testing::scripted;
+use imstatus_hub::{Hub, Subscription};
+use imstatus_testkit::NatsCluster;
+
+/// Every async test's limit.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn config(nats: &NatsCluster, name: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::new(&nats.urls());
+    c.name = name.to_owned();
+    c.lease = Duration::from_secs(2);
+    c.shards = 4;
+    c
+}
+
+fn kind() -> SourceKind {
+    SourceKind::new_static("test")
+}
+
+fn alice() -> AccountId {
+    AccountId::new("alice@example.test")
+}
+
+fn away(n: usize) -> Observation {
+    Observation::Presence {
+        part: PartId::new("desk"),
+        status: Status::with_message(Availability::Away, format!("n{n}")),
+        priority: Some(1),
+    }
+}
+
+fn batch(writer: &str, prev: u64, n: usize) -> Batch {
+    Batch {
+        writer: writer.into(),
+        account: alice(),
+        source: kind(),
+        prev,
+        events: Vec::new(),
+        snapshot: Snapshot::unknown(),
+        time: Timestamp::from_millis(n as u64),
+        source_down: None,
+        lost: false,
+    }
+}
+
+async fn next(sub: &mut Subscription) -> Arc<Event> {
+    tokio::time::timeout(Duration::from_secs(20), sub.recv())
+        .await
+        .expect("an event within 20 s")
+        .expect("hub alive")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_exclusive_renewed_by_cas_released_and_expire() {
+    tokio::time::timeout(LIMIT, async {
+        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+            .await
+            .expect("join")
+            .expect("nats");
+        let c = Cluster::connect(&config(&nats, "lease"))
+            .await
+            .expect("connect");
+        let a = c.claim(0, "A").await.expect("claim").expect("free");
+        assert_eq!(c.claim(0, "B").await.expect("claim"), None);
+        assert_eq!(c.holder(0).await.expect("holder").as_deref(), Some("A"));
+        let a2 = c.renew(&a, "A").await.expect("renew").expect("still mine");
+        assert!(a2.revision > a.revision);
+        // The old revision is stale: renewing with it fails, as it does for a watcher whose
+        // lease expired and was claimed by another.
+        assert_eq!(c.renew(&a, "A").await.expect("renew"), None);
+        c.release(&a2).await.expect("release");
+        let b = c.claim(0, "B").await.expect("claim").expect("released");
+        assert_eq!(c.holder(0).await.expect("holder").as_deref(), Some("B"));
+        // B stops renewing: its lease expires after the bucket's max_age (the lease).
+        let start = Instant::now();
+        let taken = loop {
+            if let Some(l) = c.claim(0, "C").await.expect("claim") {
+                break l;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2 + 3),
+                "lease did not expire"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let waited = start.elapsed();
+        eprintln!("lease of 2 s expired after {waited:?}");
+        assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+        assert_eq!(c.renew(&b, "B").await.expect("renew"), None);
+        assert_eq!(c.holder(0).await.expect("holder").as_deref(), Some("C"));
+        assert!(taken.revision > b.revision);
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_write() {
+    tokio::time::timeout(LIMIT, async {
+        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+            .await
+            .expect("join")
+            .expect("nats");
+        let c = Cluster::connect(&config(&nats, "fence"))
+            .await
+            .expect("connect");
+        let s1 = c
+            .publish_batch(&batch("A", 0, 1), "A-1")
+            .await
+            .expect("first");
+        // A retried publish (same id) is a duplicate, not a second message.
+        assert_eq!(
+            c.publish_batch(&batch("A", 0, 1), "A-1")
+                .await
+                .expect("dup"),
+            s1
+        );
+        // Another writer that did not see s1 is refused.
+        match c.publish_batch(&batch("B", 0, 2), "B-1").await {
+            Err(Error::Fenced(a)) => assert_eq!(a, alice()),
+            other => panic!("{other:?}"),
+        }
+        // B takes over (it read s1), writes; A, still believing s1 is last, is refused.
+        let (last, seq) = c.last_batch(&alice()).await.expect("read").expect("one");
+        assert_eq!((last.writer.as_str(), seq), ("A", s1));
+        let s2 = c.publish_batch(&batch("B", s1, 3), "B-2").await.expect("B");
+        assert!(s2 > s1);
+        match c.publish_batch(&batch("A", s1, 4), "A-2").await {
+            Err(Error::Fenced(a)) => assert_eq!(a, alice()),
+            other => panic!("{other:?}"),
+        }
+        let (last, seq) = c.last_batch(&alice()).await.expect("read").expect("one");
+        assert_eq!((last, seq), (batch("B", s1, 3), s2));
+    })
+    .await
+    .expect("within the limit");
+}
+
+fn names(events: &[Arc<Event>]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract() {
+    tokio::time::timeout(LIMIT, async {
+        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+            .await
+            .expect("join")
+            .expect("nats");
+        let cfg = config(&nats, "e2e");
+        let c = Cluster::connect(&cfg).await.expect("connect");
+        // The gateway: a mirror hub fed from the stream.
+        let (gateway, mirror) = Hub::builder()
+            .with_source(alice(), RemoteSource::shared(kind()))
+            .start_mirror();
+        let mut sub = gateway.subscribe();
+        let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
+
+        // Watcher A.
+        let (source, script) = scripted(kind(), vec![]);
+        let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+        let a = tokio::spawn(run_watcher(
+            c.clone(),
+            vec![(alice(), source)],
+            WatcherOptions { writer: "A".into() },
+            async move {
+                let _ = stopped_a.await;
+            },
+        ));
+        // A subscription starts with the account's snapshot: nothing known yet.
+        let first = next(&mut sub).await;
+        assert_eq!(first.snapshot(), Some(&Snapshot::unknown()));
+        script.send([Observation::ClientAppeared, away(1), Observation::Synced]);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(next(&mut sub).await);
+        }
+        assert_eq!(
+            names(&got),
+            [
+                "client_started",
+                "signed_in",
+                "status_changed",
+                "resource_changed"
+            ]
+        );
+        // Seqs are the gateway's: strictly increasing.
+        assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+        let fold = |events: &[Arc<Event>], mut s: Snapshot| {
+            for e in events {
+                s.apply(&e.kind, e.time);
+            }
+            s
+        };
+        let state = fold(&got, Snapshot::unknown());
+        assert_eq!(
+            gateway
+                .snapshot(&alice())
+                .and_then(|e| e.snapshot().cloned()),
+            Some(state.clone())
+        );
+        assert_eq!(state.session, Session::SignedIn);
+
+        // A stops cleanly (releases its lease); B takes over at once.
+        let _ = stop_a.send(());
+        a.await.expect("watcher A");
+        let (source, script) = scripted(kind(), vec![]);
+        let (_stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+        let started = Instant::now();
+        let _b = tokio::spawn(run_watcher(
+            c.clone(),
+            vec![(alice(), source)],
+            WatcherOptions { writer: "B".into() },
+            async move {
+                let _ = stopped_b.await;
+            },
+        ));
+        // B restored A's state and reports it unknown until its source syncs.
+        let e = next(&mut sub).await;
+        eprintln!("takeover after a clean stop: {:?}", started.elapsed());
+        assert_eq!(
+            e.kind,
+            EventKind::SourceError {
+                code: ErrorCode::Disconnected,
+                detail: "taking over from another watcher".into(),
+                session_unknown: true
+            }
+        );
+        // The same state, except the status message: only that difference is emitted.
+        script.send([Observation::ClientAppeared, away(2), Observation::Synced]);
+        let mut got = vec![e];
+        for _ in 0..3 {
+            got.push(next(&mut sub).await);
+        }
+        assert_eq!(
+            names(&got),
+            [
+                "source_error",
+                "signed_in",
+                "status_changed",
+                "resource_changed"
+            ]
+        );
+        let (last, _) = c.last_batch(&alice()).await.expect("read").expect("some");
+        assert_eq!(last.writer, "B");
+        let want = fold(&got, state);
+        assert_eq!(
+            gateway
+                .snapshot(&alice())
+                .and_then(|e| e.snapshot().cloned()),
+            Some(want.clone())
+        );
+        assert_eq!(last.snapshot, want);
+        feeder.abort();
+    })
+    .await
+    .expect("within the limit");
+}
