@@ -48,6 +48,7 @@ mod census;
 pub mod config;
 mod connect;
 pub mod doctor;
+mod fast;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -267,6 +267,8 @@ impl XmppSource {
         *step = "bind";
         let resource = format!("{RESOURCE_PREFIX}{:016x}", random_u64());
         let own = connect::bind(&mut stream, &resource).await?;
+        // From here on presences may take the fast path (`crate::fast`).
+        stream.get_stream().shared().fast_path(true);
         Ok(Conn {
             stream,
             translator: Translator::new(user.clone(), Some(own.clone()), self.config.contacts),

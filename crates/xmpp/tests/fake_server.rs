@@ -1358,3 +1358,75 @@ async fn a_server_that_lists_resources_gets_a_census_of_each_contact() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_read_by_either_parser_keep_their_order() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        if n > 0 {
+            return peer.hold().await;
+        }
+        peer.bind().await;
+        peer.expect("</iq>").await;
+        peer.send(
+            "<iq type='result' id='imstatus-roster'>\
+             <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.expect("</presence>").await;
+        peer.expect("</iq>").await;
+        peer.send(BARRIER).await;
+        // In one write: presences the fast path reads (plain), presences it leaves to the
+        // full parser (an xml:lang status, a prefixed payload), an iq and a message between.
+        let mut burst = String::new();
+        for i in 0..50 {
+            let show = ["away", "dnd", "xa", "chat"][i % 4];
+            if i % 3 == 0 {
+                burst.push_str(&format!(
+                    "<presence from='bob@example.test/laptop'><show>{show}</show>\
+                     <status xml:lang='en'>s{i}</status></presence>"
+                ));
+            } else if i % 3 == 1 {
+                burst.push_str(&format!(
+                    "<presence from='bob@example.test/laptop'><show>{show}</show><status>s{i}</status></presence>\
+                     <iq type='result' id='stray{i}'/><message from='bob@example.test/laptop'><body>x</body></message>"
+                ));
+            } else {
+                burst.push_str(&format!(
+                    "<presence from='bob@example.test/laptop'><show>{show}</show><status>s{i}</status>\
+                     <p:x xmlns:p='urn:example:{i}'/></presence> "
+                ));
+            }
+        }
+        peer.send(&burst).await;
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let events = w
+        .until("the last presence", |e| {
+            matches!(&e.kind, EventKind::ContactStatusChanged { to, .. } if to.message.as_deref() == Some("s49"))
+        })
+        .await;
+    let seen: Vec<(Availability, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ContactStatusChanged { to, .. } => {
+                Some((to.availability, to.message.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(Availability, String)> = (0..50)
+        .map(|i| {
+            let availability = [
+                Availability::Away,
+                Availability::Busy,
+                Availability::ExtendedAway,
+                Availability::Chatty,
+            ][i % 4];
+            (availability, format!("s{i}"))
+        })
+        .collect();
+    assert_eq!(seen, expected);
+}
