@@ -10,7 +10,8 @@
 //! decoded only when present) and no recursion (the nesting of unknown payloads, such as
 //! entity capabilities or avatar hashes, is followed with a counter bounded by the guard's
 //! depth limit). It is deliberately a subset reader: whatever it is not sure the full parser
-//! would read the same way — a prefix, a comment, CDATA, an `xml:lang`, a second `<status>`,
+//! would read the same way — a prefix, a comment, CDATA, an `xml:lang` anywhere but on the
+//! `<presence>` itself, a second `<status>`,
 //! a raw `\r` or tab in an attribute value, non-ASCII names, an invalid JID, a value the full
 //! parser rejects — makes it return `None`, and the stanza goes to the full parser unchanged,
 //! which then reports it exactly as before. The differential tests check that whatever it
@@ -20,6 +21,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::Lang;
 use xmpp_parsers::presence::{Presence, Priority, Show, Type};
 
 use crate::scan::MAX_DEPTH;
@@ -35,6 +37,7 @@ pub(crate) fn presence(item: &[u8]) -> Option<Presence> {
     let mut to = None;
     let mut id = None;
     let mut type_ = None;
+    let mut lang = None;
     let mut xmlns = false;
     let empty = loop {
         let spaced = r.skip_space();
@@ -50,10 +53,16 @@ pub(crate) fn presence(item: &[u8]) -> Option<Presence> {
             _ if !spaced => return None,
             _ => {}
         }
-        let name = r.name()?;
+        let name = if r.rest().starts_with("xml:lang") {
+            r.i += "xml:lang".len();
+            "xml:lang"
+        } else {
+            r.name()?
+        };
         let value = r.attribute_value()?;
         let slot = match name {
             "from" => &mut from,
+            "xml:lang" => &mut lang,
             "to" => &mut to,
             "id" => &mut id,
             "type" => &mut type_,
@@ -138,7 +147,8 @@ pub(crate) fn presence(item: &[u8]) -> Option<Presence> {
     };
     let mut statuses = BTreeMap::new();
     if let Some(status) = status {
-        statuses.insert(Default::default(), status.into_owned());
+        let lang = lang.map_or_else(String::new, Cow::into_owned);
+        statuses.insert(Lang(lang), status.into_owned());
     }
     Some(Presence {
         from: Some(Jid::new(&from?).ok()?),
@@ -423,7 +433,7 @@ mod tests {
                 p.id.clone(),
                 p.type_.clone(),
                 p.show.clone(),
-                p.statuses.values().cloned().collect::<Vec<_>>(),
+                p.statuses.clone(),
                 p.priority.clone(),
             )
         };
@@ -444,6 +454,9 @@ mod tests {
              <status>Disconnected: closed</status>\n</presence >",
             "<presence from='alice@example.test/desk'><status/><priority>127</priority></presence>",
             "<presence from='bob@example.test' type='subscribe'/>",
+            "<presence from='u0001@r.test/g' to='watcher@r.test/imstatus-1' xml:lang='en'>\
+             <show>away</show><status>f 1 2</status><priority>0</priority>\
+             <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>",
         ] {
             assert!(check(item), "not read: {item}");
         }
@@ -586,6 +599,8 @@ mod tests {
                 " xmlns='jabber:client'",
                 " xmlns='jabber:server'",
                 " xml:lang='en'",
+                " xml:lang=''",
+                " xml:lang='fr' xml:lang='en'",
                 " foo='bar'",
                 " from = 'bob@example.test/x'",
                 "from='bob@example.test/x'",
