@@ -529,7 +529,8 @@ pub(crate) enum Next {
 }
 
 /// Reads the next element; a dead or closed stream is a [`Failure`]. A stanza the guard
-/// dropped is reported as soon as it is dropped.
+/// dropped is reported as soon as it is dropped; a presence the guard's fast path read comes in
+/// its place in the stream ([`crate::guard`]).
 pub(crate) async fn next<S: AsyncRead + Unpin>(
     stream: &mut XmppStream<Guarded<S>>,
 ) -> Result<Next, Failure> {
@@ -537,6 +538,11 @@ pub(crate) async fn next<S: AsyncRead + Unpin>(
     loop {
         if let Some((dropped, unqueued)) = shared.take_report() {
             return Ok(Next::Dropped(dropped, unqueued));
+        }
+        if let Some(presence) = shared.take_presence() {
+            return Ok(Next::Element(XmppStreamElement::Stanza(
+                xmpp_parsers::stanza::Stanza::Presence(presence),
+            )));
         }
         let item = tokio::select! {
             biased;

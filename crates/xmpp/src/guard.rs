@@ -19,16 +19,26 @@
 //!
 //! The read buffer holds at most one stanza and one read chunk; reports wait in a queue of
 //! [`MAX_REPORTS`] (when it is full, further drops are only counted). Writes pass through.
+//!
+//! The presence fast path ([`Shared::fast_path`]): once it is on, each complete `<presence>`
+//! goes to [`crate::fast::presence`] first; one it reads is taken out of the byte stream and
+//! queued ([`Shared::take_presence`]) at its place in it. The bytes after a queued presence
+//! are not handed to the XML parser until that presence is taken (the reader is woken through
+//! [`Shared::reported`]), so stanzas reach the reader in the order they were sent, whichever
+//! way each was read. The queue holds what one read chunk brought at most (no more is read
+//! while a queued presence waits for the parser to catch up with it).
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+
+use xmpp_parsers::presence::Presence;
 
 use crate::scan::{Limits, Mark, Scanner, Violation};
 
@@ -79,6 +89,12 @@ pub struct Shared {
     uncounted: AtomicUsize,
     notify: Notify,
     large: Mutex<Option<(String, usize)>>,
+    /// Whether complete presences go to the fast path.
+    fast: AtomicBool,
+    /// Presences the fast path read, each with the stream offset at which it was sent.
+    presences: Mutex<VecDeque<(u64, Presence)>>,
+    /// The stream offset up to which the XML parser has consumed the released bytes.
+    consumed: AtomicU64,
 }
 
 impl Shared {
@@ -103,6 +119,33 @@ impl Shared {
     pub fn allow_large(&self, allowance: Option<(&str, usize)>) {
         *self.large.lock().unwrap_or_else(|e| e.into_inner()) =
             allowance.map(|(id, limit)| (id.to_owned(), limit));
+    }
+
+    /// Turns the presence fast path on or off (off at first: the login's own steps read
+    /// everything through the full parser).
+    pub fn fast_path(&self, on: bool) {
+        self.fast.store(on, Ordering::Relaxed);
+    }
+
+    /// The next presence the fast path read, once the XML parser has delivered everything
+    /// sent before it.
+    pub fn take_presence(&self) -> Option<Presence> {
+        let mut presences = self.presences.lock().unwrap_or_else(|e| e.into_inner());
+        match presences.front() {
+            Some((at, _)) if *at <= self.consumed.load(Ordering::Relaxed) => {
+                presences.pop_front().map(|(_, p)| p)
+            }
+            _ => None,
+        }
+    }
+
+    /// The stream offset of the oldest queued presence.
+    fn next_presence_at(&self) -> Option<u64> {
+        self.presences
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .front()
+            .map(|(at, _)| *at)
     }
 
     fn report(&self, dropped: Dropped) {
@@ -138,6 +181,8 @@ pub struct Guarded<S> {
     shared: Arc<Shared>,
     /// The allowance last copied into the scanner.
     large_seen: Option<(String, usize)>,
+    /// The stream offset of `buf[0]` (bytes taken by the fast path do not count).
+    base: u64,
 }
 
 impl<S> Guarded<S> {
@@ -161,6 +206,7 @@ impl<S> Guarded<S> {
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             shared: Arc::default(),
             large_seen: None,
+            base: 0,
         }
     }
 
@@ -268,6 +314,19 @@ impl<S> Guarded<S> {
         if self.dropping {
             self.dropping = false;
         } else {
+            if let Some(start) = self.item_start {
+                if self.scanner.item_is(b"presence") && self.shared.fast.load(Ordering::Relaxed) {
+                    if let Some(presence) = crate::fast::presence(&self.buf[start..]) {
+                        self.buf.truncate(start);
+                        let at = self.base + start as u64;
+                        self.shared
+                            .presences
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push_back((at, presence));
+                    }
+                }
+            }
             self.ready = self.buf.len();
         }
         self.item_start = None;
@@ -301,6 +360,7 @@ impl<S> Guarded<S> {
             return;
         }
         self.buf.drain(..self.pos);
+        self.base += self.pos as u64;
         self.ready -= self.pos;
         if let Some(start) = self.item_start.as_mut() {
             *start -= self.pos;
@@ -317,7 +377,21 @@ impl<S: AsyncRead + Unpin> AsyncBufRead for Guarded<S> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         let mut chunks = 0;
-        while this.pos == this.ready {
+        loop {
+            // Released bytes up to the next queued presence (the parser must not overtake it).
+            let mut end = this.ready;
+            if let Some(at) = this.shared.next_presence_at() {
+                let at = usize::try_from(at.saturating_sub(this.base)).unwrap_or(usize::MAX);
+                if at <= this.pos {
+                    // The parser has caught up with it: the reader takes it next.
+                    this.shared.notify.notify_one();
+                    return Poll::Pending;
+                }
+                end = end.min(at);
+            }
+            if this.pos < end {
+                return Poll::Ready(Ok(&this.buf[this.pos..end]));
+            }
             if let Some(detail) = &this.failed {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -348,12 +422,14 @@ impl<S: AsyncRead + Unpin> AsyncBufRead for Guarded<S> {
             this.take_in(n);
             chunks += 1;
         }
-        Poll::Ready(Ok(&this.buf[this.pos..this.ready]))
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
         let this = self.get_mut();
         this.pos = (this.pos + amt).min(this.ready);
+        this.shared
+            .consumed
+            .store(this.base + this.pos as u64, Ordering::Relaxed);
     }
 }
 

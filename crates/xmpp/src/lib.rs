@@ -8,9 +8,10 @@
 //! `Absent`), and the core tracker aggregates them (signed in ⇔ at least one other resource
 //! is available; status of the highest-priority, then most available one). Because a user
 //! with no other resource produces no stanza at all, the end of the initial presences is found
-//! with a barrier (`census`: the results of disco#items requests sent after the initial
-//! presence, plus the presence of every resource they list, for servers such as ejabberd that
-//! answer probes out of order), and then the source reports `Synced`. Translation
+//! with a barrier (`census`: the result of a disco#items request to the user's JID sent after
+//! the initial presence — and, on servers such as ejabberd that list online resources there and
+//! answer probes out of order, one per watched contact, a bounded number in flight — plus the
+//! presence of every resource they list), and then the source reports `Synced`. Translation
 //! ([`translate`]) is sans-IO and never panics on peer data: malformed stanzas become
 //! `Anomaly(protocol_error)` and the stream goes on.
 //!
@@ -53,6 +54,7 @@ mod census;
 pub mod config;
 mod connect;
 pub mod doctor;
+mod fast;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -8,9 +8,8 @@
 //! boundaries are exactly the XML parser's (tested against rxml, which tokio-xmpp uses); for
 //! malformed XML they may differ, but only past the point where that parser rejects the input
 //! anyway. [`crate::guard`] uses it to hold each stanza back until it is complete and within
-//! [`Limits`]; the SASL exchange uses it to split the server's replies. It is also the natural
-//! home of a later zero-copy presence fast path: it already knows where every stanza starts and
-//! ends, and what its name, `from` and `id` are.
+//! [`Limits`]; the SASL exchange uses it to split the server's replies. The guard also uses its
+//! item boundaries and names to hand complete presences to the fast path ([`crate::fast`]).
 //!
 //! Counting: the stream's root element (`<stream:stream>`) is depth 1, so a stanza is at
 //! nesting level 1 and its children at level 2; the prolog and the stream header together are
@@ -269,6 +268,11 @@ impl Scanner {
     /// Whether the scanner is inside a top-level item.
     pub fn in_item(&self) -> bool {
         self.in_item
+    }
+
+    /// Whether the current (or last) stanza's local element name is `name`.
+    pub fn item_is(&self, name: &[u8]) -> bool {
+        self.name == name
     }
 
     /// The current (or last) stanza's element name as far as seen (at most 32 bytes, lossy).

@@ -69,6 +69,9 @@ const ROSTER_ID: &str = "imstatus-roster";
 const DISCO_ID: &str = "imstatus-disco";
 /// The ids of the census requests are this plus a number.
 const CENSUS_ID: &str = "imstatus-items-";
+/// At most this many contact census requests are in flight at once (more wait until replies
+/// come), so that a large roster is not one burst of requests at the server.
+const CENSUS_WINDOW: usize = 256;
 
 /// The outcome of one of our IQ requests: the result's payload, or the error.
 type Reply = Result<Option<Element>, StanzaError>;
@@ -314,6 +317,8 @@ impl XmppSource {
         *step = "bind";
         let resource = format!("{RESOURCE_PREFIX}{:016x}", random_u64());
         let own = connect::bind(&mut stream, &resource).await?;
+        // From here on presences may take the fast path (`crate::fast`).
+        stream.get_stream().shared().fast_path(true);
         Ok(Conn {
             stream,
             translator: Translator::new(user.clone(), Some(own.clone()), self.config.contacts),
@@ -658,48 +663,98 @@ impl Conn {
         Ok(Err(refusals.join("; ")))
     }
 
-    /// Sends the initial presence and the census, and reads until every listed resource has
+    /// Sends the initial presence and the census (the user's bare JID, then — on a server that
+    /// lists online resources, or for contacts on other domains — the watched contacts, at
+    /// most [`CENSUS_WINDOW`] requests in flight), and reads until every listed resource has
     /// spoken (or `settle` has passed since the census results).
     async fn go_online(&mut self, watched: &[BareJid], settle: Duration) -> Result<(), Failure> {
         self.send(Presence::available().with_priority(-1).into())
             .await?;
-        let requests: Vec<(String, Iq)> = watched
+        let Some((user, contacts)) = watched.split_first() else {
+            self.census.finish();
+            return Ok(());
+        };
+        let id = format!("{CENSUS_ID}0");
+        let mut replies = self
+            .request(vec![(id.clone(), census_request(&id, user))])
+            .await?;
+        let own = self.own.clone();
+        let lists = match replies.remove(&id) {
+            Some(Ok(payload)) => self.census.expect(user, &own, payload),
+            _ => false,
+        };
+        // Contact `i` of `watched` (1-based) is asked with the id `imstatus-items-<i>`.
+        let asked: Vec<usize> = contacts
             .iter()
             .enumerate()
-            .map(|(i, jid)| {
-                let id = format!("{CENSUS_ID}{i}");
-                let iq = Iq::from_get(
-                    id.clone(),
-                    DiscoItemsQuery {
-                        node: None,
-                        rsm: None,
-                    },
-                )
-                .with_to(Jid::from(jid.clone()));
-                (id, iq)
-            })
+            .filter(|(_, jid)| lists || jid.domain() != user.domain())
+            .map(|(i, _)| i + 1)
             .collect();
-        let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
-        let mut replies = self.request(requests).await?;
-        for (id, jid) in ids.iter().zip(watched) {
-            if let Some(Ok(payload)) = replies.remove(id) {
-                let own = self.own.clone();
-                self.census.expect(jid, &own, payload);
-            }
-        }
+        self.census_contacts(watched, &asked).await?;
         let settled = Instant::now() + settle;
-        while !self.census.missing().is_empty() {
+        while !self.census.complete() {
             match tokio::time::timeout_at(settled, self.next()).await {
                 Ok(got) => {
                     got?;
                 }
                 Err(_) => {
-                    tracing::debug!(missing = ?self.census.missing(), "listed resources did not send a presence");
+                    tracing::debug!(missing = ?self.census.missing(20), "listed resources did not send a presence");
                     break;
                 }
             }
         }
         self.census.finish();
+        Ok(())
+    }
+
+    /// Asks `watched[i]` for each `i` in `asked` which resources are online, with at most
+    /// [`CENSUS_WINDOW`] requests in flight, and records the answers in the census. A reply is
+    /// matched by its id's number in O(1) and counts only from the JID it was asked of.
+    async fn census_contacts(
+        &mut self,
+        watched: &[BareJid],
+        asked: &[usize],
+    ) -> Result<(), Failure> {
+        let own = self.own.clone();
+        let mut answered = vec![false; watched.len()];
+        let (mut sent, mut done) = (0, 0);
+        while done < asked.len() {
+            while sent < asked.len() && sent - done < CENSUS_WINDOW {
+                let i = asked[sent];
+                let id = format!("{CENSUS_ID}{i}");
+                self.send(census_request(&id, &watched[i]).into()).await?;
+                sent += 1;
+            }
+            let Got::Reply(id, from, reply) = self.next().await? else {
+                continue;
+            };
+            let Some(i) = id
+                .strip_prefix(CENSUS_ID)
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&i| i > 0 && i < watched.len() && !answered[i])
+            else {
+                continue;
+            };
+            let to = Jid::from(watched[i].clone());
+            if !answers(from.as_ref(), Some(&to), &self.login) {
+                tracing::debug!(
+                    id = %id,
+                    from = %from.as_ref().map_or("", |j| j.as_str()),
+                    "ignored a reply from an entity the request did not go to"
+                );
+                continue;
+            }
+            // Only asked JIDs have ids in flight; anything else was never sent.
+            if asked.binary_search(&i).map_or(true, |k| k >= sent) {
+                continue;
+            }
+            answered[i] = true;
+            done += 1;
+            if let Ok(payload) = reply {
+                self.census.expect(&watched[i], &own, payload);
+            }
+        }
         Ok(())
     }
 
@@ -1032,6 +1087,18 @@ pub(crate) fn answers(from: Option<&Jid>, to: Option<&Jid>, login: &BareJid) -> 
         (Some(from), Some(to)) => from == to,
         (Some(from), None) => from.resource().is_none() && from.to_bare() == *login,
     }
+}
+
+/// The census request (a disco#items without a node) with this id to `to`.
+fn census_request(id: &str, to: &BareJid) -> Iq {
+    Iq::from_get(
+        id.to_owned(),
+        DiscoItemsQuery {
+            node: None,
+            rsm: None,
+        },
+    )
+    .with_to(Jid::from(to.clone()))
 }
 
 fn empty_roster() -> Roster {

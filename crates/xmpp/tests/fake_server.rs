@@ -1159,7 +1159,7 @@ async fn a_roster_result_from_another_entity_is_ignored() {
         )
         .await;
         peer.expect("</presence>").await;
-        peer.expect("</iq>").await;
+        // The census of the user: the reply lists no resource, so no contact is asked.
         peer.expect("</iq>").await;
         peer.send(BARRIER_2).await;
         peer.hold().await;
@@ -1214,7 +1214,7 @@ async fn strangers_create_no_contacts_and_status_texts_cannot_forge_lines() {
         )
         .await;
         peer.expect("</presence>").await;
-        peer.expect("</iq>").await;
+        // The census of the user: the reply lists no resource, so no contact is asked.
         peer.expect("</iq>").await;
         peer.send(BARRIER_2).await;
         for stanza in [
@@ -1284,4 +1284,149 @@ async fn a_login_flooded_with_presences_holds_little_and_ends_in_the_final_state
     assert_eq!(names, ["snapshot", "signed_in", "status_changed"]);
     assert_eq!(w.state.availability, Availability::Busy);
     assert_eq!(w.state.message.as_deref(), Some("last"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lists_resources_gets_a_census_of_each_contact() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (port, _count) = serve(move |mut peer, n| {
+        let tx = tx.clone();
+        async move {
+            if n > 0 {
+                return peer.hold().await;
+            }
+            peer.bind().await;
+            peer.expect("</iq>").await;
+            peer.send(
+                "<iq type='result' id='imstatus-roster'>\
+                 <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/>\
+                 <item jid='carol@example.test' subscription='from'/></query></iq>",
+            )
+            .await;
+            peer.expect("</presence>").await;
+            // The user's census lists our own session (and the desk): the server lists
+            // resources, so each watched contact is asked next (carol is not watched: 'from').
+            let user = peer.take("</iq>").await;
+            peer.send(
+                "<iq type='result' id='imstatus-items-0' from='alice@example.test'>\
+                 <query xmlns='http://jabber.org/protocol/disco#items'>\
+                 <item jid='alice@example.test/imstatus-fake'/><item jid='alice@example.test/desk'/>\
+                 </query></iq>",
+            )
+            .await;
+            let contact = peer.take("</iq>").await;
+            let _ = tx.send((user, contact));
+            peer.send(
+                "<iq type='result' id='imstatus-items-1' from='bob@example.test'>\
+                 <query xmlns='http://jabber.org/protocol/disco#items'>\
+                 <item jid='bob@example.test/laptop'/></query></iq>",
+            )
+            .await;
+            // The presences come after the census results (as ejabberd's often do).
+            peer.send("<presence from='alice@example.test/desk'><show>away</show></presence>")
+                .await;
+            peer.send("<presence from='bob@example.test/laptop'><show>dnd</show></presence>")
+                .await;
+            peer.hold().await;
+        }
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let (user, contact) = rx.recv().await.unwrap();
+    assert!(
+        user.contains("id='imstatus-items-0'") && user.contains("to='alice@example.test'"),
+        "{user}"
+    );
+    assert!(
+        contact.contains("id='imstatus-items-1'") && contact.contains("to='bob@example.test'"),
+        "{contact}"
+    );
+    // The login waited for both listed resources.
+    assert_eq!(w.state.availability, Availability::Away);
+    let contacts: Vec<(&str, Availability)> = w
+        .state
+        .contacts
+        .iter()
+        .map(|c| (c.contact.as_str(), c.availability))
+        .collect();
+    assert_eq!(
+        contacts,
+        [
+            ("bob@example.test", Availability::Busy),
+            ("carol@example.test", Availability::Offline)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_read_by_either_parser_keep_their_order() {
+    let (port, _count) = serve(|mut peer, n| async move {
+        if n > 0 {
+            return peer.hold().await;
+        }
+        peer.bind().await;
+        peer.expect("</iq>").await;
+        peer.send(
+            "<iq type='result' id='imstatus-roster'>\
+             <query xmlns='jabber:iq:roster'><item jid='bob@example.test' subscription='both'/></query></iq>",
+        )
+        .await;
+        peer.expect("</presence>").await;
+        peer.expect("</iq>").await;
+        peer.send(BARRIER).await;
+        // In one write: presences the fast path reads (plain), presences it leaves to the
+        // full parser (an xml:lang status, a prefixed payload), an iq and a message between.
+        let mut burst = String::new();
+        for i in 0..50 {
+            let show = ["away", "dnd", "xa", "chat"][i % 4];
+            if i % 3 == 0 {
+                burst.push_str(&format!(
+                    "<presence from='bob@example.test/laptop'><show>{show}</show>\
+                     <status xml:lang='en'>s{i}</status></presence>"
+                ));
+            } else if i % 3 == 1 {
+                burst.push_str(&format!(
+                    "<presence from='bob@example.test/laptop'><show>{show}</show><status>s{i}</status></presence>\
+                     <iq type='result' id='stray{i}'/><message from='bob@example.test/laptop'><body>x</body></message>"
+                ));
+            } else {
+                burst.push_str(&format!(
+                    "<presence from='bob@example.test/laptop'><show>{show}</show><status>s{i}</status>\
+                     <p:x xmlns:p='urn:example:{i}'/></presence> "
+                ));
+            }
+        }
+        peer.send(&burst).await;
+        peer.hold().await;
+    })
+    .await;
+    let mut w = watch_config(port, None, |c| c.contacts = true);
+    w.until("sync", |e| e.kind.name() == "status_changed").await;
+    let events = w
+        .until("the last presence", |e| {
+            matches!(&e.kind, EventKind::ContactStatusChanged { to, .. } if to.message.as_deref() == Some("s49"))
+        })
+        .await;
+    let seen: Vec<(Availability, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ContactStatusChanged { to, .. } => {
+                Some((to.availability, to.message.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(Availability, String)> = (0..50)
+        .map(|i| {
+            let availability = [
+                Availability::Away,
+                Availability::Busy,
+                Availability::ExtendedAway,
+                Availability::Chatty,
+            ][i % 4];
+            (availability, format!("s{i}"))
+        })
+        .collect();
+    assert_eq!(seen, expected);
 }

@@ -590,3 +590,61 @@ async fn a_contacts_deeply_nested_presence_is_dropped_and_the_session_stays_up()
     assert_eq!(w.snapshot().session, Session::SignedOut);
     bob.close().unwrap();
 }
+
+/// Contacts in the roster of `a_roster_of_thousands_of_contacts_syncs_within_the_login_timeout`
+/// (100,000 take ~25 s of CPU between Prosody and a debug build, which does not fit a test on
+/// a shared 2-core machine: that size is a benchmark's).
+const LARGE_ROSTER: usize = 3_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_of_thousands_of_contacts_syncs_within_the_login_timeout() {
+    // alice's roster: bob, watcher and 3,000 contacts without accounts, each with alice in
+    // its own roster ('both'), so that Prosody answers every probe with `unavailable`.
+    let mut opts = ProsodyOptions::default().with_privacy_lists();
+    opts.both
+        .extend((0..LARGE_ROSTER).map(|i| ("alice".to_owned(), format!("c{i}"))));
+    let prosody = Prosody::start(opts).unwrap();
+    let mut bob =
+        XmppClient::connect(prosody.port(), "bob", "example.test", "bobpw", "laptop").unwrap();
+    bob.presence(Some("dnd"), Some("busy"), None).unwrap();
+    let mut account = plain_account(&prosody);
+    account.config.contacts = true;
+    let started = Instant::now();
+    let mut w = Watch::start(account);
+    // The source itself judges: a login that does not finish within
+    // imstatus_xmpp::LOGIN_TIMEOUT is a `timeout` source error (which fails this test); the
+    // test's own deadline only bounds the wait for either.
+    let deadline = tokio::time::Instant::now() + imstatus_xmpp::LOGIN_TIMEOUT * 3;
+    let snap = loop {
+        let snap = w.snapshot();
+        if snap.session != Session::Unknown {
+            break snap;
+        }
+        while let Some(e) = w.sub.try_recv() {
+            assert!(source_error(&e).is_none(), "{:?}", e.kind);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "neither synced nor a source error within {:?}",
+            imstatus_xmpp::LOGIN_TIMEOUT * 3
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "synced with {} contacts after {:?}",
+        snap.contacts.len(),
+        started.elapsed()
+    );
+    assert_eq!(snap.contacts.len(), LARGE_ROSTER + 2);
+    let online: Vec<(&str, Availability, Option<&str>)> = snap
+        .contacts
+        .iter()
+        .filter(|c| c.availability != Availability::Offline)
+        .map(|c| (c.contact.as_str(), c.availability, c.message.as_deref()))
+        .collect();
+    assert_eq!(
+        online,
+        [("bob@example.test", Availability::Busy, Some("busy"))]
+    );
+    bob.close().unwrap();
+}
