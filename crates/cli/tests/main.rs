@@ -5,6 +5,8 @@
 //! PulseAudio and a real mosquitto.
 
 mod binary;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod desktop;
 mod hooks;
 mod mqtt;
