@@ -42,6 +42,10 @@ pub struct Gateway {
     pub(crate) conns: Table,
     /// SSE frames rendered once for every subscriber.
     pub(crate) frames: crate::stream::Frames,
+    /// Each account's snapshot as the JSON the read routes answer, rebuilt when it changes.
+    pub(crate) snapshots: crate::snapshots::SnapshotCache,
+    /// The size of the last `GET /v1/accounts` answer: the next one's starting capacity.
+    pub(crate) list_hint: AtomicUsize,
     shutdown: watch::Sender<bool>,
     /// Open SSE and WebSocket streams, for the drain.
     streams: watch::Sender<usize>,
@@ -80,6 +84,7 @@ impl Gateway {
                 }
             }
         }
+        let snapshots = crate::snapshots::SnapshotCache::new(&hub);
         Gateway {
             hub,
             tokens: Tokens::new(tokens),
@@ -92,6 +97,8 @@ impl Gateway {
             allowed_origins: HashSet::new(),
             conns: Table::new(Limits::default()),
             frames: crate::stream::Frames::new(),
+            snapshots,
+            list_hint: AtomicUsize::new(512),
             shutdown: watch::channel(false).0,
             streams: watch::channel(0).0,
         }

@@ -19,5 +19,5 @@ pub mod source;
 pub mod testing;
 
 pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
-pub use hub::{Hub, HubBuilder, Subscription};
+pub use hub::{AccountState, Hub, HubBuilder, Subscription};
 pub use source::{BoxFuture, Check, Sink, Source};
