@@ -14,6 +14,17 @@ pub fn json(event: &Event) -> String {
     serde_json::to_string(event).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// One event as a JSON line with its newline, appended to `out` (no intermediate string).
+pub fn json_line(event: &Event, out: &mut Vec<u8>) {
+    let start = out.len();
+    // Serialising our own types cannot fail (no maps with non-string keys); say so if it did.
+    if let Err(e) = serde_json::to_writer(&mut *out, event) {
+        out.truncate(start);
+        out.extend_from_slice(format!("{{\"error\":\"{e}\"}}").as_bytes());
+    }
+    out.push(b'\n');
+}
+
 /// `away "lunch"`, or just `available`.
 pub fn status_text(status: &Status) -> String {
     match &status.message {

@@ -8,10 +8,11 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use imstatus_core::{
-    AccountId, Activity, Availability, Client, CodedError, Contact, Event, Session, Status,
-    Timestamp,
+    AccountId, Activity, Availability, Client, Contact, Event, Session, Status, Timestamp,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use crate::auth::{query_param, Caller};
 use crate::error::{printable, ApiError};
@@ -68,74 +69,52 @@ fn visible_snapshot(gw: &Gateway, caller: &Caller, name: &str) -> Result<Event, 
         .ok_or_else(|| ApiError::no_account(name))
 }
 
-/// A source's current error, as in error responses.
-#[derive(Serialize)]
-struct SourceErrorView<'a> {
-    code: &'static str,
-    hresult: String,
-    detail: &'a str,
-    hint: &'static str,
-}
-
-/// Serialises a snapshot event; when the account's source is down, a `source_error` object
-/// is added (the only addition to the snapshot event's shape).
-fn write_account(gw: &Gateway, event: &Event, out: &mut Vec<u8>) -> Result<(), ApiError> {
-    let start = out.len();
-    serde_json::to_writer(&mut *out, event)
-        .map_err(|e| ApiError::internal(format!("serialising a snapshot: {e}")))?;
-    if let Some(err) = gw.hub.source_error(&event.account) {
-        if out.len() > start && out.last() == Some(&b'}') {
-            out.pop();
-            out.extend_from_slice(b",\"source_error\":");
-            write_source_error(&err, out)?;
-            out.push(b'}');
-        }
-    }
-    Ok(())
-}
-
-fn write_source_error(err: &CodedError, out: &mut Vec<u8>) -> Result<(), ApiError> {
-    let view = SourceErrorView {
-        code: err.code.as_str(),
-        hresult: format!("0x{:08X}", err.code.hresult()),
-        detail: &err.detail,
-        hint: err.code.hint(),
-    };
-    serde_json::to_writer(out, &view)
-        .map_err(|e| ApiError::internal(format!("serialising an error: {e}")))
-}
-
-/// `GET /v1/accounts`: a JSON array with one snapshot per account the caller may see.
+/// `GET /v1/accounts`: a JSON array with one snapshot per account the caller may see, from
+/// the rendered snapshots (each account read on its own: the hub's lock is never held for
+/// the whole list, nor while anything is serialised).
 pub(crate) async fn list_accounts(
     State(gw): State<GatewayState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let mut out = Vec::with_capacity(512);
+    let now = Timestamp::from_system_time(SystemTime::now());
+    let mut out = Vec::with_capacity(gw.list_hint.load(Ordering::Relaxed));
     out.push(b'[');
-    let mut first = true;
-    for event in gw.hub.snapshots() {
-        if !caller.can_see(&event.account) {
+    for account in gw.snapshots.accounts() {
+        if !caller.can_see(account) {
             continue;
         }
-        if !first {
+        let mark = out.len();
+        if mark > 1 {
             out.push(b',');
         }
-        first = false;
-        write_account(&gw, &event, &mut out)?;
+        if !gw.snapshots.write(&gw.hub, account, now, &mut out)? {
+            out.truncate(mark);
+        }
     }
     out.push(b']');
+    gw.list_hint.store(out.len(), Ordering::Relaxed);
     Ok(json(StatusCode::OK, out))
 }
 
-/// `GET /v1/accounts/{name}`: the account's snapshot.
+/// `GET /v1/accounts/{name}`: the account's snapshot, from its rendered bytes.
 pub(crate) async fn get_account(
     State(gw): State<GatewayState>,
     caller: Caller,
     AccountName(name): AccountName,
 ) -> Result<Response, ApiError> {
-    let event = visible_snapshot(&gw, &caller, &name)?;
-    let mut out = Vec::with_capacity(512);
-    write_account(&gw, &event, &mut out)?;
+    let account = AccountId::new(name.as_str());
+    if !caller.can_see(&account) {
+        return Err(ApiError::no_account(&name));
+    }
+    let mut out = Vec::with_capacity(1024);
+    if !gw.snapshots.write(
+        &gw.hub,
+        &account,
+        Timestamp::from_system_time(SystemTime::now()),
+        &mut out,
+    )? {
+        return Err(ApiError::no_account(&name));
+    }
     Ok(json(StatusCode::OK, out))
 }
 

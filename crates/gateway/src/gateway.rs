@@ -2,7 +2,7 @@
 //! connections and the shutdown signal every stream watches.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +42,13 @@ pub struct Gateway {
     pub(crate) conns: Table,
     /// SSE frames rendered once for every subscriber.
     pub(crate) frames: crate::stream::Frames,
+    /// Each account's snapshot as the JSON the read routes answer, rebuilt when it changes.
+    pub(crate) snapshots: crate::snapshots::SnapshotCache,
+    /// The size of the last `GET /v1/accounts` answer: the next one's starting capacity.
+    pub(crate) list_hint: AtomicUsize,
     shutdown: watch::Sender<bool>,
+    /// Set with `shutdown`: what streams check between events, without a lock.
+    stopping: AtomicBool,
     /// Open SSE and WebSocket streams, for the drain.
     streams: watch::Sender<usize>,
 }
@@ -80,6 +86,7 @@ impl Gateway {
                 }
             }
         }
+        let snapshots = crate::snapshots::SnapshotCache::new(&hub);
         Gateway {
             hub,
             tokens: Tokens::new(tokens),
@@ -92,7 +99,10 @@ impl Gateway {
             allowed_origins: HashSet::new(),
             conns: Table::new(Limits::default()),
             frames: crate::stream::Frames::new(),
+            snapshots,
+            list_hint: AtomicUsize::new(512),
             shutdown: watch::channel(false).0,
+            stopping: AtomicBool::new(false),
             streams: watch::channel(0).0,
         }
     }
@@ -201,7 +211,13 @@ impl Gateway {
     /// WebSocket gets a close frame (1001), new streams are refused with 503, and a running
     /// [`crate::serve_on`] stops accepting and drains.
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
+    }
+
+    /// Whether [`Gateway::shutdown`] was called, from an atomic flag (no lock).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Whether [`Gateway::shutdown`] was called.

@@ -1,10 +1,13 @@
 //! The imstatus gateway (`imstatus serve`): the hub's answers over HTTP, Server-Sent Events and
 //! WebSocket, with a live dashboard, status badges, Prometheus metrics and bearer tokens.
 //!
-//! The design in a paragraph: the gateway is a thin, stateless view of one
-//! [`Hub`]. Reads take a snapshot from the hub under its short lock and
-//! serialise it; streams are hub [`Subscription`](imstatus_hub::Subscription)s pulled one
-//! event at a time by the transport, so a slow client never makes the gateway buffer: the hub's
+//! The design in a paragraph: the gateway is a thin view of one
+//! [`Hub`]. Reads answer from each account's snapshot kept as JSON bytes, rebuilt only when
+//! the hub's version of that account moved (the hub's lock is held just to clone the state,
+//! never while serialising; `GET /v1/accounts` reads each account on its own); streams are hub
+//! [`Subscription`](imstatus_hub::Subscription)s pulled by the transport, each event's frame
+//! rendered once per worker thread and shared, so a slow client never makes the gateway
+//! buffer: the hub's
 //! bounded ring overtakes it and it gets a `snapshot` with `resync: true` (and a WebSocket
 //! whose send blocks past a timeout is closed with a reason). Tokens are stored only as
 //! SHA-256, compared in constant time, and each is limited to accounts; an account outside a
@@ -108,6 +111,7 @@ mod error;
 mod gateway;
 mod metrics;
 mod origin;
+mod snapshots;
 mod stream;
 
 use std::future::Future;

@@ -1,31 +1,41 @@
 //! The event stream over Server-Sent Events (`GET /v1/events`) and WebSocket (`GET /v1/ws`).
 //!
-//! Both read a hub [`Subscription`] one event at a time, only when the transport can take the
-//! next one: an SSE body is polled by hyper when the socket has room, a WebSocket send is
-//! awaited before the next event is read. A client that stops reading therefore never makes
-//! the gateway buffer more than one event (plus the kernel's socket buffer); the hub's ring
-//! overtakes its subscription instead, and its next event is a `snapshot` with `resync: true`.
-//! A WebSocket send that blocks longer than the send timeout closes the connection (1008).
+//! Both read a hub [`Subscription`] only when the transport can take more: an SSE body is
+//! polled by hyper when its write buffer has room (hyper pulls every frame that is ready, up
+//! to 16, into one vectored write), a WebSocket session feeds what is ready (at most
+//! [`WS_BATCH`] events) and flushes them in one go before it reads again. A client that stops
+//! reading therefore never makes the gateway buffer more than a batch (plus the kernel's
+//! socket buffer); the hub's ring overtakes its subscription instead, and its next event is a
+//! `snapshot` with `resync: true`. A WebSocket batch that blocks longer than the send timeout
+//! closes the connection (1008).
 //!
-//! Every live event goes to every subscriber that may see it, so its SSE frame is rendered
-//! once ([`Frames`]) and the same bytes are written to each stream: with thousands of
-//! subscribers, serialising per subscriber was half the gateway's CPU (B7 in docs/benchmarks.md).
+//! Every live event goes to every subscriber that may see it, so its frames (SSE and
+//! WebSocket, one JSON) are rendered once per worker thread ([`Frames`]) and the same bytes
+//! are written to each stream: with thousands of subscribers, serialising per subscriber was
+//! half the gateway's CPU (B7 in docs/benchmarks.md). Waiting for the next event registers
+//! nothing new per event: the shutdown signal and the keep-alive timer are made once per
+//! stream, the timer is only moved when it fires early, and while events are ready neither is
+//! polled (an atomic flag ends a stream whose events never stop).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
 use imstatus_core::{AccountId, Event};
 use imstatus_hub::Subscription;
-use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::auth::{query_params, Caller};
 use crate::error::{printable, ApiError};
@@ -33,8 +43,10 @@ use crate::gateway::{Gateway, GatewayState, StreamGuard, StreamKind};
 
 /// The reconnection delay the SSE stream asks `EventSource` clients to use.
 const SSE_RETRY: Duration = Duration::from_secs(1);
-/// How many recently rendered SSE frames are kept for the other subscribers.
-const FRAME_SLOTS: usize = 1024;
+/// How many recently rendered frames each worker thread keeps for the other subscribers.
+const FRAME_SLOTS: usize = 256;
+/// The most events a WebSocket session writes before it flushes them in one go.
+const WS_BATCH: usize = 64;
 /// The largest message a WebSocket client may send (they are ignored anyway).
 const WS_MAX_INCOMING: usize = 4096;
 /// The most a WebSocket's write buffer may hold; one event is written at a time.
@@ -129,40 +141,71 @@ fn sse_comment(text: &str) -> Bytes {
     Bytes::from(format!(": {text}\n\n"))
 }
 
-/// The SSE frames of the most recent events, rendered once for all subscribers. A slot is
-/// found by seq and trusted only for the very same hub event (`Arc::ptr_eq`; holding the `Arc`
-/// keeps its address from being reused), so resync snapshots, which are built per subscriber,
-/// are never confused with live events of the same seq.
-pub(crate) struct Frames {
-    slots: Mutex<Vec<Slot>>,
+/// The frames of one event for both transports, sharing one rendering of its JSON.
+#[derive(Clone)]
+struct Frame {
+    /// `id: <seq>\ndata: <json>\n\n`.
+    sse: Bytes,
+    /// The JSON alone (a slice of `sse`), as a WebSocket text message.
+    ws: Utf8Bytes,
 }
 
+impl Frame {
+    fn render(event: &Event) -> Option<Frame> {
+        let json = event_json(event)?;
+        let mut sse = Vec::with_capacity(json.len() + 32);
+        // Writing into a Vec cannot fail.
+        let _ = write!(sse, "id: {}\ndata: ", event.seq);
+        let at = sse.len();
+        sse.extend_from_slice(json.as_bytes());
+        sse.extend_from_slice(b"\n\n");
+        let sse = Bytes::from(sse);
+        let ws = Utf8Bytes::try_from(sse.slice(at..at + json.len())).ok()?;
+        Some(Frame { sse, ws })
+    }
+}
+
+/// The frames of the most recent events, rendered once per worker thread and shared by every
+/// subscriber that thread serves. Each thread keeps its own [`FRAME_SLOTS`] slots, so that a
+/// delivery takes no lock and touches no counter another core is writing (a shared table
+/// behind a mutex cost one contended lock per delivery: 5 million a second at B7's load);
+/// the price is one rendering per event per worker instead of one in all. A slot is found by
+/// seq and trusted only for the very same hub event (`Arc::ptr_eq`; holding the `Arc` keeps its
+/// address from being reused), so resync snapshots, which are built per subscriber, are never
+/// confused with live events of the same seq, nor events of two gateways in one process.
+/// Memory: at most [`FRAME_SLOTS`] events and their frames per thread that serves streams.
+pub(crate) struct Frames;
+
 /// A rendered frame and the hub event it belongs to.
-type Slot = Option<(Arc<Event>, Bytes)>;
+type Slot = Option<(Arc<Event>, Frame)>;
+
+thread_local! {
+    static SLOTS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Frames {
     pub(crate) fn new() -> Frames {
-        Frames {
-            slots: Mutex::new(vec![None; FRAME_SLOTS]),
-        }
+        Frames
     }
 
-    /// The frame of `event` with `id: <event.seq>`.
-    fn get(&self, event: &Arc<Event>) -> Option<Bytes> {
+    /// The frames of `event` with `id: <event.seq>`.
+    fn get(&self, event: &Arc<Event>) -> Option<Frame> {
         let slot = (event.seq % FRAME_SLOTS as u64) as usize;
-        {
-            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((e, frame)) = &slots[slot] {
-                if Arc::ptr_eq(e, event) {
-                    return Some(frame.clone());
-                }
-            }
+        let hit = SLOTS.with(|slots| match slots.borrow().get(slot) {
+            Some(Some((e, frame))) if Arc::ptr_eq(e, event) => Some(frame.clone()),
+            _ => None,
+        });
+        if hit.is_some() {
+            return hit;
         }
-        // Rendered outside the lock; two subscribers may race to render the same event,
-        // which costs one extra rendering, never a wrong frame.
-        let frame = sse_frame(event.seq, &event_json(event)?);
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots[slot] = Some((event.clone(), frame.clone()));
+        let frame = Frame::render(event)?;
+        SLOTS.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            if slots.len() < FRAME_SLOTS {
+                slots.resize(FRAME_SLOTS, None);
+            }
+            slots[slot] = Some((event.clone(), frame.clone()));
+        });
         Some(frame)
     }
 }
@@ -185,12 +228,28 @@ enum Next {
 struct SseState {
     gw: GatewayState,
     sub: Subscription,
-    shutdown: watch::Receiver<bool>,
+    /// Resolves on shutdown; made once per stream, so that waiting for the next event does
+    /// not register with the shutdown signal anew each time.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Fires at the latest keep-alive deadline it was set to; only reset when it fires before
+    /// `last_sent + keep_alive` (an event costs a clock read, not a timer update).
+    keep_alive: Pin<Box<Sleep>>,
+    /// When something was last handed to the transport.
+    last_sent: Instant,
     /// The highest seq sent: `id:` never goes backwards, also across a resync whose
     /// snapshots carry older seqs.
     last_id: u64,
     step: Step,
     _guard: StreamGuard,
+}
+
+/// A future that resolves once the gateway shuts down.
+fn shutdown_signal(gw: &Gateway) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let mut rx = gw.shutdown_receiver();
+    Box::pin(async move {
+        // The sender lives as long as the gateway; an error means it is gone: stop too.
+        let _ = rx.wait_for(|s| *s).await;
+    })
 }
 
 async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseState)> {
@@ -207,11 +266,26 @@ async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseSta
             Step::Done => return None,
             Step::Live => {}
         }
-        let next = tokio::select! {
-            biased;
-            _ = st.shutdown.wait_for(|s| *s) => Next::Shutdown,
-            event = st.sub.recv() => Next::Event(event),
-            () = tokio::time::sleep(st.gw.stream_keep_alive()) => Next::Idle,
+        let keep_alive = st.gw.stream_keep_alive();
+        // Events first: while they are ready, neither the shutdown signal nor the timer is
+        // polled (hyper keeps pulling ready frames into one vectored write); the flag still
+        // ends a stream whose events never stop.
+        let next = if st.gw.is_stopping() {
+            Next::Shutdown
+        } else {
+            tokio::select! {
+                biased;
+                event = st.sub.recv() => Next::Event(event),
+                () = &mut st.shutdown => Next::Shutdown,
+                () = &mut st.keep_alive => {
+                    let due = st.last_sent + keep_alive;
+                    if Instant::now() < due {
+                        st.keep_alive.as_mut().reset(due);
+                        continue;
+                    }
+                    Next::Idle
+                }
+            }
         };
         let out = match next {
             Next::Idle => sse_comment("keep-alive"),
@@ -228,7 +302,7 @@ async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseSta
                     continue;
                 };
                 st.last_id = event.seq;
-                frame
+                frame.sse
             }
             Next::Event(Some(event)) => {
                 // A resync snapshot older than what this stream already sent: its own frame.
@@ -238,6 +312,10 @@ async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseSta
                 sse_frame(st.last_id, &json)
             }
         };
+        st.last_sent = Instant::now();
+        if st.keep_alive.is_elapsed() {
+            st.keep_alive.as_mut().reset(st.last_sent + keep_alive);
+        }
         return Some((Ok(out), st));
     }
 }
@@ -254,10 +332,13 @@ pub(crate) async fn events(
     }
     let req = stream_request(&gw, &caller, &headers, &uri)?;
     let sub = gw.hub.resume(req.accounts, req.after);
+    let now = Instant::now();
     let state = SseState {
         gw: gw.clone(),
         sub,
-        shutdown: gw.shutdown_receiver(),
+        shutdown: shutdown_signal(&gw),
+        keep_alive: Box::pin(tokio::time::sleep_until(now + gw.stream_keep_alive())),
+        last_sent: now,
         last_id: 0,
         step: Step::Start,
         _guard: gw.open_stream(StreamKind::Sse),
@@ -325,31 +406,56 @@ async fn ws_session(
         }
         let _ = gone_tx.send(());
     });
-    let mut shutdown = gw.shutdown_receiver();
+    let mut shutdown = shutdown_signal(&gw);
     // A ping when nothing was sent for the keep-alive interval: the connection is not idle,
-    // and a peer that is gone is noticed.
+    // and a peer that is gone is noticed. The timer is only reset when it fires early.
     let keep_alive = gw.stream_keep_alive();
-    let ping = tokio::time::sleep(keep_alive);
+    let mut last_sent = Instant::now();
+    let ping = tokio::time::sleep_until(last_sent + keep_alive);
     tokio::pin!(ping);
     let frame = loop {
-        let message = tokio::select! {
+        if gw.is_stopping() {
+            break close(1001, "server shutting down");
+        }
+        let first = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => break close(1001, "server shutting down"),
             _ = &mut gone => break None,
             event = sub.recv() => {
                 let Some(event) = event else {
                     break close(1001, "the event hub stopped");
                 };
-                let Some(json) = event_json(&event) else {
+                let Some(frame) = gw.frames.get(&event) else {
                     continue;
                 };
-                Message::Text(json.into())
+                Message::Text(frame.ws)
             }
-            () = &mut ping => Message::Ping(Bytes::new()),
+            () = &mut shutdown => break close(1001, "server shutting down"),
+            () = &mut ping => {
+                let due = last_sent + keep_alive;
+                if Instant::now() < due {
+                    ping.as_mut().reset(due);
+                    continue;
+                }
+                Message::Ping(Bytes::new())
+            }
         };
-        let sent = tokio::time::timeout(gw.ws_send_timeout, tx.send(message)).await;
-        ping.as_mut()
-            .reset(tokio::time::Instant::now() + keep_alive);
+        // Everything else that is ready goes out with it, in one flush (one write when it
+        // fits the socket); the time limit covers the whole batch.
+        let batch = async {
+            tx.feed(first).await?;
+            for _ in 1..WS_BATCH {
+                let Some(event) = sub.try_recv() else { break };
+                if let Some(frame) = gw.frames.get(&event) {
+                    tx.feed(Message::Text(frame.ws)).await?;
+                }
+            }
+            tx.flush().await
+        };
+        let sent = tokio::time::timeout(gw.ws_send_timeout, batch).await;
+        last_sent = Instant::now();
+        if ping.is_elapsed() {
+            ping.as_mut().reset(last_sent + keep_alive);
+        }
         match sent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break None,
@@ -403,17 +509,29 @@ mod tests {
         let a = frames.get(&e).expect("frame");
         let b = frames.get(&e).expect("frame");
         assert_eq!(
-            a.as_ptr(),
-            b.as_ptr(),
+            a.sse.as_ptr(),
+            b.sse.as_ptr(),
             "the same bytes, not a second rendering"
         );
-        let text = std::str::from_utf8(&a).expect("utf-8");
+        assert_eq!(a.ws.as_ptr(), b.ws.as_ptr());
+        let text = std::str::from_utf8(&a.sse).expect("utf-8");
         assert!(text.starts_with("id: 7\ndata: {"), "{text}");
         assert!(text.ends_with("}\n\n"), "{text}");
         assert_eq!(text.matches('\n').count(), 3, "{text}");
-        let json: serde_json::Value =
-            serde_json::from_str(&text["id: 7\ndata: ".len()..text.len() - 2]).expect("json");
+        let json = &text["id: 7\ndata: ".len()..text.len() - 2];
+        assert_eq!(a.ws.as_str(), json, "the WebSocket text is the same JSON");
+        assert_eq!(
+            a.ws.as_ptr(),
+            a.sse[("id: 7\ndata: ".len())..].as_ptr(),
+            "and the same bytes"
+        );
+        let json: serde_json::Value = serde_json::from_str(json).expect("json");
         assert_eq!(json["seq"], 7);
+        assert_eq!(
+            serde_json::to_string(&*e).expect("json"),
+            a.ws.as_str(),
+            "exactly the event's serialisation"
+        );
     }
 
     #[test]
@@ -424,11 +542,35 @@ mod tests {
         // A snapshot built for one subscriber can carry the seq of a live event.
         let other = event(3);
         let f2 = frames.get(&other).expect("frame");
-        assert_ne!(f1.as_ptr(), f2.as_ptr());
+        assert_ne!(f1.sse.as_ptr(), f2.sse.as_ptr());
         // An event FRAME_SLOTS later takes the slot; the first is rendered again, correctly.
         let later = event(3 + FRAME_SLOTS as u64);
         let f3 = frames.get(&later).expect("frame");
-        assert!(f3.starts_with(format!("id: {}\n", 3 + FRAME_SLOTS).as_bytes()));
-        assert_eq!(frames.get(&first).expect("frame"), f1);
+        assert!(f3
+            .sse
+            .starts_with(format!("id: {}\n", 3 + FRAME_SLOTS).as_bytes()));
+        assert_eq!(frames.get(&first).expect("frame").sse, f1.sse);
+    }
+
+    #[test]
+    fn each_thread_renders_once_and_keeps_its_own_copy() {
+        let frames = Arc::new(Frames::new());
+        let e = event(11);
+        let here = frames.get(&e).expect("frame");
+        let (f, e2) = (frames.clone(), e.clone());
+        let there = std::thread::spawn(move || {
+            let a = f.get(&e2).expect("frame");
+            let b = f.get(&e2).expect("frame");
+            assert_eq!(a.sse.as_ptr(), b.sse.as_ptr(), "shared on that thread");
+            a.sse
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(here.sse, there, "the same frame");
+        assert_ne!(
+            here.sse.as_ptr(),
+            there.as_ptr(),
+            "each thread its own copy"
+        );
     }
 }

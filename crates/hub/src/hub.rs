@@ -1,6 +1,6 @@
 //! The hub proper: shared tracker, broadcast fan-out with resync, resume ring, timers.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -50,6 +50,11 @@ pub(crate) struct Shared {
     resyncs: AtomicU64,
     pub(crate) events: AtomicU64,
     hook: Option<BatchHook>,
+    /// Each account's position in `versions` (fixed once the hub is built).
+    index: HashMap<AccountId, usize>,
+    /// Per account, a number bumped under the state lock before anything that may change the
+    /// account's snapshot is applied (see [`Hub::snapshot_version`]); readable without the lock.
+    versions: Box<[AtomicU64]>,
 }
 
 impl Shared {
@@ -66,6 +71,9 @@ impl Shared {
     ) {
         let now = now();
         let mut state = self.lock();
+        // Before the change and before its events are sent: whoever sees an event and then
+        // reads the version finds it bumped, so a cache keyed by it cannot answer older state.
+        self.bump(account);
         let before = state.tracker.poll_timeout();
         for o in observations {
             if let Err(e) = state.tracker.handle_observation(now, account, o) {
@@ -181,8 +189,18 @@ impl Shared {
 
     fn handle_timeout(&self) {
         let mut state = self.lock();
+        // A timeout may change any account (rare: sign-in deadlines): every version moves.
+        for v in self.versions.iter() {
+            v.fetch_add(1, Ordering::Release);
+        }
         state.tracker.handle_timeout(now());
         self.publish(&mut state);
+    }
+
+    pub(crate) fn bump(&self, account: &AccountId) {
+        if let Some(&i) = self.index.get(account) {
+            self.versions[i].fetch_add(1, Ordering::Release);
+        }
     }
 
     fn publish(&self, state: &mut State) {
@@ -286,6 +304,12 @@ impl HubBuilder {
             }
         }
         let (tx, _) = broadcast::channel(self.capacity);
+        let mut index = HashMap::with_capacity(self.sources.len());
+        for (account, _) in &self.sources {
+            let next = index.len();
+            index.entry(account.clone()).or_insert(next);
+        }
+        let versions = (0..index.len()).map(|_| AtomicU64::new(0)).collect();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 tracker,
@@ -299,6 +323,8 @@ impl HubBuilder {
             resyncs: AtomicU64::new(0),
             events: AtomicU64::new(0),
             hook: self.hook,
+            index,
+            versions,
         });
         let mut hub = Hub {
             shared,
@@ -446,6 +472,34 @@ impl Hub {
         self.shared.lock().tracker.snapshots(now())
     }
 
+    /// A number that changes whenever the account's snapshot (or its source error) may have
+    /// changed, apart from the fields read off the clock (`time`, and `activity.idle_s`, which
+    /// moves by itself). Read without the hub's lock: a reader that caches something derived
+    /// from [`Hub::account_state`] keeps it while this stays the same. `None` for an unknown
+    /// account.
+    pub fn snapshot_version(&self, account: &AccountId) -> Option<u64> {
+        let i = *self.shared.index.get(account)?;
+        Some(self.shared.versions[i].load(Ordering::Acquire))
+    }
+
+    /// The account's snapshot, its source error and its [`Hub::snapshot_version`], all read
+    /// under one short hold of the lock (the snapshot is cloned; nothing is serialised there).
+    pub fn account_state(&self, account: &AccountId) -> Option<AccountState> {
+        let i = *self.shared.index.get(account)?;
+        let state = self.shared.lock();
+        let version = self.shared.versions[i].load(Ordering::Acquire);
+        let snapshot = state.tracker.snapshot(account, now())?;
+        let source_error = state
+            .tracker
+            .source_down(account)
+            .map(|(code, detail)| CodedError::new(code, detail));
+        Some(AccountState {
+            version,
+            snapshot,
+            source_error,
+        })
+    }
+
     /// The error that currently keeps an account's source down (e.g. `auth_failed`).
     pub fn source_error(&self, account: &AccountId) -> Option<CodedError> {
         self.shared
@@ -516,6 +570,17 @@ impl Hub {
     pub fn subscriber_count(&self) -> usize {
         self.shared.tx.receiver_count()
     }
+}
+
+/// One account as [`Hub::account_state`] read it, consistently.
+#[derive(Clone, Debug)]
+pub struct AccountState {
+    /// The [`Hub::snapshot_version`] this state belongs to.
+    pub version: u64,
+    /// The `snapshot` event (its `time` is when it was read).
+    pub snapshot: Event,
+    /// The error that keeps the account's source down, if it is down.
+    pub source_error: Option<CodedError>,
 }
 
 /// A subscriber's stream: snapshots first, then changes in `seq` order; a fresh snapshot with

@@ -30,6 +30,6 @@ pub mod source;
 pub mod testing;
 
 pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
-pub use hub::{BatchHook, Hub, HubBuilder, Subscription};
+pub use hub::{AccountState, BatchHook, Hub, HubBuilder, Subscription};
 pub use mirror::{Mirror, MirrorBatch, MirrorError, Takeover};
 pub use source::{BoxFuture, Check, Sink, Source};

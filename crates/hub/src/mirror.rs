@@ -103,6 +103,8 @@ impl Mirror {
             })
             .is_some();
         let resync = batch.resync || !in_order || stale.contains(&batch.account);
+        // The account's snapshot changes: cached renderings of it (the gateway's) are stale.
+        shared.bump(&batch.account);
         state
             .tracker
             .restore(
@@ -204,6 +206,7 @@ impl HubBuilder {
     pub fn start_restored(self, takeovers: Vec<Takeover>) -> Hub {
         self.start_with(|hub| {
             for t in takeovers {
+                hub.shared.bump(&t.account);
                 let restored = hub
                     .shared
                     .lock()

@@ -47,27 +47,43 @@ pub(crate) async fn run(
             }
         }
     }
-    // Each account's state after every event, for the hook's environment.
+    // Each account's state after every event, for the hook's environment: only kept when
+    // there is a hook (folding every contact's presence into a sorted list costs more than
+    // writing the line).
     let mut states: HashMap<AccountId, Snapshot> = Default::default();
     tokio::pin!(stop);
     let mut warned = HashSet::new();
+    // One JSON line at a time, in a buffer kept across events.
+    let mut line: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let event = tokio::select! {
+            biased;
             () = &mut stop => break,
             e = sub.recv() => match e {
                 Some(e) => e,
                 None => break,
             },
         };
-        let state = states
-            .entry(event.account.clone())
-            .or_insert_with(Snapshot::unknown);
-        state.apply(&event.kind, event.time);
+        if view.hook.is_some() {
+            match states.get_mut(&event.account) {
+                Some(state) => state.apply(&event.kind, event.time),
+                None => {
+                    let mut state = Snapshot::unknown();
+                    state.apply(&event.kind, event.time);
+                    states.insert(event.account.clone(), state);
+                }
+            }
+        }
         if !view.contacts && matches!(event.kind, EventKind::ContactStatusChanged { .. }) {
             continue;
         }
         if view.json {
-            writeln!(out, "{}", format::json(&event))?;
+            // The whole line in one write: stdout's line buffer passes a buffer that ends in
+            // a newline straight to the pipe (one syscall, however long the line), where a
+            // `writeln!` of a line longer than its 1 KB buffer took two.
+            line.clear();
+            format::json_line(&event, &mut line);
+            out.write_all(&line)?;
         } else {
             writeln!(out, "{}", format::event_line(&event, view.contacts))?;
             if let EventKind::SourceError { code, .. }
@@ -82,6 +98,9 @@ pub(crate) async fn run(
         }
         out.flush()?;
         if let Some((command, timeout)) = &view.hook {
+            let Some(state) = states.get(&event.account) else {
+                continue;
+            };
             let outcome = tokio::select! {
                 () = &mut stop => break,
                 o = hook::run(command, &event, state, *timeout) => o,
