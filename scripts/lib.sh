@@ -107,6 +107,10 @@ ensure_windows_packages() {
 
 WINDOWS_TARGET=x86_64-pc-windows-gnu
 WINDOWS_TARGET_DIR=${WINDOWS_TARGET_DIR:-$PWD/target/windows}
+# The features of imstatus.exe: the default set without what only works on Unix (purple,
+# desktop, teams) and without the cluster roles (async-nats' 29 crates, which a Windows desktop
+# watcher does not need).
+WINDOWS_FEATURES=${WINDOWS_FEATURES:-xmpp,matrix,gateway,mqtt,windows}
 # The exe scripts/windows-build.sh builds (relative to the repository root).
 WINDOWS_EXE="$WINDOWS_TARGET_DIR/$WINDOWS_TARGET/release/imstatus.exe"
 
