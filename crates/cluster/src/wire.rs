@@ -43,7 +43,7 @@ impl Batch {
         serde_json::to_vec(self)
     }
 
-    /// Decodes a message, refusing one above [`MAX_BATCH_BYTES`].
+    /// Decodes a message, refusing one above `MAX_BATCH_BYTES` (1 MiB).
     pub fn decode(bytes: &[u8]) -> Result<Batch, String> {
         if bytes.len() > MAX_BATCH_BYTES {
             return Err(format!(

@@ -3,7 +3,7 @@
 //! A `[[person]]` in the config is an account like any other to every interface (`status`,
 //! `watch`, `wait`, hooks, the gateway, MQTT), of source `person`. It is built on the hub's
 //! seam for sources that combine other accounts: [`PersonSource`] names its members
-//! ([`Source::members`](imstatus_hub::Source::members)), subscribes to them and to its signals
+//! ([`Source::members`]), subscribes to them and to its signals
 //! account through its sink, folds each whole observation batch into the core's sans-IO
 //! [`Person`](imstatus_core::person::Person), and reports what the written rule
 //! ([`imstatus_core::person::decide`], `docs/person.md`) decides as one
