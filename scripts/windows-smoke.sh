@@ -23,7 +23,9 @@ trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
 echo "== windows smoke: $exe under wine ($WINEPREFIX)"
 wine "$exe" --version
-out=$(IMSTATUS_WINDOWS_EXE="$exe" cargo test -p imstatus --locked --test main -- windows:: --test-threads=2 2>&1) \
+# --workspace, as scripts/test.sh builds the suite: `-p imstatus` alone would resolve features
+# differently and build the test binary again.
+out=$(IMSTATUS_WINDOWS_EXE="$exe" cargo test --workspace --locked --test main -- windows:: --test-threads=2 2>&1) \
   || { echo "$out"; exit 1; }
 echo "$out" | grep -E '^(test |running|test result)'
 # Not skipped: with IMSTATUS_WINDOWS_EXE set every test runs (a missing exe fails them).

@@ -7,6 +7,7 @@
 # the server being killed, access denied.
 #
 #   scripts/windows-test.sh            # installs what is missing, builds, runs the tests
+#   scripts/windows-test.sh --build-only   # only the build (scripts/test.sh runs it early)
 #
 # Installs Debian's rustc-web/cargo-web/rust-web-src, MinGW-w64 and wine when missing; builds
 # std for x86_64-pc-windows-gnu from source (-Zbuild-std, release profile, shared with
@@ -18,11 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+build_only=false
+if [ "${1:-}" = --build-only ]; then build_only=true; fi
+
 ensure_windows_packages
-export WINEPREFIX=${IMSTATUS_WINE_PREFIX:-/tmp/imstatus-wine}
-export WINEDEBUG=-all
-ensure_wine_prefix "$WINEPREFIX"
-trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
 # The build must be warning-free (Debian's rustc-web has no clippy): cargo replays cached
 # warnings, so this also holds for a build with nothing to do.
@@ -36,6 +36,12 @@ if echo "$out" | grep -Eq 'generated [0-9]+ warnings?'; then
   exit 1
 fi
 echo "built in $(( $(date +%s) - start ))s"
+if $build_only; then exit 0; fi
+
+export WINEPREFIX=${IMSTATUS_WINE_PREFIX:-/tmp/imstatus-wine}
+export WINEDEBUG=-all
+ensure_wine_prefix "$WINEPREFIX"
+trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
 echo "== windows source: tests under wine ($WINEPREFIX)"
 start=$(date +%s)
