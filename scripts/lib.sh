@@ -121,7 +121,7 @@ windows_cargo() {
   local sub=$1
   shift
   RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$WINDOWS_TARGET_DIR" \
-    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
     /usr/bin/cargo "$sub" --release -Zbuild-std=std,panic_abort --target "$WINDOWS_TARGET" "$@"
 }
