@@ -33,13 +33,12 @@ cargo test --workspace --locked --no-run
 # The Windows cross-build (its own target dir and toolchain) needs nothing from the Linux suite:
 # it runs beside it at the lowest CPU priority, using what the suite leaves idle while it waits
 # on its servers, and the suite is not slowed by more than a scheduler tick.
+# Its own process group, so that if the suite fails the whole build is stopped with the script.
 windows_log=$(mktemp)
-trap 'rm -f "$windows_log"' EXIT
-(
-  nice -n 19 scripts/windows-build.sh --locked
-  nice -n 19 scripts/windows-test.sh --build-only
-) >"$windows_log" 2>&1 &
+setsid bash -c 'nice -n 19 scripts/windows-build.sh --locked &&
+  nice -n 19 scripts/windows-test.sh --build-only' >"$windows_log" 2>&1 &
 windows_pid=$!
+trap 'kill -- -"$windows_pid" 2>/dev/null || true; rm -f "$windows_log"' EXIT
 step "cargo test: run (the Windows build beside it)"
 cargo test --workspace --locked
 step "windows: the rest of the cross-build"
