@@ -246,7 +246,16 @@ fn serve_answers_on_loopback_and_drains_on_sigterm() {
         imstatus_testkit::wait_until("the gateway to answer", Duration::from_secs(10), || {
             http_get(port, "/healthz").ok()
         });
-    let accounts = http_get(port, "/v1/accounts/desktop");
+    // The source reports the missing client once it has tried the bus: poll for that answer.
+    let accounts = imstatus_testkit::wait_until(
+        "the account to say its client is not running",
+        Duration::from_secs(10),
+        || {
+            http_get(port, "/v1/accounts/desktop")
+                .ok()
+                .filter(|a| a.contains("\"client\":\"not_running\""))
+        },
+    );
     // SIGTERM: a graceful drain, exit 0.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
