@@ -6,10 +6,10 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::activity::Activity;
+use crate::decision::DecidedBy;
 use crate::error::ErrorCode;
 use crate::id::{AccountId, ContactId, PartId};
 use crate::mistatus::mistatus;
-use crate::person::DecidedBy;
 use crate::state::{Availability, Client, Session, Status};
 use crate::time::Timestamp;
 

@@ -20,6 +20,7 @@
 
 pub mod activity;
 pub mod backoff;
+pub mod decision;
 pub mod error;
 pub mod event;
 pub mod id;
@@ -33,6 +34,7 @@ pub mod tracker;
 
 pub use activity::{Activity, ActivitySignal, App};
 pub use backoff::Backoff;
+pub use decision::{DecidedBy, Rule, Signal};
 pub use error::{CodedError, ErrorCode};
 pub use event::{
     Contact, Event, EventKind, Resource, SignInResult, SignOutReason, Since, Snapshot, SourceKind,
@@ -40,7 +42,7 @@ pub use event::{
 pub use id::{AccountId, ContactId, PartId};
 pub use mistatus::{is_signed_in, mistatus};
 pub use observation::Observation;
-pub use person::{DecidedBy, PersonState, Rule, Signal};
+pub use person::PersonState;
 pub use state::{Availability, Client, Session, Status};
 pub use time::Timestamp;
 pub use tracker::{Tracker, UnknownAccount};

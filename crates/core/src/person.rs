@@ -20,12 +20,10 @@
 //! a call goes straight from `busy` to the user's status, never through the imstatus-written
 //! status that the members still show for a moment.
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::activity::Activity;
+pub use crate::decision::{DecidedBy, Rule, Signal};
 use crate::error::{CodedError, ErrorCode};
 use crate::event::{Event, EventKind, SignOutReason, Snapshot};
 use crate::id::AccountId;
@@ -38,97 +36,6 @@ pub const IN_A_CALL: &str = "In a call";
 /// How long a write of imstatus's stays recognisable: a change of a member to the status
 /// imstatus wrote within this time is the write coming back, not the user.
 pub const ECHO_WINDOW: Duration = Duration::from_secs(10);
-
-/// Which rule gave a person's current status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    /// Rule 1: on a call (microphone or camera in use).
-    Call,
-    /// Rule 2: the status the user chose most recently on a signed-in member.
-    User,
-    /// Rule 3: the screen is locked or the user is idle.
-    Away,
-    /// Rule 4: the most available signed-in member (`offline` when none is signed in).
-    MostAvailable,
-}
-
-impl Rule {
-    /// The snake_case name (the JSON `rule`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Call => "call",
-            Rule::User => "user",
-            Rule::Away => "away",
-            Rule::MostAvailable => "most_available",
-        }
-    }
-}
-
-/// The desktop signal behind rules 1 and 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    /// A microphone is in use.
-    Microphone,
-    /// A camera is in use.
-    Camera,
-    /// The screen is locked.
-    Locked,
-    /// The user is idle.
-    Idle,
-}
-
-impl Signal {
-    /// The snake_case name (the JSON `signal`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::Microphone => "microphone",
-            Signal::Camera => "camera",
-            Signal::Locked => "locked",
-            Signal::Idle => "idle",
-        }
-    }
-}
-
-/// What decided a person's status: the rule, and the account or signal that made it apply.
-///
-/// JSON: `{"rule":"call","account":"desk","signal":"microphone"}`; `account` is left out when
-/// no account decided (nobody signed in), `signal` for the rules that read no signal.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DecidedBy {
-    /// The rule.
-    pub rule: Rule,
-    /// The member (rules 2 and 4) or the signals account (rules 1 and 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<AccountId>,
-    /// The signal (rules 1 and 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<Signal>,
-}
-
-impl DecidedBy {
-    fn new(rule: Rule, account: Option<&AccountId>, signal: Option<Signal>) -> Self {
-        DecidedBy {
-            rule,
-            account: account.cloned(),
-            signal,
-        }
-    }
-}
-
-impl fmt::Display for DecidedBy {
-    /// `call (desk: microphone)`, `user (alice)`, `most_available`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.rule.as_str())?;
-        match (&self.account, self.signal) {
-            (Some(a), Some(s)) => write!(f, " ({a}: {})", s.as_str()),
-            (Some(a), None) => write!(f, " ({a})"),
-            (None, Some(s)) => write!(f, " ({})", s.as_str()),
-            (None, None) => Ok(()),
-        }
-    }
-}
 
 /// A status the user chose on a member, and when, as an ever-growing order (larger is later).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use inotify::{Inotify, WatchMask};
 use crate::config::DesktopConfig;
 use crate::coordinator::Report;
 use crate::error::{from_io, Error, Result};
-use crate::unit::Reporter;
+use crate::reporter::Reporter;
 
 /// A scan looks at no more processes than this.
 pub(crate) const MAX_PROCS: usize = 32_768;

@@ -1,12 +1,10 @@
 //! `source = "desktop"`: the keys of its `[[account]]` table, resolved into [`DesktopConfig`].
 
-use std::any::Any;
-use std::sync::Arc;
 use std::time::Duration;
 
-use imstatus_core::{AccountId, CodedError, SourceKind};
+use imstatus_core::SourceKind;
 use imstatus_hub::factory::one_of;
-use imstatus_hub::{BoxFuture, Check, KeyError, Keys, Source, SourceFactory, SourceSettings};
+use imstatus_hub::{KeyError, Keys};
 
 /// The source's kind, `"desktop"`.
 pub const KIND: SourceKind = SourceKind::new_static("desktop");
@@ -150,32 +148,6 @@ impl DesktopConfig {
     }
 }
 
-/// The `desktop` source's factory, for the binary's list of sources.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DesktopFactory;
-
-impl SourceFactory for DesktopFactory {
-    fn kind(&self) -> SourceKind {
-        KIND
-    }
-
-    fn title(&self) -> &'static str {
-        "desktop signals (microphone, camera, idle, lock)"
-    }
-
-    fn description(&self) -> &'static str {
-        "the local desktop: microphone and camera in use, idle time, screen locked"
-    }
-
-    fn keys(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
-        Ok(Box::new(resolve(keys)?))
-    }
-}
-
 /// Reads a desktop account's keys.
 pub fn resolve(keys: &mut Keys) -> Result<DesktopConfig, KeyError> {
     let mut c = DesktopConfig::default();
@@ -275,22 +247,11 @@ fn humanise(d: Duration) -> String {
     }
 }
 
-impl SourceSettings for DesktopConfig {
-    fn build(&self, _account: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
-        crate::source::build(self)
-    }
-
-    fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
-        Box::pin(crate::doctor::doctor(self))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::DesktopFactory;
+    use imstatus_core::AccountId;
+    use imstatus_hub::SourceFactory;
     use imstatus_hub::Value;
 
     use super::*;

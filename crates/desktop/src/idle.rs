@@ -25,7 +25,7 @@ use crate::coordinator::Report;
 use crate::dbus::{self, Bus, Next, PropertiesChanged, Watch};
 use crate::error::{Error, Result};
 use crate::lock::{logind_session, LOGIND, SCREENSAVER, SCREENSAVER_PATH, SESSION_IFACE};
-use crate::unit::Reporter;
+use crate::reporter::Reporter;
 
 /// Idle times above this are nonsense (a year): a backend that says so is misbehaving.
 pub(crate) const MAX_IDLE: Duration = Duration::from_secs(366 * 24 * 3600);

@@ -28,6 +28,7 @@ mod dbus;
 #[cfg(target_os = "linux")]
 mod doctor;
 mod error;
+mod factory;
 #[cfg(target_os = "linux")]
 mod idle;
 #[cfg(target_os = "linux")]
@@ -35,15 +36,18 @@ mod lock;
 #[cfg(target_os = "linux")]
 mod microphone;
 #[cfg(target_os = "linux")]
+mod reporter;
+#[cfg(target_os = "linux")]
 mod source;
 #[cfg(target_os = "linux")]
 mod unit;
 
 pub use config::{
-    resolve, DesktopConfig, DesktopFactory, IdleBackend, LockBackend, DEFAULT_CAMERA_DEVICES,
-    DEFAULT_IDLE_AFTER, KEYS, KIND, MIN_IDLE_AFTER,
+    resolve, DesktopConfig, IdleBackend, LockBackend, DEFAULT_CAMERA_DEVICES, DEFAULT_IDLE_AFTER,
+    KEYS, KIND, MIN_IDLE_AFTER,
 };
 pub use error::{Error, Result};
+pub use factory::DesktopFactory;
 #[cfg(target_os = "linux")]
 pub use source::DesktopSource;
 

@@ -10,7 +10,7 @@ use crate::config::{DesktopConfig, LockBackend};
 use crate::coordinator::Report;
 use crate::dbus::{self, Bus, Next, PropertiesChanged, Watch};
 use crate::error::{Error, Result};
-use crate::unit::Reporter;
+use crate::reporter::Reporter;
 
 /// logind's bus name.
 pub(crate) const LOGIND: &str = "org.freedesktop.login1";

@@ -25,7 +25,7 @@ use tokio::net::UnixStream;
 use crate::config::DesktopConfig;
 use crate::coordinator::Report;
 use crate::error::{from_io, Error, Result};
-use crate::unit::Reporter;
+use crate::reporter::Reporter;
 
 /// The largest message accepted from the server: a peer claiming more is refused, so a
 /// garbage length never makes us allocate gigabytes.

@@ -10,60 +10,10 @@ use tokio::sync::mpsc;
 use crate::config::DesktopConfig;
 use crate::coordinator::{Report, Unit};
 use crate::error::Error;
+use crate::reporter::Reporter;
 
 /// A watch that held this long resets the reconnect backoff.
 const STABLE: Duration = Duration::from_secs(30);
-
-/// A unit's end of the channel to the coordinator; remembers whether the backend answers, so
-/// that an outage is reported once, not once per retry.
-#[derive(Debug)]
-pub(crate) struct Reporter {
-    unit: Unit,
-    tx: mpsc::Sender<Report>,
-    up: bool,
-    down_reported: bool,
-}
-
-impl Reporter {
-    pub(crate) fn new(unit: Unit, tx: mpsc::Sender<Report>) -> Self {
-        Reporter {
-            unit,
-            tx,
-            up: false,
-            down_reported: false,
-        }
-    }
-
-    /// Sends a report. The coordinator only ends with the source, and then this task is
-    /// aborted too, so a closed channel needs no handling.
-    pub(crate) async fn send(&self, report: Report) {
-        let _ = self.tx.send(report).await;
-    }
-
-    /// The backend answers.
-    pub(crate) async fn up(&mut self, detail: String) {
-        tracing::debug!(unit = self.unit.name(), %detail, "backend answers");
-        self.up = true;
-        self.down_reported = false;
-        self.send(Report::Up(self.unit, detail)).await;
-    }
-
-    /// The backend said something malformed.
-    pub(crate) async fn anomaly(&self, e: Error) {
-        tracing::debug!(unit = self.unit.name(), %e, "anomaly");
-        self.send(Report::Anomaly(self.unit, e)).await;
-    }
-
-    /// The backend is gone (or never answered): reported once per outage.
-    async fn down(&mut self, e: Error) {
-        tracing::debug!(unit = self.unit.name(), %e, "backend does not answer");
-        self.up = false;
-        if !self.down_reported {
-            self.down_reported = true;
-            self.send(Report::Down(self.unit, e)).await;
-        }
-    }
-}
 
 /// Runs `unit` forever: watch, report the loss once, wait, retry.
 pub(crate) async fn run(unit: Unit, config: Arc<DesktopConfig>, tx: mpsc::Sender<Report>) {
@@ -72,7 +22,7 @@ pub(crate) async fn run(unit: Unit, config: Arc<DesktopConfig>, tx: mpsc::Sender
     loop {
         let started = Instant::now();
         let e = watch(unit, &config, &mut r).await;
-        if r.up && started.elapsed() >= STABLE {
+        if r.is_up() && started.elapsed() >= STABLE {
             backoff.reset();
         }
         r.down(e).await;

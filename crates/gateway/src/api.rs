@@ -1,11 +1,13 @@
 //! The request/response routes: account snapshots, contacts, setting status, the badge, the
-//! dashboard's files, the OpenAPI document, metrics, health and the fallbacks.
+//! dashboard's files, the OpenAPI document, metrics, health and the fallbacks; and the
+//! middleware that times every routed request for the metrics.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use imstatus_core::{
     AccountId, Activity, Availability, Client, Contact, Event, Session, Status, Timestamp,
@@ -17,7 +19,6 @@ use std::time::SystemTime;
 use crate::auth::{query_param, Caller};
 use crate::error::{printable, ApiError};
 use crate::gateway::{Gateway, GatewayState};
-use crate::metrics::record_unmatched;
 
 /// The largest body `PUT …/status` accepts.
 pub(crate) const STATUS_BODY_LIMIT: usize = 16 * 1024;
@@ -404,20 +405,40 @@ pub(crate) async fn metrics(State(gw): State<GatewayState>, caller: Caller) -> R
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        gw.metrics.render(&gw, &caller),
+        gw.metrics.render(&gw.hub, gw.open_connections(), &caller),
     )
         .into_response()
 }
 
+/// Middleware: times every routed request and counts its status class under its route.
+pub(crate) async fn track(
+    State(gw): State<GatewayState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let response = next.run(request).await;
+    gw.metrics.record(
+        route.as_ref().map(|m| m.as_str()),
+        start.elapsed(),
+        response.status(),
+    );
+    response
+}
+
 /// Every path that is not a route.
 pub(crate) async fn not_found(State(gw): State<GatewayState>) -> ApiError {
-    record_unmatched(&gw, StatusCode::NOT_FOUND);
+    gw.metrics.record_unmatched(StatusCode::NOT_FOUND);
     ApiError::not_found("no such route; see /openapi.json")
 }
 
 /// A route asked with a method it does not take.
 pub(crate) async fn method_not_allowed(State(gw): State<GatewayState>) -> ApiError {
-    record_unmatched(&gw, StatusCode::METHOD_NOT_ALLOWED);
+    gw.metrics.record_unmatched(StatusCode::METHOD_NOT_ALLOWED);
     ApiError::method_not_allowed()
 }
 

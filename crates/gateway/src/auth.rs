@@ -4,8 +4,6 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Uri};
 use imstatus_config::TokenConfig;
 use imstatus_core::AccountId;
@@ -13,7 +11,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::gateway::GatewayState;
 
 /// The SHA-256 of a token, as `[[serve.token]] sha256` stores it (hex-encode it for the
 /// config, e.g. with [`hash_token_hex`]).
@@ -185,22 +182,6 @@ impl Caller {
                 open_write: false,
             })
             .ok_or_else(ApiError::invalid_token)
-    }
-}
-
-impl FromRequestParts<GatewayState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &GatewayState,
-    ) -> Result<Self, Self::Rejection> {
-        Caller::authenticate(
-            &state.tokens,
-            state.tokenless_write,
-            &parts.headers,
-            &parts.uri,
-        )
     }
 }
 

@@ -1,18 +1,24 @@
 //! The gateway's shared state: the hub, the tokens, the metrics, the options, the open
-//! connections and the shutdown signal every stream watches.
+//! connections and the shutdown signal every stream watches; and how a request's [`Caller`]
+//! is found from it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use imstatus_config::{ServeConfig, TokenConfig};
 use imstatus_hub::Hub;
 use tokio::sync::watch;
 
-use crate::auth::Tokens;
+use crate::auth::{Caller, Tokens};
 use crate::connection::{Limits, Table};
+use crate::error::ApiError;
+use crate::frames::Frames;
 use crate::metrics::Metrics;
+use crate::snapshots::SnapshotCache;
 
 /// How often an idle SSE stream gets a keep-alive comment (and an idle WebSocket a ping), by
 /// default; never less often than half the idle timeout.
@@ -38,12 +44,12 @@ pub struct Gateway {
     pub(crate) tokenless_write: bool,
     /// Origins (normalised) whose pages may use the gateway besides its own.
     pub(crate) allowed_origins: HashSet<String>,
-    /// The open connections, under the caps of the limits.
-    pub(crate) conns: Table,
+    /// The open connections, under the caps of the limits (each one's slot holds it too).
+    pub(crate) conns: Arc<Table>,
     /// SSE frames rendered once for every subscriber.
-    pub(crate) frames: crate::stream::Frames,
+    pub(crate) frames: Frames,
     /// Each account's snapshot as the JSON the read routes answer, rebuilt when it changes.
-    pub(crate) snapshots: crate::snapshots::SnapshotCache,
+    pub(crate) snapshots: SnapshotCache,
     /// The size of the last `GET /v1/accounts` answer: the next one's starting capacity.
     pub(crate) list_hint: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -86,7 +92,7 @@ impl Gateway {
                 }
             }
         }
-        let snapshots = crate::snapshots::SnapshotCache::new(&hub);
+        let snapshots = SnapshotCache::new(&hub);
         Gateway {
             hub,
             tokens: Tokens::new(tokens),
@@ -97,8 +103,8 @@ impl Gateway {
             set_status_timeout: DEFAULT_SET_STATUS_TIMEOUT,
             tokenless_write: false,
             allowed_origins: HashSet::new(),
-            conns: Table::new(Limits::default()),
-            frames: crate::stream::Frames::new(),
+            conns: Arc::new(Table::new(Limits::default())),
+            frames: Frames::new(),
             snapshots,
             list_hint: AtomicUsize::new(512),
             shutdown: watch::channel(false).0,
@@ -140,7 +146,7 @@ impl Gateway {
 
     /// Sets the caps on connections and their timeouts ([`Limits::default`] otherwise).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.conns = Table::new(limits);
+        self.conns = Arc::new(Table::new(limits));
         self
     }
 
@@ -268,6 +274,23 @@ impl Gateway {
             StreamKind::Sse => (&self.metrics.sse_streams, &self.metrics.sse_total),
             StreamKind::Ws => (&self.metrics.ws_streams, &self.metrics.ws_total),
         }
+    }
+}
+
+/// Authenticates a request's caller against the gateway's tokens (open mode without tokens).
+impl FromRequestParts<GatewayState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::authenticate(
+            &state.tokens,
+            state.tokenless_write,
+            &parts.headers,
+            &parts.uri,
+        )
     }
 }
 

@@ -102,12 +102,14 @@
 //! every WebSocket with 1001, lets in-flight requests finish, and returns after at most the
 //! drain timeout (10 s). `systemd/imstatus.service` in this crate is a user unit that runs it.
 
+mod accept;
 mod api;
 mod auth;
 mod badge;
 mod connection;
 mod dashboard;
 mod error;
+mod frames;
 mod gateway;
 mod metrics;
 mod origin;
@@ -202,7 +204,7 @@ pub fn app(state: GatewayState) -> Router {
     router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::track,
+            api::track,
         ))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -277,7 +279,7 @@ pub async fn serve_on(
         }
     };
     // Returns once shutdown started, with the listener closed.
-    connection::accept_until(&gateway, listener, app(gateway.clone()), stop).await;
+    accept::accept_until(&gateway, listener, app(gateway.clone()), stop).await;
     tracing::info!(%addr, "gateway draining");
     let drained = tokio::time::timeout(gateway.drain_timeout, async {
         gateway.conns.all_closed().await;

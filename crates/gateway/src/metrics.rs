@@ -5,20 +5,19 @@
 //! hub- and gateway-wide ones (events, subscribers, streams, connections, requests by route)
 //! describe what other tokens' clients do, so they are shown only to `*` tokens (and, without
 //! tokens, to everyone, who may see every account anyway).
+//!
+//! The counters are bumped where things happen (the accept loop, the streams, the origin
+//! check); requests are timed by the `track` middleware of `crate::api`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
 use imstatus_core::Client;
 use imstatus_hub::Hub;
 
 use crate::auth::Caller;
-use crate::gateway::{Gateway, GatewayState};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -110,15 +109,27 @@ impl Metrics {
         found.unwrap_or_else(|| &self.routes[self.routes.len() - 1])
     }
 
+    /// Records a request answered with `status` after `elapsed`, under its route (a path
+    /// template); `None` or a route not given to [`Metrics::new`] counts as `other`.
+    pub(crate) fn record(&self, route: Option<&str>, elapsed: Duration, status: StatusCode) {
+        self.route(route).record(elapsed, status);
+    }
+
+    /// Records a request that matched no route (fallbacks run outside the route layer).
+    pub(crate) fn record_unmatched(&self, status: StatusCode) {
+        self.record(None, Duration::ZERO, status);
+    }
+
     /// Renders everything the caller may see: per-account series only for its accounts, and
-    /// the hub- and gateway-wide ones only when it sees every account.
-    pub(crate) fn render(&self, gw: &Gateway, caller: &Caller) -> String {
+    /// the hub- and gateway-wide ones only when it sees every account. `hub` is the gateway's
+    /// hub and `open_connections` how many connections it has open.
+    pub(crate) fn render(&self, hub: &Hub, open_connections: usize, caller: &Caller) -> String {
         let mut out = String::with_capacity(4096);
         let all = caller.sees_all();
         if all {
-            self.render_global(&mut out, gw);
+            self.render_global(&mut out, hub, open_connections);
         }
-        self.render_accounts(&mut out, &gw.hub, caller);
+        self.render_accounts(&mut out, hub, caller);
         if all {
             self.render_requests(&mut out);
         }
@@ -126,8 +137,7 @@ impl Metrics {
     }
 
     /// The hub's counters, the gateway's streams and connections.
-    fn render_global(&self, out: &mut String, gw: &Gateway) {
-        let hub = &gw.hub;
+    fn render_global(&self, out: &mut String, hub: &Hub, open_connections: usize) {
         family(
             out,
             "imstatus_events_published_total",
@@ -190,11 +200,7 @@ impl Metrics {
             "gauge",
             "Open HTTP connections, WebSockets included.",
         );
-        let _ = writeln!(
-            out,
-            "imstatus_gateway_connections {}",
-            gw.open_connections()
-        );
+        let _ = writeln!(out, "imstatus_gateway_connections {open_connections}");
         family(
             out,
             "imstatus_gateway_connections_accepted_total",
@@ -401,29 +407,6 @@ fn label(value: &str) -> String {
         }
     }
     out
-}
-
-/// Middleware: times every routed request and counts its status class under its route.
-pub(crate) async fn track(
-    State(gw): State<GatewayState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let start = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
-    let response = next.run(request).await;
-    gw.metrics
-        .route(route.as_ref().map(|m| m.as_str()))
-        .record(start.elapsed(), response.status());
-    response
-}
-
-/// Records a request that matched no route (fallbacks run outside the route layer).
-pub(crate) fn record_unmatched(gw: &GatewayState, status: StatusCode) {
-    gw.metrics.route(None).record(Duration::ZERO, status);
 }
 
 #[cfg(test)]

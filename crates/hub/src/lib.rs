@@ -25,11 +25,13 @@
 pub mod factory;
 pub mod hub;
 pub mod mirror;
+mod shared;
 pub mod source;
 #[cfg(any(test, feature = "test-source"))]
 pub mod testing;
 
 pub use factory::{KeyError, Keys, SourceFactory, SourceSettings, Spanned, Value};
-pub use hub::{AccountState, BatchHook, Hub, HubBuilder, Subscription};
+pub use hub::{AccountState, Hub, HubBuilder, DEFAULT_CAPACITY, DEFAULT_HISTORY};
 pub use mirror::{Mirror, MirrorBatch, MirrorError, Takeover};
+pub use shared::{BatchHook, Subscription, MAX_BATCH};
 pub use source::{BoxFuture, Check, Sink, Source};

@@ -23,7 +23,8 @@ use imstatus_core::{
     AccountId, ErrorCode, Event, EventKind, Observation, Snapshot, SourceKind, Timestamp,
 };
 
-use crate::hub::{Hub, HubBuilder, Shared};
+use crate::hub::{Hub, HubBuilder};
+use crate::shared::Shared;
 
 /// Why a batch was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,13 +1,14 @@
-//! The `Source` trait and the `Sink` sources report through.
+//! The `Source` trait, the `Sink` sources report through, and the list of every account's
+//! source that sinks reach other accounts through.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use imstatus_core::{AccountId, CodedError, ErrorCode, Observation, SourceKind, Status};
 
-use crate::hub::{Shared, Subscription};
+use crate::shared::{Shared, Subscription};
 
 /// A boxed, sendable future (object-safe async in traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,6 +58,7 @@ pub trait Source: Send + Sync + 'static {
 pub struct Sink {
     pub(crate) account: AccountId,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) sources: Arc<Sources>,
 }
 
 impl Sink {
@@ -90,7 +92,7 @@ impl Sink {
         account: &AccountId,
         status: Status,
     ) -> BoxFuture<'static, Result<(), CodedError>> {
-        self.shared.set_status(account, status)
+        self.sources.set_status(account, status)
     }
 
     /// Puts back what another account showed before imstatus set its status
@@ -100,7 +102,7 @@ impl Sink {
         account: &AccountId,
         previous: Status,
     ) -> BoxFuture<'static, Result<(), CodedError>> {
-        self.shared.restore_status(account, previous)
+        self.sources.restore_status(account, previous)
     }
 
     /// Waits until every account in `accounts` has synchronised or reported why its source
@@ -116,6 +118,66 @@ impl std::fmt::Debug for Sink {
             .field("account", &self.account)
             .finish()
     }
+}
+
+/// Every account's source, in config order, shared by the hub and every sink: sinks reach
+/// other accounts' sources through it (a person setting its members' status). The hub empties
+/// it when dropped, so that a source holding a sink is no reference cycle.
+pub(crate) struct Sources(Mutex<Vec<(AccountId, Arc<dyn Source>)>>);
+
+impl Sources {
+    pub(crate) fn new(sources: Vec<(AccountId, Arc<dyn Source>)>) -> Self {
+        Sources(Mutex::new(sources))
+    }
+
+    /// Every account's source, in config order. (Fixed once the hub is built; emptied when the
+    /// hub is dropped.)
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<(AccountId, Arc<dyn Source>)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn source(&self, account: &AccountId) -> Option<Arc<dyn Source>> {
+        self.lock()
+            .iter()
+            .find(|(a, _)| a == account)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Sets the user's status on an account's source.
+    pub(crate) fn set_status(
+        &self,
+        account: &AccountId,
+        status: Status,
+    ) -> BoxFuture<'static, Result<(), CodedError>> {
+        let source = self.source(account);
+        let account = account.clone();
+        Box::pin(async move {
+            match source {
+                Some(source) => source.set_status(status).await,
+                None => Err(no_account(&account)),
+            }
+        })
+    }
+
+    /// Puts back the status an account had before imstatus set one.
+    pub(crate) fn restore_status(
+        &self,
+        account: &AccountId,
+        previous: Status,
+    ) -> BoxFuture<'static, Result<(), CodedError>> {
+        let source = self.source(account);
+        let account = account.clone();
+        Box::pin(async move {
+            match source {
+                Some(source) => source.restore_status(previous).await,
+                None => Err(no_account(&account)),
+            }
+        })
+    }
+}
+
+fn no_account(account: &AccountId) -> CodedError {
+    CodedError::new(ErrorCode::Unsupported, format!("no account `{account}`"))
 }
 
 /// One step of `imstatus doctor`: what was checked, whether it passed, and what to do if not.

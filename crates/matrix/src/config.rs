@@ -1,16 +1,11 @@
 //! The `[[account]]` keys of `source = "matrix"`, read into [`MatrixConfig`].
 
-use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use imstatus_config::Secret;
-use imstatus_core::{AccountId, CodedError};
-use imstatus_hub::{BoxFuture, Check, KeyError, Keys, Source, SourceFactory, SourceSettings};
-
-use crate::source::MatrixSource;
-use crate::KIND;
+use imstatus_core::AccountId;
+use imstatus_hub::{KeyError, Keys};
 
 /// The keys of a Matrix account, besides `name` and `source`.
 pub const KEYS: &[&str] = &[
@@ -29,32 +24,6 @@ pub const DEFAULT_DEVICE_NAME: &str = "imstatus";
 
 /// The longest `device_name` accepted (Synapse refuses names over 100 characters).
 const MAX_DEVICE_NAME: usize = 100;
-
-/// Registers the Matrix source with the binary.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MatrixFactory;
-
-impl SourceFactory for MatrixFactory {
-    fn kind(&self) -> imstatus_core::SourceKind {
-        KIND
-    }
-
-    fn title(&self) -> &'static str {
-        "Matrix account"
-    }
-
-    fn description(&self) -> &'static str {
-        "a Matrix user's presence (and their room contacts'), from the homeserver's /sync, without changing it"
-    }
-
-    fn keys(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
-        MatrixConfig::from_keys(keys).map(|c| Box::new(c) as Box<dyn SourceSettings>)
-    }
-}
 
 /// A Matrix user ID, `@localpart:server_name` (the server name may carry a port).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,20 +208,6 @@ impl MatrixConfig {
             None => default_state_dir()?,
         };
         Some(dir.join(format!("{}.json", file_name(account.as_str()))))
-    }
-}
-
-impl SourceSettings for MatrixConfig {
-    fn build(&self, account: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
-        Ok(Arc::new(MatrixSource::new(self, account)?))
-    }
-
-    fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
-        Box::pin(crate::doctor::doctor(self))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

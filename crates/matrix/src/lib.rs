@@ -24,6 +24,7 @@
 pub mod api;
 mod config;
 pub mod doctor;
+mod factory;
 mod http;
 mod source;
 mod state;
@@ -32,9 +33,10 @@ pub mod translate;
 use imstatus_core::SourceKind;
 
 pub use config::{
-    default_state_dir, parse_homeserver, Credentials, Homeserver, MatrixConfig, MatrixFactory,
-    UserId, DEFAULT_DEVICE_NAME, KEYS,
+    default_state_dir, parse_homeserver, Credentials, Homeserver, MatrixConfig, UserId,
+    DEFAULT_DEVICE_NAME, KEYS,
 };
+pub use factory::MatrixFactory;
 pub use source::{presence_for, MatrixSource};
 pub use state::{Error, StoredLogin};
 

@@ -1,17 +1,9 @@
-//! The libpurple source's settings and its `[[account]]` keys (`source = "purple"`), and the
-//! [`PurpleFactory`] that registers the source with the binary. This is the zero-config
+//! The libpurple source's settings and its `[[account]]` keys (`source = "purple"`); the
+//! [`PurpleFactory`](crate::PurpleFactory) registers the source with the binary. This is the zero-config
 //! default on Unix: with no config file, imstatus watches the local libpurple client on the
 //! session bus as the account `purple`.
 
-use std::any::Any;
-use std::sync::Arc;
-
-use imstatus_core::{AccountId, CodedError, SourceKind};
-use imstatus_hub::{
-    BoxFuture, Check, KeyError, Keys, Source, SourceFactory, SourceSettings, Spanned,
-};
-
-use crate::PurpleSource;
+use imstatus_core::SourceKind;
 
 /// `source = "purple"`.
 pub const KIND: SourceKind = SourceKind::new_static("purple");
@@ -30,59 +22,9 @@ pub struct PurpleConfig {
     pub contacts: bool,
 }
 
-/// Registers `source = "purple"`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PurpleFactory;
-
-impl SourceFactory for PurpleFactory {
-    fn kind(&self) -> SourceKind {
-        KIND
-    }
-
-    fn title(&self) -> &'static str {
-        "libpurple client (Pidgin, Finch)"
-    }
-
-    fn description(&self) -> &'static str {
-        "the local libpurple client (Pidgin, Finch) over D-Bus"
-    }
-
-    fn keys(&self) -> &'static [&'static str] {
-        &["bus", "accounts", "contacts"]
-    }
-
-    fn default_account(&self) -> Option<&'static str> {
-        Some(DEFAULT_ACCOUNT)
-    }
-
-    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
-        Ok(Box::new(PurpleConfig {
-            bus: keys.string("bus")?.map(Spanned::into_inner),
-            accounts: keys
-                .strings("accounts")?
-                .map(Spanned::into_inner)
-                .unwrap_or_default(),
-            contacts: keys.bool("contacts")?.is_some_and(|c| c.value),
-        }))
-    }
-}
-
-impl SourceSettings for PurpleConfig {
-    fn build(&self, _account: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
-        Ok(Arc::new(PurpleSource::new(self)))
-    }
-
-    fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
-        Box::pin(crate::doctor(self))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::PurpleFactory;
     use std::path::Path;
 
     use imstatus_config::Config;

@@ -35,6 +35,7 @@ mod bus;
 pub mod config;
 mod doctor;
 mod error;
+mod factory;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod gate;
@@ -42,6 +43,7 @@ mod signal;
 mod source;
 mod translate;
 
-pub use config::{PurpleConfig, PurpleFactory, DEFAULT_ACCOUNT, KIND};
+pub use config::{PurpleConfig, DEFAULT_ACCOUNT, KIND};
 pub use doctor::doctor;
+pub use factory::PurpleFactory;
 pub use source::PurpleSource;

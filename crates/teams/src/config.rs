@@ -1,18 +1,13 @@
 //! The `[[account]]` keys of `source = "teams-for-linux"`, read into [`TeamsConfig`].
 
-use std::any::Any;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use imstatus_config::Secret;
-use imstatus_core::{AccountId, CodedError, SourceKind};
-use imstatus_hub::{BoxFuture, Check, KeyError, Keys, Source, SourceFactory, SourceSettings};
+use imstatus_hub::{KeyError, Keys};
 use imstatus_mqtt::Broker;
 
 use crate::names;
-use crate::source::TeamsSource;
 use crate::Error;
-use crate::KIND;
 
 /// The keys of a teams-for-linux account, besides `name` and `source`.
 pub const KEYS: &[&str] = &[
@@ -37,32 +32,6 @@ const MQTT_KEYS: &[&str] = &[
     "password_command",
     "ca_file",
 ];
-
-/// Registers the teams-for-linux source with the binary.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TeamsFactory;
-
-impl SourceFactory for TeamsFactory {
-    fn kind(&self) -> SourceKind {
-        KIND
-    }
-
-    fn title(&self) -> &'static str {
-        "Teams for Linux"
-    }
-
-    fn description(&self) -> &'static str {
-        "Teams for Linux (teams-for-linux): presence and call from its MQTT topics or D-Bus API, no cloud consent"
-    }
-
-    fn keys(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
-        TeamsConfig::from_keys(keys).map(|c| Box::new(c) as Box<dyn SourceSettings>)
-    }
-}
 
 /// One teams-for-linux account's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,20 +208,6 @@ impl TeamsConfig {
     }
 }
 
-impl SourceSettings for TeamsConfig {
-    fn build(&self, _account: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
-        Ok(Arc::new(TeamsSource::new(self)))
-    }
-
-    fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
-        Box::pin(crate::doctor::doctor(self))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 /// A topic prefix the app could have: no wildcards, no empty levels, no control characters.
 fn check_prefix(prefix: &str) -> Result<(), &'static str> {
     if prefix.is_empty() {
@@ -271,6 +226,9 @@ fn check_prefix(prefix: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TeamsFactory;
+    use imstatus_core::AccountId;
+    use imstatus_hub::SourceFactory;
     use imstatus_hub::Value;
 
     fn keys(entries: &[(&str, Value)]) -> Keys {

@@ -22,6 +22,7 @@ mod config;
 mod dbus;
 pub mod doctor;
 mod error;
+mod factory;
 mod gate;
 mod mqtt;
 pub mod names;
@@ -30,8 +31,9 @@ pub mod translate;
 
 use imstatus_core::SourceKind;
 
-pub use config::{BrokerOptions, BusOptions, TeamsConfig, TeamsFactory, Via, KEYS};
+pub use config::{BrokerOptions, BusOptions, TeamsConfig, Via, KEYS};
 pub use error::Error;
+pub use factory::TeamsFactory;
 pub use source::{TeamsSource, SET_UNSUPPORTED};
 
 /// The `source = "teams-for-linux"` kind.

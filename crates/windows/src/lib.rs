@@ -10,6 +10,9 @@
 mod com;
 pub mod config;
 #[cfg(windows)]
+mod event;
+mod factory;
+#[cfg(windows)]
 pub mod ids;
 #[cfg(windows)]
 pub mod job;
@@ -21,6 +24,7 @@ mod source;
 pub mod translate;
 #[cfg(windows)]
 mod worker;
-pub use config::{WindowsConfig, WindowsFactory, DEFAULT_ACCOUNT, KIND};
+pub use config::{WindowsConfig, DEFAULT_ACCOUNT, KIND};
+pub use factory::WindowsFactory;
 #[cfg(windows)]
 pub use source::{doctor, WindowsSource};

@@ -5,12 +5,10 @@ use std::sync::Arc;
 use crate::config::WindowsConfig;
 use imstatus_core::{ErrorCode, Observation, SourceKind};
 use imstatus_hub::{BoxFuture, Check, Sink, Source};
-use windows::core::PCWSTR;
-use windows::Win32::Foundation::{CloseHandle, HANDLE};
 use windows::Win32::System::Com::{CoInitializeEx, CoUninitialize, COINIT_APARTMENTTHREADED};
-use windows::Win32::System::Threading::{CreateEventW, SetEvent};
 
 use crate::com;
+use crate::event::Event;
 use crate::ids::{dispid, CLSID_MESSENGER};
 use crate::registry::{RegState, IM_PROVIDERS};
 use crate::translate::{self, Failure, MyStatus};
@@ -27,43 +25,6 @@ impl WindowsSource {
     pub fn new(config: &WindowsConfig) -> Self {
         WindowsSource {
             config: config.clone(),
-        }
-    }
-}
-
-/// A manual-reset Win32 event, closed on drop; shared between the async side and the worker.
-pub struct Event(HANDLE);
-
-// SAFETY: an event handle may be used from any thread; `Event` only waits on, sets and closes
-// it.
-unsafe impl Send for Event {}
-// SAFETY: as above; `SetEvent` and waits are thread-safe.
-unsafe impl Sync for Event {}
-
-impl Event {
-    fn new() -> windows::core::Result<Event> {
-        // SAFETY: plain event creation (manual reset, not signalled, unnamed).
-        unsafe { CreateEventW(None, true, false, PCWSTR::null()) }.map(Event)
-    }
-
-    /// The handle, valid while `self` lives.
-    pub fn handle(&self) -> HANDLE {
-        self.0
-    }
-
-    fn set(&self) {
-        // SAFETY: our open event handle.
-        unsafe {
-            let _ = SetEvent(self.0);
-        }
-    }
-}
-
-impl Drop for Event {
-    fn drop(&mut self) {
-        // SAFETY: created in `Event::new`, closed exactly once.
-        unsafe {
-            let _ = CloseHandle(self.0);
         }
     }
 }

@@ -41,9 +41,9 @@ use windows::Win32::UI::WindowsAndMessaging::{
 use windows_core::IUnknown;
 
 use crate::com::{self, Api, ComError, EventSink, SinkEvent, Variant};
+use crate::event::Event;
 use crate::ids::{dispid, CLSID_MESSENGER, OFFICE_VERSION, OI_INTERFACE_ILYNC_CLIENT};
 use crate::registry::{RegState, RegistryWatch};
-use crate::source::Event;
 use crate::translate::{self, Failure, MyStatus};
 
 /// How often an attached client is probed for liveness (and, on the Office path, re-read).

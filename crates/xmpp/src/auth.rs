@@ -30,7 +30,7 @@ use xmpp_parsers::sasl::{
 };
 use xmpp_parsers::stream_error::StreamError;
 
-use crate::connect::{self, Failure};
+use crate::error::{self, Error};
 use crate::guard::Guarded;
 use crate::scan::{Limits, Mark, Scanner};
 use imstatus_core::text::clip;
@@ -78,8 +78,8 @@ fn hashing_slots() -> &'static Semaphore {
         .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
-fn protocol(detail: String) -> Failure {
-    Failure::retry(ErrorCode::ProtocolError, detail)
+fn protocol(detail: String) -> Error {
+    Error::retry(ErrorCode::ProtocolError, detail)
 }
 
 /// Authenticates as `username` on `io` (just after the stream features) and resets the guard
@@ -90,12 +90,12 @@ pub(crate) async fn authenticate<S>(
     username: &str,
     password: String,
     secure: bool,
-) -> Result<(), Failure>
+) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let choice = choose(offered, secure).ok_or_else(|| {
-        Failure::fatal(
+        Error::fatal(
             ErrorCode::AuthFailed,
             format!(
                 "the server offers no SASL mechanism imstatus uses (offered: {}; imstatus uses \
@@ -119,7 +119,7 @@ where
         }
     };
     let mut mechanism =
-        made.map_err(|e| Failure::retry(ErrorCode::AuthFailed, format!("{}: {e}", choice.name())))?;
+        made.map_err(|e| Error::retry(ErrorCode::AuthFailed, format!("{}: {e}", choice.name())))?;
     let initial = mechanism.initial();
     let client_nonce = choice.is_scram().then(|| client_nonce(&initial)).flatten();
     let auth = Auth {
@@ -174,7 +174,7 @@ where
                 }
                 return io
                     .restart()
-                    .map_err(|e| connect::io_failure(&e, "after SASL"));
+                    .map_err(|e| error::io_failure(&e, "after SASL"));
             }
             Reply::Sasl(Nonza::Failure(failure)) => return Err(sasl_failure(&failure)),
             Reply::Sasl(other) => {
@@ -183,7 +183,7 @@ where
                     nonza_name(&other)
                 )))
             }
-            Reply::StreamError(e) => return Err(connect::stream_error(&e)),
+            Reply::StreamError(e) => return Err(error::stream_error(&e)),
             Reply::Other(name) => {
                 return Err(protocol(format!(
                     "unexpected <{}/> from the server during SASL",
@@ -191,7 +191,7 @@ where
                 )))
             }
             Reply::Closed => {
-                return Err(Failure::retry(
+                return Err(Error::retry(
                     ErrorCode::Disconnected,
                     "the server closed the stream during SASL".to_owned(),
                 ))
@@ -210,7 +210,7 @@ fn client_nonce(initial: &[u8]) -> Option<String> {
 
 /// Checks a SCRAM server-first message before any hashing: the nonce must extend ours and the
 /// iteration count must be within [`MAX_SCRAM_ITERATIONS`].
-pub(crate) fn check_server_first(data: &[u8], client_nonce: Option<&str>) -> Result<(), Failure> {
+pub(crate) fn check_server_first(data: &[u8], client_nonce: Option<&str>) -> Result<(), Error> {
     let text = std::str::from_utf8(data)
         .map_err(|_| protocol("the SCRAM server-first message is not UTF-8".to_owned()))?;
     let field = |key: &str| {
@@ -236,7 +236,7 @@ pub(crate) fn check_server_first(data: &[u8], client_nonce: Option<&str>) -> Res
         ))
     })?;
     if iterations == 0 || iterations > MAX_SCRAM_ITERATIONS {
-        return Err(Failure::fatal(
+        return Err(Error::fatal(
             ErrorCode::AuthFailed,
             format!(
                 "the server asks for {iterations} SCRAM iterations; imstatus computes 1 to \
@@ -252,7 +252,7 @@ pub(crate) fn check_server_first(data: &[u8], client_nonce: Option<&str>) -> Res
 async fn respond(
     mut mechanism: Box<dyn Mechanism + Send>,
     challenge: Vec<u8>,
-) -> Result<(Box<dyn Mechanism + Send>, Vec<u8>), Failure> {
+) -> Result<(Box<dyn Mechanism + Send>, Vec<u8>), Error> {
     let _slot = hashing_slots()
         .acquire()
         .await
@@ -267,7 +267,7 @@ async fn respond(
     Ok((mechanism, response))
 }
 
-fn verify(mechanism: &mut (dyn Mechanism + Send), data: &[u8]) -> Result<(), Failure> {
+fn verify(mechanism: &mut (dyn Mechanism + Send), data: &[u8]) -> Result<(), Error> {
     mechanism.success(data).map_err(|e| {
         protocol(format!(
             "the server's SCRAM signature is wrong ({e}): it does not know the password"
@@ -276,7 +276,7 @@ fn verify(mechanism: &mut (dyn Mechanism + Send), data: &[u8]) -> Result<(), Fai
 }
 
 /// Maps a SASL `<failure/>`: a wrong password is fatal, a temporary failure is not.
-pub(crate) fn sasl_failure(failure: &SaslFailure) -> Failure {
+pub(crate) fn sasl_failure(failure: &SaslFailure) -> Error {
     let condition = format!("{:?}", failure.defined_condition);
     let text = failure
         .texts
@@ -287,13 +287,13 @@ pub(crate) fn sasl_failure(failure: &SaslFailure) -> Failure {
         .unwrap_or_default();
     let detail = format!(
         "the server refused the login: <{}/>{text}",
-        connect::condition_name_of(&condition)
+        error::condition_name_of(&condition)
     );
     match failure.defined_condition {
         SaslCondition::TemporaryAuthFailure | SaslCondition::Aborted => {
-            Failure::retry(ErrorCode::AuthFailed, detail)
+            Error::retry(ErrorCode::AuthFailed, detail)
         }
-        _ => Failure::fatal(ErrorCode::AuthFailed, detail),
+        _ => Error::fatal(ErrorCode::AuthFailed, detail),
     }
 }
 
@@ -309,17 +309,14 @@ fn nonza_name(n: &Nonza) -> &'static str {
 }
 
 /// Writes one element straight to the transport (never through a logger).
-async fn write<S: AsyncWrite + Unpin>(
-    io: &mut Guarded<S>,
-    element: Element,
-) -> Result<(), Failure> {
+async fn write<S: AsyncWrite + Unpin>(io: &mut Guarded<S>, element: Element) -> Result<(), Error> {
     let text = String::from(&element);
     io.write_all(text.as_bytes())
         .await
-        .map_err(|e| connect::io_failure(&e, "sending SASL"))?;
+        .map_err(|e| error::io_failure(&e, "sending SASL"))?;
     io.flush()
         .await
-        .map_err(|e| connect::io_failure(&e, "sending SASL"))
+        .map_err(|e| error::io_failure(&e, "sending SASL"))
 }
 
 /// What the server sent during SASL.
@@ -337,13 +334,13 @@ enum Reply {
 async fn read<S: AsyncRead + Unpin>(
     io: &mut Guarded<S>,
     reader: &mut Scanner,
-) -> Result<Reply, Failure> {
+) -> Result<Reply, Error> {
     let mut item: Vec<u8> = Vec::new();
     loop {
         let available = io
             .fill_buf()
             .await
-            .map_err(|e| connect::io_failure(&e, "reading the SASL reply"))?;
+            .map_err(|e| error::io_failure(&e, "reading the SASL reply"))?;
         if available.is_empty() {
             return Ok(Reply::Closed);
         }
@@ -428,23 +425,23 @@ mod tests {
         assert!(check_server_first(ok, Some("abcdef")).is_ok());
         let f = check_server_first(b"r=abcdefXYZ,s=QSXC,i=4294967295", Some("abcdef"))
             .expect_err("refused");
-        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, true));
+        assert_eq!((f.code(), f.is_fatal()), (ErrorCode::AuthFailed, true));
         assert!(
-            f.detail.contains("4294967295 SCRAM iterations"),
+            f.detail().contains("4294967295 SCRAM iterations"),
             "{}",
-            f.detail
+            f.detail()
         );
         let f = check_server_first(b"r=abcdefXYZ,s=QSXC,i=99999999999999999999", Some("abcdef"))
             .expect_err("refused");
-        assert_eq!(f.code, ErrorCode::ProtocolError, "{}", f.detail);
+        assert_eq!(f.code(), ErrorCode::ProtocolError, "{}", f.detail());
         let f = check_server_first(b"r=abcdefXYZ,s=QSXC,i=0", Some("abcdef")).expect_err("refused");
-        assert_eq!(f.code, ErrorCode::AuthFailed);
+        assert_eq!(f.code(), ErrorCode::AuthFailed);
         let f = check_server_first(b"r=evil,s=QSXC,i=4096", Some("abcdef")).expect_err("refused");
-        assert!(f.detail.contains("nonce"), "{}", f.detail);
+        assert!(f.detail().contains("nonce"), "{}", f.detail());
         let f = check_server_first(b"r=abcdef,s=QSXC,i=4096", Some("abcdef")).expect_err("refused");
-        assert!(f.detail.contains("nonce"), "{}", f.detail);
+        assert!(f.detail().contains("nonce"), "{}", f.detail());
         let f = check_server_first(b"r=abcdefX,i=4096", Some("abcdef")).expect_err("refused");
-        assert!(f.detail.contains("salt"), "{}", f.detail);
+        assert!(f.detail().contains("salt"), "{}", f.detail());
     }
 
     #[test]
@@ -481,18 +478,18 @@ mod tests {
             "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>\
              <text xml:lang='en'>bad\npassword</text></failure>",
         );
-        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, true));
+        assert_eq!((f.code(), f.is_fatal()), (ErrorCode::AuthFailed, true));
         // The server's text without its control characters.
         assert_eq!(
-            f.detail,
+            f.detail(),
             "the server refused the login: <not-authorized/> (bad password)"
         );
         let f = failure(
             "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>",
         );
-        assert_eq!((f.code, f.fatal), (ErrorCode::AuthFailed, false));
+        assert_eq!((f.code(), f.is_fatal()), (ErrorCode::AuthFailed, false));
         assert_eq!(
-            f.detail,
+            f.detail(),
             "the server refused the login: <temporary-auth-failure/>"
         );
     }

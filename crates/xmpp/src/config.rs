@@ -1,24 +1,18 @@
-//! The XMPP source's settings and its `[[account]]` keys (`source = "xmpp"`), and the
-//! [`XmppFactory`] that registers the source with the binary.
+//! The XMPP source's settings and its `[[account]]` keys (`source = "xmpp"`); the
+//! [`XmppFactory`](crate::XmppFactory) registers the source with the binary.
 
-use std::any::Any;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use imstatus_config::Secret;
-use imstatus_core::{AccountId, CodedError, SourceKind};
-use imstatus_hub::{
-    BoxFuture, Check, KeyError, Keys, Source, SourceFactory, SourceSettings, Spanned,
-};
-
-use crate::XmppSource;
+use imstatus_core::SourceKind;
+use imstatus_hub::{KeyError, Keys, Spanned};
 
 /// `source = "xmpp"`.
 pub const KIND: SourceKind = SourceKind::new_static("xmpp");
 
 /// Every key of an XMPP account.
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "jid",
     "password_file",
     "password_command",
@@ -127,46 +121,6 @@ pub enum WatchAs {
         /// The watcher account's bare JID; its password is [`XmppConfig::password`].
         watcher_jid: String,
     },
-}
-
-/// Registers `source = "xmpp"`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct XmppFactory;
-
-impl SourceFactory for XmppFactory {
-    fn kind(&self) -> SourceKind {
-        KIND
-    }
-
-    fn title(&self) -> &'static str {
-        "XMPP account"
-    }
-
-    fn description(&self) -> &'static str {
-        "an XMPP account, watched from a hidden resource of its own (or as a contact)"
-    }
-
-    fn keys(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn resolve(&self, keys: &mut Keys) -> Result<Box<dyn SourceSettings>, KeyError> {
-        resolve(keys).map(|c| Box::new(c) as Box<dyn SourceSettings>)
-    }
-}
-
-impl SourceSettings for XmppConfig {
-    fn build(&self, _account: &AccountId) -> Result<Arc<dyn Source>, CodedError> {
-        Ok(Arc::new(XmppSource::new(self)))
-    }
-
-    fn doctor(&self) -> BoxFuture<'_, Vec<Check>> {
-        Box::pin(crate::doctor(self))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// A bare JID like `user@example.org` from `key`.
@@ -320,6 +274,8 @@ pub fn resolve(keys: &mut Keys) -> Result<XmppConfig, KeyError> {
 #[cfg(all(test, unix))]
 mod tests {
     use std::path::{Path, PathBuf};
+
+    use crate::XmppFactory;
 
     use imstatus_config::{Config, ConfigError, Secret};
 

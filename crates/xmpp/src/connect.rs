@@ -33,9 +33,9 @@ use xmpp_parsers::bind::{BindQuery, BindResponse};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid};
 use xmpp_parsers::starttls;
-use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use xmpp_parsers::stream_features::StreamFeatures;
 
+use crate::error::{condition_name_of, io_failure, stream_error, xmpp_failure, Error};
 use crate::guard::Guarded;
 use crate::tls::{self, Roots, Seen};
 use imstatus_core::text::clip;
@@ -54,35 +54,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawIo for T {}
 pub(crate) type Io = Guarded<BufWriter<Box<dyn RawIo>>>;
 /// An XMPP stream over [`Io`].
 pub(crate) type Stream = XmppStream<Io>;
-
-/// Why a step failed: a stable code, the detail, and whether retrying can help.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
-    pub(crate) code: ErrorCode,
-    pub(crate) detail: String,
-    /// Retrying will not help until the config changes (wrong password).
-    pub(crate) fatal: bool,
-}
-
-impl Failure {
-    /// A failure worth retrying later.
-    pub(crate) fn retry(code: ErrorCode, detail: String) -> Self {
-        Failure {
-            code,
-            detail,
-            fatal: false,
-        }
-    }
-
-    /// A failure that retrying cannot fix until the config (or the server) changes.
-    pub(crate) fn fatal(code: ErrorCode, detail: String) -> Self {
-        Failure {
-            code,
-            detail,
-            fatal: true,
-        }
-    }
-}
 
 /// The XML stream timeouts: a soft timeout after 60 s of silence (we send a ping), dead 20 s
 /// later.
@@ -136,8 +107,8 @@ async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// The `server` override, or SRV `_xmpp-client._tcp.<domain>` then A/AAAA of the domain.
-pub(crate) async fn resolve(domain: &str, server: Option<&str>) -> Result<Resolved, Failure> {
-    let dns = |detail| Failure::retry(ErrorCode::DnsFailed, detail);
+pub(crate) async fn resolve(domain: &str, server: Option<&str>) -> Result<Resolved, Error> {
+    let dns = |detail| Error::retry(ErrorCode::DnsFailed, detail);
     if let Some(server) = server {
         let (host, port) = split_host_port(server)
             .ok_or_else(|| dns(format!("`server` {server:?} is not host:port")))?;
@@ -240,9 +211,9 @@ pub(crate) fn is_loopback(addr: &SocketAddr) -> bool {
 
 /// `tls = "insecure-plaintext"` only to loopback: refuses before any connection is made when
 /// one of `addrs` is not loopback.
-pub(crate) fn check_plaintext(tls: TlsMode, addrs: &[SocketAddr]) -> Result<(), Failure> {
+pub(crate) fn check_plaintext(tls: TlsMode, addrs: &[SocketAddr]) -> Result<(), Error> {
     match (tls, addrs.iter().find(|a| !is_loopback(a))) {
-        (TlsMode::InsecurePlaintext, Some(addr)) => Err(Failure::fatal(
+        (TlsMode::InsecurePlaintext, Some(addr)) => Err(Error::fatal(
             ErrorCode::TlsFailed,
             format!(
                 "tls = \"insecure-plaintext\" is only allowed for a server on this machine \
@@ -255,7 +226,7 @@ pub(crate) fn check_plaintext(tls: TlsMode, addrs: &[SocketAddr]) -> Result<(), 
 }
 
 /// Connects to the first address that answers.
-pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
+pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Error> {
     let mut errors = Vec::new();
     for addr in addrs {
         match tokio::time::timeout(TCP_TIMEOUT, TcpStream::connect(addr)).await {
@@ -271,7 +242,7 @@ pub(crate) async fn tcp(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
             Err(_) => errors.push(format!("{addr}: no answer within {TCP_TIMEOUT:?}")),
         }
     }
-    Err(Failure::retry(
+    Err(Error::retry(
         ErrorCode::ServerUnreachable,
         if errors.is_empty() {
             "no address to connect to".to_owned()
@@ -301,7 +272,7 @@ pub(crate) async fn open(
     domain: &str,
     tls: TlsMode,
     roots: Option<&Roots>,
-) -> Result<(StreamFeatures, Stream, TlsInfo), Failure> {
+) -> Result<(StreamFeatures, Stream, TlsInfo), Error> {
     match (tls, roots) {
         (TlsMode::InsecurePlaintext, _) => {
             let peer = tcp.peer_addr().map_err(|e| io_failure(&e, "connecting"))?;
@@ -311,7 +282,7 @@ pub(crate) async fn open(
             let requires_tls = features.starttls.as_ref().is_some_and(|s| s.required)
                 || (features.can_starttls() && features.sasl_mechanisms.is_empty());
             if requires_tls {
-                return Err(Failure::retry(
+                return Err(Error::retry(
                     ErrorCode::TlsFailed,
                     "the server requires STARTTLS but the config says tls = \"insecure-plaintext\""
                         .to_owned(),
@@ -326,7 +297,7 @@ pub(crate) async fn open(
                 },
             ))
         }
-        (TlsMode::Required, None) => Err(Failure::retry(
+        (TlsMode::Required, None) => Err(Error::retry(
             ErrorCode::TlsFailed,
             "TLS is required but no trust roots were loaded".to_owned(),
         )),
@@ -338,7 +309,7 @@ pub(crate) async fn open(
 async fn start_stream<S>(
     io: Guarded<S>,
     domain: &str,
-) -> Result<(StreamFeatures, XmppStream<Guarded<S>>), Failure>
+) -> Result<(StreamFeatures, XmppStream<Guarded<S>>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -360,10 +331,10 @@ async fn starttls(
     tcp: TcpStream,
     domain: &str,
     roots: &Roots,
-) -> Result<(StreamFeatures, Stream, TlsInfo), Failure> {
+) -> Result<(StreamFeatures, Stream, TlsInfo), Error> {
     let (features, mut stream) = start_stream(Guarded::new(BufWriter::new(tcp)), domain).await?;
     if !features.can_starttls() {
-        return Err(Failure::retry(
+        return Err(Error::retry(
             ErrorCode::TlsFailed,
             "the server does not offer STARTTLS (set tls = \"insecure-plaintext\" only for a loopback test server)"
                 .to_owned(),
@@ -380,7 +351,7 @@ async fn starttls(
             Next::Element(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))) => break,
             Next::Element(XmppStreamElement::StreamError(e)) => return Err(stream_error(&e.0)),
             Next::Element(other) => {
-                return Err(Failure::retry(
+                return Err(Error::retry(
                     ErrorCode::TlsFailed,
                     format!(
                         "the server refused STARTTLS: {}",
@@ -389,7 +360,7 @@ async fn starttls(
                 ))
             }
             Next::Invalid(e) => {
-                return Err(Failure::retry(
+                return Err(Error::retry(
                     ErrorCode::ProtocolError,
                     format!("during STARTTLS: {}", clip(&e.to_string(), 200)),
                 ))
@@ -404,7 +375,7 @@ async fn starttls(
         .into_inner();
     let (config, seen) = roots.client_config()?;
     let name = ServerName::try_from(domain.to_owned()).map_err(|e| {
-        Failure::retry(
+        Error::retry(
             ErrorCode::TlsFailed,
             format!("{domain:?} is not a TLS server name: {e}"),
         )
@@ -446,7 +417,7 @@ pub(crate) async fn authenticate(
     jid: &BareJid,
     password: String,
     secure: bool,
-) -> Result<(StreamFeatures, Stream), Failure> {
+) -> Result<(StreamFeatures, Stream), Error> {
     let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
     let mut io = stream.into_inner();
     crate::auth::authenticate(
@@ -461,7 +432,7 @@ pub(crate) async fn authenticate(
 }
 
 /// Binds `resource`; returns the full JID the server assigned.
-pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid, Failure> {
+pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid, Error> {
     const ID: &str = "imstatus-bind";
     send(
         stream,
@@ -480,19 +451,19 @@ pub(crate) async fn bind(stream: &mut Stream, resource: &str) -> Result<FullJid,
                     } => BindResponse::try_from(payload)
                         .map(FullJid::from)
                         .map_err(|e| {
-                            Failure::retry(
+                            Error::retry(
                                 ErrorCode::ProtocolError,
                                 format!("invalid bind result: {}", clip(&e.to_string(), 200)),
                             )
                         }),
-                    Iq::Error { error, .. } => Err(Failure::retry(
+                    Iq::Error { error, .. } => Err(Error::retry(
                         ErrorCode::ProtocolError,
                         format!(
                             "the server refused to bind a resource: {}",
                             condition_name_of(&format!("{:?}", error.defined_condition))
                         ),
                     )),
-                    _ => Err(Failure::retry(
+                    _ => Err(Error::retry(
                         ErrorCode::ProtocolError,
                         "the bind result carries no JID".to_owned(),
                     )),
@@ -528,12 +499,12 @@ pub(crate) enum Next {
     Idle,
 }
 
-/// Reads the next element; a dead or closed stream is a [`Failure`]. A stanza the guard
+/// Reads the next element; a dead or closed stream is a [`Error`]. A stanza the guard
 /// dropped is reported as soon as it is dropped; a presence the guard's fast path read comes in
 /// its place in the stream ([`crate::guard`]).
 pub(crate) async fn next<S: AsyncRead + Unpin>(
     stream: &mut XmppStream<Guarded<S>>,
-) -> Result<Next, Failure> {
+) -> Result<Next, Error> {
     let shared = stream.get_stream().shared().clone();
     loop {
         if let Some((dropped, unqueued)) = shared.take_report() {
@@ -555,7 +526,7 @@ pub(crate) async fn next<S: AsyncRead + Unpin>(
             Some(Err(ReadError::SoftTimeout)) => Ok(Next::Idle),
             Some(Err(ReadError::ParseError(e))) => Ok(Next::Anomaly(clip(&e.to_string(), 200))),
             Some(Err(ReadError::HardError(e))) => Err(io_failure(&e, "reading")),
-            Some(Err(ReadError::StreamFooterReceived)) | None => Err(Failure::retry(
+            Some(Err(ReadError::StreamFooterReceived)) | None => Err(Error::retry(
                 ErrorCode::Disconnected,
                 "the server closed the stream".to_owned(),
             )),
@@ -567,88 +538,11 @@ pub(crate) async fn next<S: AsyncRead + Unpin>(
 pub(crate) async fn send(
     stream: &mut Stream,
     stanza: xmpp_parsers::stanza::Stanza,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     stream
         .send(&XmppStreamElement::Stanza(stanza))
         .await
         .map_err(|e| io_failure(&e, "sending"))
-}
-
-// ---------------------------------------------------------------- error mapping
-
-/// Maps a stream error the server sent.
-pub(crate) fn stream_error(e: &StreamError) -> Failure {
-    let text = e
-        .get_best_text(vec!["en"])
-        .map(|(_, t)| format!(": {}", clip(t, 200)))
-        .unwrap_or_default();
-    let detail = format!("stream error <{}/>{text}", condition_name(&e.condition));
-    let code = match e.condition {
-        StreamCondition::SystemShutdown => ErrorCode::ServerShutdown,
-        StreamCondition::BadFormat
-        | StreamCondition::InvalidXml
-        | StreamCondition::NotWellFormed
-        | StreamCondition::RestrictedXml
-        | StreamCondition::UnsupportedEncoding
-        | StreamCondition::UnsupportedStanzaType
-        | StreamCondition::InvalidNamespace
-        | StreamCondition::BadNamespacePrefix => ErrorCode::ProtocolError,
-        StreamCondition::HostUnknown | StreamCondition::HostGone => ErrorCode::ServerUnreachable,
-        _ => ErrorCode::Disconnected,
-    };
-    Failure::retry(code, detail)
-}
-
-fn condition_name(c: &StreamCondition) -> String {
-    condition_name_of(&format!("{c:?}"))
-}
-
-/// Maps an I/O error of the XML stream: malformed XML is `protocol_error`, anything else
-/// means the connection is gone.
-pub(crate) fn io_failure(e: &std::io::Error, doing: &str) -> Failure {
-    use std::io::ErrorKind;
-    let detail = format!("{doing}: {}", clip(&e.to_string(), 300));
-    let code = match e.kind() {
-        ErrorKind::InvalidData => ErrorCode::ProtocolError,
-        ErrorKind::TimedOut => ErrorCode::Timeout,
-        _ => ErrorCode::Disconnected,
-    };
-    Failure::retry(code, detail)
-}
-
-/// Maps a tokio-xmpp error.
-pub(crate) fn xmpp_failure(e: &XmppError, doing: &str) -> Failure {
-    match e {
-        XmppError::Io(io) => io_failure(io, doing),
-        XmppError::Auth(other) => {
-            Failure::retry(ErrorCode::ProtocolError, format!("{doing}: {other}"))
-        }
-        XmppError::StreamError(e) => stream_error(&e.0),
-        XmppError::Disconnected => Failure::retry(
-            ErrorCode::Disconnected,
-            format!("{doing}: the server closed the connection"),
-        ),
-        other => Failure::retry(
-            ErrorCode::ProtocolError,
-            format!("{doing}: {}", clip(&other.to_string(), 300)),
-        ),
-    }
-}
-
-/// `NotAuthorized` → `not-authorized`: a condition's Debug name as its element name.
-pub(crate) fn condition_name_of(debug: &str) -> String {
-    let mut out = String::with_capacity(debug.len() + 4);
-    for (i, ch) in debug.chars().enumerate() {
-        if ch.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.push(ch.to_ascii_lowercase());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -672,33 +566,6 @@ mod tests {
     }
 
     #[test]
-    fn stream_errors_map_to_codes() {
-        let parse = |xml: &str| {
-            let el: xmpp_parsers::minidom::Element = xml.parse().expect("xml");
-            StreamError::try_from(el).expect("stream error")
-        };
-        let e = parse(
-            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
-             <system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
-        );
-        let f = stream_error(&e);
-        assert_eq!(f.code, ErrorCode::ServerShutdown);
-        assert_eq!(f.detail, "stream error <system-shutdown/>");
-        let e = parse(
-            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
-             <conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
-             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by new connection</text></stream:error>",
-        );
-        let f = stream_error(&e);
-        assert_eq!(f.code, ErrorCode::Disconnected);
-        assert_eq!(
-            f.detail,
-            "stream error <conflict/>: Replaced by new connection"
-        );
-        assert!(!f.fatal);
-    }
-
-    #[test]
     fn plaintext_is_refused_for_any_address_off_this_machine() {
         let addrs = |list: &[&str]| -> Vec<SocketAddr> {
             list.iter().map(|a| a.parse().expect("addr")).collect()
@@ -708,31 +575,18 @@ mod tests {
         for remote in ["192.0.2.1:5222", "[2001:db8::1]:5222", "0.0.0.0:5222"] {
             let mixed = addrs(&["127.0.0.1:5222", remote]);
             let f = check_plaintext(TlsMode::InsecurePlaintext, &mixed).expect_err("refused");
-            assert_eq!((f.code, f.fatal), (ErrorCode::TlsFailed, true), "{remote}");
+            assert_eq!(
+                (f.code(), f.is_fatal()),
+                (ErrorCode::TlsFailed, true),
+                "{remote}"
+            );
             assert!(
-                f.detail.contains("is not: the password would cross"),
+                f.detail().contains("is not: the password would cross"),
                 "{}",
-                f.detail
+                f.detail()
             );
             assert!(check_plaintext(TlsMode::Required, &mixed).is_ok());
         }
-    }
-
-    #[test]
-    fn io_errors_map_to_codes() {
-        use std::io::{Error, ErrorKind};
-        assert_eq!(
-            io_failure(&Error::new(ErrorKind::InvalidData, "junk"), "reading").code,
-            ErrorCode::ProtocolError
-        );
-        assert_eq!(
-            io_failure(&Error::from(ErrorKind::ConnectionReset), "reading").code,
-            ErrorCode::Disconnected
-        );
-        assert_eq!(
-            io_failure(&Error::from(ErrorKind::TimedOut), "reading").code,
-            ErrorCode::Timeout
-        );
     }
 }
 

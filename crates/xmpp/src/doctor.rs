@@ -20,7 +20,8 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::roster::Roster;
 use xmpp_parsers::stanza::Stanza;
 
-use crate::connect::{self, Failure, Next};
+use crate::connect::{self, Next};
+use crate::error::Error;
 use crate::source::{answers, load_roots, random_u64, LOGIN_TIMEOUT};
 use crate::subscription::{self, Subscription};
 use crate::translate::RESOURCE_PREFIX;
@@ -66,8 +67,8 @@ fn passed(name: &'static str, detail: String) -> Check {
     }
 }
 
-fn failed(name: &'static str, failure: &Failure) -> Check {
-    let hint = match (name, failure.code) {
+fn failed(name: &'static str, failure: &Error) -> Check {
+    let hint = match (name, failure.code()) {
         ("tls", ErrorCode::InvalidCertificate) => {
             "trust the server's CA with `ca_file = \"/path/to/ca.pem\"` (or fix the server's certificate)"
         }
@@ -88,39 +89,36 @@ fn failed(name: &'static str, failure: &Failure) -> Check {
     Check {
         name,
         ok: false,
-        detail: CodedError::new(failure.code, failure.detail.clone()).to_string(),
+        detail: CodedError::new(failure.code(), failure.detail().to_owned()).to_string(),
         hint: Some(hint.to_owned()),
     }
 }
 
 /// Runs `step` with the login deadline.
-async fn timed<T>(
-    what: &str,
-    step: impl Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
+async fn timed<T>(what: &str, step: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
     tokio::time::timeout(LOGIN_TIMEOUT, step)
         .await
         .unwrap_or_else(|_| {
-            Err(Failure::retry(
+            Err(Error::retry(
                 ErrorCode::Timeout,
                 format!("{what} did not finish within {LOGIN_TIMEOUT:?}"),
             ))
         })
 }
 
-fn bare(what: &str, jid: &str) -> Result<BareJid, Failure> {
+fn bare(what: &str, jid: &str) -> Result<BareJid, Error> {
     BareJid::new(jid)
         .ok()
         .filter(|j| j.node().is_some())
         .ok_or_else(|| {
-            Failure::retry(
+            Error::retry(
                 ErrorCode::DnsFailed,
                 format!("{what} {jid:?} is not a bare JID like user@example.org"),
             )
         })
 }
 
-async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure> {
+async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Error> {
     let user = bare("jid", &config.jid)?;
     let login = bare("the login JID", config.login_jid())?;
     let domain = login.domain().as_str();
@@ -169,7 +167,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
     });
 
     let password = config.password.read().map_err(|e| {
-        Failure::retry(
+        Error::retry(
             ErrorCode::AuthFailed,
             format!("cannot read the password: {e}"),
         )
@@ -203,7 +201,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         let payload = request(&mut stream, get, &login)
             .await?
             .map_err(|condition| {
-                Failure::retry(
+                Error::retry(
                     ErrorCode::ProtocolError,
                     format!("the server refused the roster: {condition}"),
                 )
@@ -211,7 +209,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
         payload
             .map(Roster::try_from)
             .transpose()
-            .map_err(|e| Failure::retry(ErrorCode::ProtocolError, format!("invalid roster: {e}")))
+            .map_err(|e| Error::retry(ErrorCode::ProtocolError, format!("invalid roster: {e}")))
             .map(|r| {
                 r.unwrap_or(Roster {
                     ver: None,
@@ -237,11 +235,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
     ));
 
     if matches!(config.watch_as, WatchAs::Contact { .. }) {
-        let denied = |detail: String| Failure {
-            code: ErrorCode::AccessDenied,
-            detail,
-            fatal: true,
-        };
+        let denied = |detail: String| Error::fatal(ErrorCode::AccessDenied, detail);
         match subscription::in_roster(&roster, &user) {
             Some(Subscription::Approved) => checks.push(passed(
                 "subscription",
@@ -282,13 +276,7 @@ async fn run(config: &XmppConfig, checks: &mut Vec<Check>) -> Result<(), Failure
                     passed("visibility", detail)
                 }
                 Plan::Fallback(warning) => passed("visibility", format!("warning: {warning}")),
-                Plan::Refuse(detail) => {
-                    return Err(Failure {
-                        code: ErrorCode::Unsupported,
-                        detail,
-                        fatal: true,
-                    })
-                }
+                Plan::Refuse(detail) => return Err(Error::fatal(ErrorCode::Unsupported, detail)),
                 Plan::Visible => passed("visibility", "visible".to_owned()),
             }
         }
@@ -305,7 +293,7 @@ async fn request(
     stream: &mut connect::Stream,
     iq: Iq,
     login: &BareJid,
-) -> Result<Result<Option<Element>, String>, Failure> {
+) -> Result<Result<Option<Element>, String>, Error> {
     let id = iq.id().to_owned();
     let to = match &iq {
         Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => {
@@ -332,7 +320,7 @@ async fn request(
                     error,
                     ..
                 } if got == id && answers(from.as_ref(), to.as_ref(), login) => {
-                    return Ok(Err(connect::condition_name_of(&format!(
+                    return Ok(Err(crate::error::condition_name_of(&format!(
                         "{:?}",
                         error.defined_condition
                     ))))

@@ -54,6 +54,8 @@ mod census;
 pub mod config;
 mod connect;
 pub mod doctor;
+mod error;
+mod factory;
 mod fast;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -66,8 +68,9 @@ mod tls;
 pub mod translate;
 mod visibility;
 
-pub use config::{TlsMode, Visibility, WatchAs, XmppConfig, XmppFactory, KIND};
+pub use config::{TlsMode, Visibility, WatchAs, XmppConfig, KIND};
 pub use doctor::doctor;
+pub use factory::XmppFactory;
 
 /// The limits on what a server or contact can make imstatus hold, parse or compute, in one
 /// place (see `docs/xmpp-visibility.md`, "Limits and hostile peers").

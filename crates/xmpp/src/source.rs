@@ -43,7 +43,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::announce::{self, Announce};
 use crate::census::Census;
-use crate::connect::{self, Failure, Next, Stream};
+use crate::connect::{self, Next, Stream};
+use crate::error::Error;
 use crate::subscription::{self, Subscription};
 use crate::tls::Roots;
 use crate::translate::{Translator, RESOURCE_PREFIX};
@@ -144,7 +145,7 @@ impl XmppSource {
     }
 
     /// The trust roots, loaded once (off the async threads: it reads many files).
-    pub(crate) async fn roots(&self) -> Result<Roots, Failure> {
+    pub(crate) async fn roots(&self) -> Result<Roots, Error> {
         if let Some(roots) = self.roots.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(roots);
         }
@@ -172,9 +173,12 @@ impl XmppSource {
         };
         loop {
             let (failure, synced_at) = self.session(&user, &login, &sink).await;
-            tracing::debug!(jid = %user, code = %failure.code, detail = %failure.detail, "XMPP session ended");
-            sink.observe(Observation::SourceDown(failure.code, failure.detail));
-            if failure.fatal {
+            tracing::debug!(jid = %user, code = %failure.code(), detail = %failure.detail(), "XMPP session ended");
+            sink.observe(Observation::SourceDown(
+                failure.code(),
+                failure.detail().to_owned(),
+            ));
+            if failure.is_fatal() {
                 // Retrying cannot help until the config changes (or the user acts): stay down.
                 return;
             }
@@ -191,7 +195,7 @@ impl XmppSource {
         user: &BareJid,
         login: &BareJid,
         sink: &Sink,
-    ) -> (Failure, Option<Instant>) {
+    ) -> (Error, Option<Instant>) {
         // `password_command` may take a while (gpg): keep it off the async threads.
         let secret = self.config.password.clone();
         let read = tokio::task::spawn_blocking(move || secret.read().map_err(|e| e.to_string()))
@@ -201,11 +205,10 @@ impl XmppSource {
             Ok(p) => p,
             Err(e) => {
                 return (
-                    Failure {
-                        code: ErrorCode::AuthFailed,
-                        detail: format!("cannot read the password: {e}"),
-                        fatal: true,
-                    },
+                    Error::fatal(
+                        ErrorCode::AuthFailed,
+                        format!("cannot read the password: {e}"),
+                    ),
                     None,
                 )
             }
@@ -223,7 +226,7 @@ impl XmppSource {
             Ok(Err(failure)) => return (failure, None),
             Err(_) => {
                 return (
-                    Failure::retry(
+                    Error::retry(
                         ErrorCode::Timeout,
                         format!(
                             "login did not finish within {:?} (stuck at: {step})",
@@ -275,9 +278,9 @@ impl XmppSource {
             }
         };
         *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if failure.code == ErrorCode::Timeout {
+        if failure.code() == ErrorCode::Timeout {
             // The stream's hard timeout after an unanswered ping: the link is gone.
-            failure.code = ErrorCode::Disconnected;
+            failure = Error::retry(ErrorCode::Disconnected, failure.detail().to_owned());
         }
         (failure, Some(synced_at))
     }
@@ -294,7 +297,7 @@ impl XmppSource {
         password: String,
         sink: &Sink,
         step: &mut &'static str,
-    ) -> Result<Conn, Failure> {
+    ) -> Result<Conn, Error> {
         let domain = login.domain().as_str();
         *step = "dns";
         let resolved = connect::resolve(domain, self.config.server.as_deref()).await?;
@@ -342,12 +345,12 @@ impl XmppSource {
         user: &BareJid,
         sink: &Sink,
         deadline: Instant,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Error> {
         let visibility = self.config.visibility;
         let timed = |what: &'static str| {
             let login_timeout = self.login_timeout;
             move |_| {
-                Failure::retry(
+                Error::retry(
                     ErrorCode::Timeout,
                     format!("login did not finish within {login_timeout:?} (stuck at: {what})"),
                 )
@@ -430,13 +433,7 @@ impl XmppSource {
             other => Some(other),
         };
         match outcome {
-            Some(Plan::Refuse(detail)) => {
-                return Err(Failure {
-                    code: ErrorCode::Unsupported,
-                    detail,
-                    fatal: true,
-                })
-            }
+            Some(Plan::Refuse(detail)) => return Err(Error::fatal(ErrorCode::Unsupported, detail)),
             Some(Plan::Fallback(warning)) if !self.warned_visible.load(Ordering::Relaxed) => {
                 // Once per source: marked as said when the login batch is reported.
                 conn.batch
@@ -501,7 +498,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn send(&mut self, stanza: Stanza) -> Result<(), Failure> {
+    async fn send(&mut self, stanza: Stanza) -> Result<(), Error> {
         connect::send(&mut self.stream, stanza).await
     }
 
@@ -510,7 +507,7 @@ impl Conn {
     async fn request(
         &mut self,
         requests: Vec<(String, Iq)>,
-    ) -> Result<HashMap<String, Reply>, Failure> {
+    ) -> Result<HashMap<String, Reply>, Error> {
         let mut waiting: HashMap<String, Option<Jid>> = HashMap::with_capacity(requests.len());
         for (id, iq) in requests {
             let to = match &iq {
@@ -545,7 +542,7 @@ impl Conn {
     async fn discover(
         &mut self,
         features: bool,
-    ) -> Result<(std::collections::BTreeSet<String>, Roster), Failure> {
+    ) -> Result<(std::collections::BTreeSet<String>, Roster), Error> {
         let domain = Jid::from(BareJid::from_parts(None, self.login.domain()));
         // The roster reply may be larger than other stanzas.
         self.stream
@@ -600,7 +597,7 @@ impl Conn {
     }
 
     /// Contact mode: reads until the user approves the subscription (`Ok`) or refuses it.
-    async fn await_approval(&mut self, user: &BareJid) -> Result<(), Failure> {
+    async fn await_approval(&mut self, user: &BareJid) -> Result<(), Error> {
         loop {
             match self.next().await? {
                 Got::RosterPush(push) => match subscription::in_roster(&push, user) {
@@ -617,12 +614,11 @@ impl Conn {
         }
     }
 
-    fn refused(&self, user: &BareJid, when: &str) -> Failure {
-        Failure {
-            code: ErrorCode::AccessDenied,
-            detail: subscription::refused_detail(&self.login, user, when),
-            fatal: true,
-        }
+    fn refused(&self, user: &BareJid, when: &str) -> Error {
+        Error::fatal(
+            ErrorCode::AccessDenied,
+            subscription::refused_detail(&self.login, user, when),
+        )
     }
 
     /// Probes `probes`, then hides the session with the first method the server accepts.
@@ -631,7 +627,7 @@ impl Conn {
         &mut self,
         methods: &[Method],
         probes: &[BareJid],
-    ) -> Result<Result<Method, String>, Failure> {
+    ) -> Result<Result<Method, String>, Error> {
         for to in probes {
             self.send(visibility::probe(to).into()).await?;
         }
@@ -667,7 +663,7 @@ impl Conn {
     /// lists online resources, or for contacts on other domains — the watched contacts, at
     /// most [`CENSUS_WINDOW`] requests in flight), and reads until every listed resource has
     /// spoken (or `settle` has passed since the census results).
-    async fn go_online(&mut self, watched: &[BareJid], settle: Duration) -> Result<(), Failure> {
+    async fn go_online(&mut self, watched: &[BareJid], settle: Duration) -> Result<(), Error> {
         self.send(Presence::available().with_priority(-1).into())
             .await?;
         let Some((user, contacts)) = watched.split_first() else {
@@ -710,11 +706,7 @@ impl Conn {
     /// Asks `watched[i]` for each `i` in `asked` which resources are online, with at most
     /// [`CENSUS_WINDOW`] requests in flight, and records the answers in the census. A reply is
     /// matched by its id's number in O(1) and counts only from the JID it was asked of.
-    async fn census_contacts(
-        &mut self,
-        watched: &[BareJid],
-        asked: &[usize],
-    ) -> Result<(), Failure> {
+    async fn census_contacts(&mut self, watched: &[BareJid], asked: &[usize]) -> Result<(), Error> {
         let own = self.own.clone();
         let mut answered = vec![false; watched.len()];
         let (mut sent, mut done) = (0, 0);
@@ -766,7 +758,7 @@ impl Conn {
         sink: &Sink,
         user: Option<&BareJid>,
         commands: &mut mpsc::Receiver<Command>,
-    ) -> Failure {
+    ) -> Error {
         loop {
             // Waiting to read is cancel-safe (the stream keeps what it buffered), so a request
             // is carried out as soon as it comes.
@@ -790,7 +782,7 @@ impl Conn {
                     };
                     got.push(next?);
                 }
-                Ok::<_, Failure>(got)
+                Ok::<_, Error>(got)
             }
             .await;
             let mut revoked = None;
@@ -826,7 +818,7 @@ impl Conn {
     /// Reads one item: presences are translated (into `batch`, reported early beyond
     /// [`MAX_HELD`]) and counted for the census, roster pushes, privacy-list pushes and pings
     /// are answered.
-    async fn next(&mut self) -> Result<Got, Failure> {
+    async fn next(&mut self) -> Result<Got, Error> {
         let got = self.read().await;
         if self.batch.len() >= MAX_HELD {
             self.sink.observe_all(std::mem::take(&mut self.batch));
@@ -835,7 +827,7 @@ impl Conn {
     }
 
     /// [`Conn::next`] without the bound on held observations.
-    async fn read(&mut self) -> Result<Got, Failure> {
+    async fn read(&mut self) -> Result<Got, Error> {
         match connect::next(&mut self.stream).await? {
             Next::Element(XmppStreamElement::Stanza(Stanza::Presence(presence))) => {
                 if let Some(from) = &presence.from {
@@ -856,7 +848,7 @@ impl Conn {
                 return self.handle_iq(iq).await
             }
             Next::Element(XmppStreamElement::StreamError(e)) => {
-                return Err(connect::stream_error(&e.0))
+                return Err(crate::error::stream_error(&e.0))
             }
             // Messages go to the user's real clients (we have priority −1); nonzas are not ours.
             Next::Element(_) => {}
@@ -918,7 +910,7 @@ impl Conn {
         Ok(Got::Other)
     }
 
-    async fn handle_iq(&mut self, iq: Iq) -> Result<Got, Failure> {
+    async fn handle_iq(&mut self, iq: Iq) -> Result<Got, Error> {
         match iq {
             Iq::Result {
                 id, from, payload, ..
@@ -971,7 +963,7 @@ impl Conn {
 
     /// Carries out one `set_status` / `restore_status`; `Err` only when the connection is lost
     /// (the request gets that error too).
-    async fn command(&mut self, command: Command) -> Result<(), Failure> {
+    async fn command(&mut self, command: Command) -> Result<(), Error> {
         let outcome = match &command.what {
             Announce::Status(status) => self.announce(status).await,
             Announce::Withdraw => self.withdraw().await.map(Ok),
@@ -983,9 +975,10 @@ impl Conn {
                 Ok(())
             }
             Err(failure) => {
-                let _ = command
-                    .reply
-                    .send(Err(CodedError::new(failure.code, failure.detail.clone())));
+                let _ = command.reply.send(Err(CodedError::new(
+                    failure.code(),
+                    failure.detail().to_owned(),
+                )));
                 Err(failure)
             }
         }
@@ -993,7 +986,7 @@ impl Conn {
 
     /// Announces `status` from this session, showing the session first if it is hidden.
     /// `Ok(Err)` when the server refuses to show it (the session stays hidden).
-    async fn announce(&mut self, status: &Status) -> Result<Result<(), CodedError>, Failure> {
+    async fn announce(&mut self, status: &Status) -> Result<Result<(), CodedError>, Error> {
         let presence = match announce::presence(status) {
             Ok(p) => p,
             Err(why) => return Ok(Err(CodedError::new(ErrorCode::Unsupported, why))),
@@ -1020,7 +1013,7 @@ impl Conn {
 
     /// Stops announcing: hides the session again the way it was hidden, or sends the plain
     /// presence of a visible session.
-    async fn withdraw(&mut self) -> Result<(), Failure> {
+    async fn withdraw(&mut self) -> Result<(), Error> {
         match (self.hidden, self.lifted) {
             (Some(method), true) => {
                 if method == crate::visibility::Method::PrivacyList {
@@ -1057,7 +1050,7 @@ impl Conn {
         to: Option<Jid>,
         id: String,
         error: Option<StanzaError>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Error> {
         let iq = match error {
             None => Iq::Result {
                 from: None,
@@ -1129,11 +1122,11 @@ fn condition(e: &StanzaError) -> String {
 }
 
 /// Loads the trust roots on a blocking thread.
-pub(crate) async fn load_roots(ca_file: Option<std::path::PathBuf>) -> Result<Roots, Failure> {
+pub(crate) async fn load_roots(ca_file: Option<std::path::PathBuf>) -> Result<Roots, Error> {
     tokio::task::spawn_blocking(move || Roots::load(ca_file.as_deref()))
         .await
         .unwrap_or_else(|e| {
-            Err(Failure::retry(
+            Err(Error::retry(
                 ErrorCode::TlsFailed,
                 format!("loading trust roots failed: {e}"),
             ))

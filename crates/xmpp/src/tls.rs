@@ -15,7 +15,7 @@ use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
 
-use crate::connect::Failure;
+use crate::error::Error;
 
 /// The trust roots of one source: the system's plus `ca_file`, loaded once
 /// ([`imstatus_tls::Roots`]).
@@ -28,9 +28,9 @@ pub(crate) struct Roots {
 
 impl Roots {
     /// Loads the system roots (rustls-native-certs) and the PEM certificates in `ca_file`.
-    pub(crate) fn load(ca_file: Option<&Path>) -> Result<Roots, Failure> {
+    pub(crate) fn load(ca_file: Option<&Path>) -> Result<Roots, Error> {
         let roots = imstatus_tls::Roots::load(ca_file)
-            .map_err(|e| Failure::retry(ErrorCode::InvalidCertificate, e.to_string()))?;
+            .map_err(|e| Error::retry(ErrorCode::InvalidCertificate, e.to_string()))?;
         Ok(Roots {
             description: roots.description().to_owned(),
             roots,
@@ -39,9 +39,9 @@ impl Roots {
 
     /// A client config for one connection, with a verifier that records the peer's
     /// certificate into the returned slot.
-    pub(crate) fn client_config(&self) -> Result<(Arc<ClientConfig>, Seen), Failure> {
+    pub(crate) fn client_config(&self) -> Result<(Arc<ClientConfig>, Seen), Error> {
         let tls_failed = |e: &dyn std::fmt::Display| {
-            Failure::retry(ErrorCode::TlsFailed, format!("TLS set-up: {e}"))
+            Error::retry(ErrorCode::TlsFailed, format!("TLS set-up: {e}"))
         };
         let inner = self.roots.verifier().map_err(|e| tls_failed(&e))?;
         let seen = Seen::default();
@@ -118,7 +118,7 @@ impl ServerCertVerifier for RecordingVerifier {
 
 /// Classifies a failed TLS handshake: certificate problems are `invalid_certificate` (with the
 /// certificate's subject and webpki's reason), everything else `tls_failed`.
-pub(crate) fn handshake_failure(error: &std::io::Error, seen: &Seen) -> Failure {
+pub(crate) fn handshake_failure(error: &std::io::Error, seen: &Seen) -> Error {
     let tls = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
@@ -127,18 +127,18 @@ pub(crate) fn handshake_failure(error: &std::io::Error, seen: &Seen) -> Failure 
         .map(|s| format!(" (certificate {s})"))
         .unwrap_or_default();
     match tls {
-        Some(rustls::Error::InvalidCertificate(reason)) => Failure::retry(
+        Some(rustls::Error::InvalidCertificate(reason)) => Error::retry(
             ErrorCode::InvalidCertificate,
             format!(
                 "the server's certificate is not trusted: {}{subject}",
                 certificate_reason(reason)
             ),
         ),
-        Some(e) => Failure::retry(
+        Some(e) => Error::retry(
             ErrorCode::TlsFailed,
             format!("TLS handshake failed: {e}{subject}"),
         ),
-        None => Failure::retry(
+        None => Error::retry(
             ErrorCode::TlsFailed,
             format!("TLS handshake failed: {error}"),
         ),
