@@ -2,7 +2,8 @@
 //! `imstatus serve --role gateway` and several `imstatus serve --role watcher`. One watcher
 //! owns the account; `kill -9` of it moves the account to the standby within lease + 3 s and
 //! the gateway ends on the last status sent; a SIGSTOPped owner whose lease moved on cannot
-//! write when it wakes up. Without `[cluster]` (or without the cargo feature) a role is a usage
+//! write when it wakes up. `PUT …/status` on the gateway is 503 without an owner and reaches
+//! the owner's source once there is one. Without `[cluster]` (or without the cargo feature) a role is a usage
 //! error. Every process is stopped by PID when its guard drops.
 
 /// Without `[cluster]`, or in a build without the feature, `--role watcher|gateway` is exit 2
@@ -113,7 +114,7 @@ mod processes {
             format!(
                 "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
                  password_file = \"{}\"\nserver = \"127.0.0.1:{xmpp}\"\ntls = \"insecure-plaintext\"\n\
-                 [serve]\nlisten = \"127.0.0.1:{http}\"\n\
+                 [serve]\nlisten = \"127.0.0.1:{http}\"\ntokenless_write = true\n\
                  [cluster]\nurl = \"{}\"\nname = \"t\"\nshards = 4\nlease = \"{}s\"\n",
                 pw.display(),
                 nats.urls(),
@@ -142,6 +143,25 @@ mod processes {
         Some((f("session"), f("availability"), f("message")))
     }
 
+    /// `PUT /v1/accounts/alice/status` on the gateway: (HTTP status, body); `None` while the
+    /// gateway does not answer.
+    fn put_status(http: u16, availability: &str, message: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", http)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+        let body = format!(r#"{{"availability":"{availability}","message":"{message}"}}"#);
+        write!(
+            s,
+            "PUT /v1/accounts/alice/status HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.take(1 << 20).read_to_string(&mut text).ok()?;
+        let code = text.split(' ').nth(1)?.parse().ok()?;
+        Some((code, text.split_once("\r\n\r\n")?.1.to_owned()))
+    }
+
     fn shows(http: u16, availability: &str, message: &str) -> bool {
         alice(http)
             == Some((
@@ -159,6 +179,20 @@ mod processes {
         let http = free_port();
         let cfg = config(dir.path(), &nats, prosody.port(), http);
         let gateway = Proc::start(&cfg, "gateway", dir.path().join("gateway.log"));
+        // No watcher yet: a write has no owner to go to, and says so at once.
+        let (code, body) = wait_until("the gateway to answer a PUT", STEP, || {
+            put_status(http, "busy", "nobody owns me")
+        })
+        .unwrap_or_else(|e| panic!("{e}\ngateway: {}", gateway.log()));
+        assert_eq!(code, 503, "{body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("json error");
+        assert_eq!(error["error"], "server_unreachable", "{body}");
+        assert!(
+            error["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no watcher owns `alice`")),
+            "{body}"
+        );
         let w1 = Proc::start(&cfg, "watcher", dir.path().join("w1.log"));
         let w2 = Proc::start(&cfg, "watcher", dir.path().join("w2.log"));
         let mut desk =
@@ -186,6 +220,15 @@ mod processes {
             }
         })
         .expect("one owner");
+        // A write through the gateway reaches the owner's XMPP source: alice's other client
+        // receives the presence it sends.
+        let (code, body) = wait_until("a PUT through the gateway to reach the owner", STEP, || {
+            put_status(http, "busy", "set through the cluster").filter(|(c, _)| *c != 503)
+        })
+        .unwrap_or_else(|e| panic!("{e}\nowner: {}", owner.log()));
+        assert_eq!(code, 204, "{body}");
+        desk.read_until("set through the cluster", STEP)
+            .expect("the owner's presence reaches alice's desk");
         // For a whole lease and more (several renewals), the standby never gets it.
         let watched = Instant::now();
         while watched.elapsed() < LEASE + LEASE / 2 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
-use imstatus_core::{AccountId, CodedError, Event, SourceKind};
+use imstatus_core::{AccountId, CodedError, Event, SourceKind, Status};
 use imstatus_hub::{BoxFuture, Mirror, MirrorBatch, MirrorError, Sink, Source};
 
 use crate::{Batch, Cluster};
@@ -151,16 +151,23 @@ fn apply(
 }
 
 /// The gateway's stand-in for an account's source: it observes nothing (the state comes from
-/// the stream) and refuses `set_status`, which the cluster does not forward yet.
+/// the stream) and forwards `set_status` to the watcher that owns the account
+/// ([`Cluster::set_status`]).
 #[derive(Debug)]
 pub struct RemoteSource {
+    cluster: Cluster,
+    account: AccountId,
     kind: SourceKind,
 }
 
 impl RemoteSource {
-    /// A stand-in for a source of `kind`.
-    pub fn shared(kind: SourceKind) -> Arc<dyn Source> {
-        Arc::new(RemoteSource { kind })
+    /// A stand-in for `account`, a source of `kind`, whose writes go through `cluster`.
+    pub fn shared(cluster: Cluster, account: AccountId, kind: SourceKind) -> Arc<dyn Source> {
+        Arc::new(RemoteSource {
+            cluster,
+            account,
+            kind,
+        })
     }
 }
 
@@ -173,12 +180,7 @@ impl Source for RemoteSource {
         Box::pin(std::future::pending())
     }
 
-    fn set_status(&self, _status: imstatus_core::Status) -> BoxFuture<'_, Result<(), CodedError>> {
-        Box::pin(async {
-            Err(CodedError::new(
-                imstatus_core::ErrorCode::Unsupported,
-                "a cluster gateway cannot set the status yet (docs/cluster.md)",
-            ))
-        })
+    fn set_status(&self, status: Status) -> BoxFuture<'_, Result<(), CodedError>> {
+        Box::pin(self.cluster.set_status(&self.account, status))
     }
 }

@@ -23,15 +23,18 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use imstatus_config::{ClusterAuth, ClusterConfig};
-use imstatus_core::AccountId;
+use imstatus_core::{AccountId, CodedError, ErrorCode, Status};
 
 pub use gateway::{run_gateway, RemoteSource};
 pub use lease::Lease;
 pub use watcher::{run_watcher, WatcherOptions};
-pub use wire::Batch;
+pub use wire::{Batch, SetStatus, SetStatusReply};
 
 /// How long one JetStream request (a publish's ack, a lease write) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a gateway waits for the owner's answer to a status request (the owner's source
+/// may need a round trip to its server).
+pub const SET_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Cluster::connect`] retries creating the stream and the bucket.
 const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -178,6 +181,61 @@ impl Cluster {
         s
     }
 
+    /// The subject on which the owner of `shard` takes status requests:
+    /// `<name>.set.<shard>` (core NATS request/reply, outside the stream).
+    pub fn set_subject(&self, shard: u32) -> String {
+        format!("{}.set.{shard}", self.config.name)
+    }
+
+    /// Asks the watcher that owns `account` to set its status, and returns its source's
+    /// answer. No owner (the shard's lease is free: no watcher has the account, or its owner
+    /// died and the lease has not expired yet) is `server_unreachable`, which the gateway
+    /// answers with 503; an owner that does not answer within [`SET_STATUS_TIMEOUT`] is
+    /// `timeout`.
+    pub async fn set_status(&self, account: &AccountId, status: Status) -> Result<(), CodedError> {
+        use async_nats::RequestErrorKind as K;
+        let request = SetStatus {
+            account: account.clone(),
+            status,
+        };
+        let payload = serde_json::to_vec(&request)
+            .map_err(|e| CodedError::new(ErrorCode::ProtocolError, e.to_string()))?;
+        let subject = self.set_subject(shard_of(account, self.config.shards));
+        let asked = tokio::time::timeout(
+            SET_STATUS_TIMEOUT,
+            self.js.client().request(subject, payload.into()),
+        )
+        .await;
+        let reply = match asked {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if e.kind() == K::NoResponders => {
+                return Err(CodedError::new(
+                    ErrorCode::ServerUnreachable,
+                    format!(
+                        "no watcher owns `{account}` right now (its shard's lease is free); \
+                         try again once a watcher has taken it"
+                    ),
+                ))
+            }
+            Ok(Err(e)) if e.kind() == K::TimedOut => return Err(owner_timeout(account)),
+            Ok(Err(e)) => {
+                return Err(CodedError::new(
+                    ErrorCode::ServerUnreachable,
+                    format!("asking the owner of `{account}`: {e}"),
+                ))
+            }
+            Err(_) => return Err(owner_timeout(account)),
+        };
+        serde_json::from_slice::<SetStatusReply>(&reply.payload)
+            .map_err(|e| {
+                CodedError::new(
+                    ErrorCode::ProtocolError,
+                    format!("the owner of `{account}` answered something unreadable: {e}"),
+                )
+            })?
+            .into_result()
+    }
+
     /// The last batch published for `account` and its stream sequence, if any.
     pub async fn last_batch(&self, account: &AccountId) -> Result<Option<(Batch, u64)>, Error> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
@@ -242,6 +300,13 @@ async fn setup(
 /// The stream's name: `<name>_events`.
 fn stream_name(config: &ClusterConfig) -> String {
     format!("{}_events", config.name)
+}
+
+fn owner_timeout(account: &AccountId) -> CodedError {
+    CodedError::new(
+        ErrorCode::Timeout,
+        format!("the owner of `{account}` did not answer within {SET_STATUS_TIMEOUT:?}"),
+    )
 }
 
 async fn read_secret(secret: &imstatus_config::Secret) -> Result<String, Error> {

@@ -8,14 +8,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
+use futures_util::StreamExt;
 use imstatus_core::{
-    AccountId, ErrorCode, Event, Observation, Snapshot, SourceKind, Timestamp, Tracker,
+    AccountId, CodedError, ErrorCode, Event, Observation, Snapshot, SourceKind, Timestamp, Tracker,
 };
 use imstatus_hub::{Hub, Source, Takeover};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{shard_of, Batch, Cluster, Error, Lease};
+use crate::{
+    shard_of, Batch, Cluster, Error, Lease, SetStatus, SetStatusReply, SET_STATUS_TIMEOUT,
+};
 
 /// Batches a shard's hub may have waiting for the publisher. When full (NATS unreachable for
 /// long), further batches are dropped and the account's next message is marked `lost`, so
@@ -136,6 +139,7 @@ pub async fn run_watcher(
                         let task = tokio::spawn(run_shard(
                             cluster.clone(),
                             writer.clone(),
+                            shard,
                             accounts.clone(),
                         ));
                         held.insert(
@@ -179,9 +183,15 @@ struct Outgoing {
     lost: bool,
 }
 
-/// Takes a shard's accounts over (their last published state), runs their sources and
-/// publishes their batches until fenced or aborted.
-async fn run_shard(cluster: Cluster, writer: String, accounts: Accounts) -> Result<(), Error> {
+/// Takes a shard's accounts over (their last published state), runs their sources, publishes
+/// their batches and answers the gateways' status requests for them, until fenced or aborted
+/// (aborting it ends the request subscription and the requests in flight with it).
+async fn run_shard(
+    cluster: Cluster,
+    writer: String,
+    shard: u32,
+    accounts: Accounts,
+) -> Result<(), Error> {
     let mut prev: HashMap<AccountId, u64> = HashMap::new();
     let mut takeovers = Vec::new();
     for (a, _) in &accounts {
@@ -249,14 +259,61 @@ async fn run_shard(cluster: Cluster, writer: String, accounts: Accounts) -> Resu
     for (a, s) in accounts {
         builder = builder.with_source(a, s);
     }
-    let hub = builder.start_restored(takeovers);
+    let hub = Arc::new(builder.start_restored(takeovers));
+    let client = cluster.js.client();
+    let mut requests = client
+        .subscribe(cluster.set_subject(shard))
+        .await
+        .map_err(|e| Error::request("subscribing to status requests", e))?;
+    let mut answering = JoinSet::new();
     let mut counter = 0u64;
-    while let Some(out) = rx.recv().await {
-        counter += 1;
-        publish(&cluster, &writer, counter, &mut prev, out).await?;
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                counter += 1;
+                publish(&cluster, &writer, counter, &mut prev, out).await?;
+            }
+            Some(request) = requests.next(), if answering.len() < MAX_REQUESTS => {
+                answering.spawn(answer(client.clone(), hub.clone(), request));
+            }
+            Some(_) = answering.join_next(), if !answering.is_empty() => {}
+        }
     }
-    drop(hub);
     Ok(())
+}
+
+/// Status requests one shard answers at once; more wait in the subscription.
+const MAX_REQUESTS: usize = 64;
+
+/// Sets the status a gateway asked for through the account's source, and replies with the
+/// source's answer. A request for an account of another shard is answered `unsupported` (the
+/// hub has no such account).
+async fn answer(client: async_nats::Client, hub: Arc<Hub>, request: async_nats::Message) {
+    let Some(reply) = request.reply else { return };
+    let result = match serde_json::from_slice::<SetStatus>(&request.payload) {
+        // A second less than the gateway waits, so that a slow source's `timeout` reaches it.
+        Ok(r) => match tokio::time::timeout(
+            SET_STATUS_TIMEOUT.saturating_sub(Duration::from_secs(1)),
+            hub.set_status(&r.account, r.status),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(CodedError::new(
+                ErrorCode::Timeout,
+                format!("the source of `{}` did not answer in time", r.account),
+            )),
+        },
+        Err(e) => Err(CodedError::new(
+            ErrorCode::ProtocolError,
+            format!("an unreadable status request: {e}"),
+        )),
+    };
+    let body = serde_json::to_vec(&SetStatusReply::new(result)).unwrap_or_default();
+    if let Err(e) = client.publish(reply, body.into()).await {
+        tracing::debug!("answering a status request: {e}");
+    }
 }
 
 /// Publishes one batch with the account's last sequence as the fence.

@@ -1,6 +1,8 @@
 //! The message of one observation batch on an account's subject.
 
-use imstatus_core::{AccountId, ErrorCode, Event, Snapshot, SourceKind, Timestamp};
+use imstatus_core::{
+    AccountId, CodedError, ErrorCode, Event, Snapshot, SourceKind, Status, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 /// The largest batch message a gateway decodes (a snapshot with a large roster fits well
@@ -52,5 +54,50 @@ impl Batch {
             ));
         }
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A gateway's request to the owner of `account`'s shard: set this status (`PUT …/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetStatus {
+    /// The account.
+    pub account: AccountId,
+    /// The status to set.
+    pub status: Status,
+}
+
+/// The owner's answer to a [`SetStatus`]: `{}` when the source set it, else the source's error
+/// (`{"error":"unsupported","detail":"…"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetStatusReply {
+    /// The error's code, if the source refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl SetStatusReply {
+    /// The reply for a source's answer.
+    pub fn new(result: Result<(), CodedError>) -> Self {
+        match result {
+            Ok(()) => SetStatusReply {
+                error: None,
+                detail: String::new(),
+            },
+            Err(e) => SetStatusReply {
+                error: Some(e.code),
+                detail: e.detail,
+            },
+        }
+    }
+
+    /// The source's answer again.
+    pub fn into_result(self) -> Result<(), CodedError> {
+        match self.error {
+            None => Ok(()),
+            Some(code) => Err(CodedError::new(code, self.detail)),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Against a real 3-node JetStream cluster (testkit): leases are exclusive, renewed by
 //! compare-and-swap, released and expired; a stale owner's write is refused by the server; a
 //! gateway's mirror shows exactly the events a watcher published, and a watcher that takes an
-//! account over starts from the published state and emits only real differences.
+//! account over starts from the published state and emits only real differences; a gateway's
+//! `set_status` reaches the owner's source, and says so at once when no watcher owns the account.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +17,12 @@ use imstatus_core::{
 };
 use imstatus_hub::testing::scripted;
 use imstatus_hub::{Hub, Subscription};
-use imstatus_testkit::NatsCluster;
+use imstatus_testkit::{wait_until_async, Async, NatsCluster};
 
 /// Every async test's limit.
 const LIMIT: Duration = Duration::from_secs(60);
+/// The deadline of one step that waits for the cluster.
+const STEP: Duration = Duration::from_secs(20);
 
 fn config(nats: &NatsCluster, name: &str) -> ClusterConfig {
     let mut c = ClusterConfig::new(&nats.urls());
@@ -167,7 +170,7 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
         let c = Cluster::connect(&cfg).await.expect("connect");
         // The gateway: a mirror hub fed from the stream.
         let (gateway, mirror) = Hub::builder()
-            .with_source(alice(), RemoteSource::shared(kind()))
+            .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
             .start_mirror();
         let mut sub = gateway.subscribe();
         let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
@@ -267,6 +270,88 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
             Some(want.clone())
         );
         assert_eq!(last.snapshot, want);
+        feeder.abort();
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_sets_the_status_through_the_owner_and_says_when_there_is_none() {
+    tokio::time::timeout(LIMIT, async {
+        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+            .await
+            .expect("join")
+            .expect("nats");
+        let cfg = config(&nats, "set");
+        let c = Cluster::connect(&cfg).await.expect("connect");
+        let (gateway, mirror) = Hub::builder()
+            .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
+            .start_mirror();
+        let gateway = Arc::new(gateway);
+        let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
+        let busy = Status::with_message(Availability::Busy, "set through the gateway");
+
+        // No watcher holds the account's shard: nobody to ask.
+        let asked = Instant::now();
+        let e = gateway
+            .set_status(&alice(), busy.clone())
+            .await
+            .expect_err("no owner");
+        assert_eq!(e.code, ErrorCode::ServerUnreachable, "{e}");
+        assert!(
+            e.detail.contains(&format!("no watcher owns `{}`", alice())),
+            "{e}"
+        );
+        // NATS says "no responders" at once: no waiting for a timeout.
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+
+        // A watcher takes the account: the request reaches its source, which sets the status;
+        // the status comes back to the gateway through the stream like any other change.
+        let (source, script) = scripted(kind(), vec![]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let w = tokio::spawn(run_watcher(
+            c.clone(),
+            vec![(alice(), source)],
+            WatcherOptions { writer: "W".into() },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        script.send([Observation::ClientAppeared, away(1), Observation::Synced]);
+        wait_until_async("the owner to set the status", STEP, || {
+            let (gateway, busy) = (gateway.clone(), busy.clone());
+            Async(async move { gateway.set_status(&alice(), busy).await.ok() })
+        })
+        .await
+        .expect("set through the owner");
+        wait_until_async("the gateway to show the status the owner set", STEP, || {
+            gateway
+                .snapshot(&alice())
+                .and_then(|e| e.snapshot().cloned())
+                .filter(|s| {
+                    s.resources.iter().any(|r| {
+                        r.resource.as_str() == "scripted"
+                            && r.availability == Availability::Busy
+                            && r.message.as_deref() == Some("set through the gateway")
+                    })
+                })
+        })
+        .await
+        .expect("the status, back through the stream");
+
+        // The watcher stops and releases its lease: no owner again, said at once.
+        let _ = stop.send(());
+        w.await.expect("watcher");
+        let e = gateway
+            .set_status(&alice(), busy)
+            .await
+            .expect_err("no owner after the release");
+        assert_eq!(e.code, ErrorCode::ServerUnreachable, "{e}");
         feeder.abort();
     })
     .await

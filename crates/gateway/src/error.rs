@@ -269,8 +269,9 @@ impl ApiError {
 }
 
 /// A source's error, answered with the status that fits it: `unsupported` → 501,
-/// `not_signed_in`/`client_not_running` → 409, `access_denied` → 403, `timeout` → 504, other
-/// source trouble → 502.
+/// `not_signed_in`/`client_not_running` → 409, `access_denied` → 403, `timeout` → 504,
+/// `server_unreachable` → 503 (nothing can take the request right now: a cluster gateway with
+/// no watcher owning the account), other source trouble → 502.
 impl From<CodedError> for ApiError {
     fn from(e: CodedError) -> Self {
         let status = match e.code {
@@ -278,6 +279,7 @@ impl From<CodedError> for ApiError {
             ErrorCode::NotSignedIn | ErrorCode::ClientNotRunning => StatusCode::CONFLICT,
             ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::ServerUnreachable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
         ApiError::coded(status, e.code, e.detail)
@@ -336,6 +338,9 @@ mod tests {
         assert_eq!(e.code(), "unsupported");
         assert_eq!(e.hresult(), 0x8000_4001);
         assert_eq!(e.detail(), "read-only");
+        let e = ApiError::from(CodedError::new(ErrorCode::ServerUnreachable, "no owner"));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "server_unreachable");
     }
 
     #[test]

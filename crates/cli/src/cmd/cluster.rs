@@ -82,7 +82,7 @@ pub(crate) async fn gateway_hub(
     for a in accounts {
         builder = builder.with_source(
             a.name.clone(),
-            imstatus_cluster::RemoteSource::shared(a.kind.clone()),
+            imstatus_cluster::RemoteSource::shared(cluster.clone(), a.name.clone(), a.kind.clone()),
         );
     }
     let (hub, mirror) = builder.start_mirror();
