@@ -3,7 +3,7 @@
 //! owns the account; `kill -9` of it moves the account to the standby within lease + 3 s and
 //! the gateway ends on the last status sent; a SIGSTOPped owner whose lease moved on cannot
 //! write when it wakes up. `PUT …/status` on the gateway is 503 without an owner and reaches
-//! the owner's source once there is one. Without `[cluster]` (or without the cargo feature) a role is a usage
+//! the owner's source once there is one; `imstatus doctor` says who owns the account. Without `[cluster]` (or without the cargo feature) a role is a usage
 //! error. Every process is stopped by PID when its guard drops.
 
 /// Without `[cluster]`, or in a build without the feature, `--role watcher|gateway` is exit 2
@@ -162,6 +162,22 @@ mod processes {
         Some((code, text.split_once("\r\n\r\n")?.1.to_owned()))
     }
 
+    /// `imstatus doctor` on the config: (exit code, stdout).
+    fn doctor(config: &Path) -> (Option<i32>, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_imstatus"))
+            .env_remove("IMSTATUS_CONFIG")
+            .arg("--config")
+            .arg(config)
+            .arg("doctor")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run imstatus doctor");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     fn shows(http: u16, availability: &str, message: &str) -> bool {
         alice(http)
             == Some((
@@ -192,6 +208,15 @@ mod processes {
                 .as_str()
                 .is_some_and(|d| d.contains("no watcher owns `alice`")),
             "{body}"
+        );
+        // The doctor says the cluster is there and that nobody owns the account.
+        let (code, out) = doctor(&cfg);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("cluster (t)\n  ok   cluster "), "{out}");
+        assert!(out.contains("  ok   stream "), "{out}");
+        assert!(
+            out.contains("  FAIL lease      alice: no watcher owns shard"),
+            "{out}"
         );
         let w1 = Proc::start(&cfg, "watcher", dir.path().join("w1.log"));
         let w2 = Proc::start(&cfg, "watcher", dir.path().join("w2.log"));
@@ -229,6 +254,12 @@ mod processes {
         assert_eq!(code, 204, "{body}");
         desk.read_until("set through the cluster", STEP)
             .expect("the owner's presence reaches alice's desk");
+        let (code, out) = doctor(&cfg);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("  ok   lease      alice: shard ") && out.contains("owned by watcher"),
+            "{out}"
+        );
         // For a whole lease and more (several renewals), the standby never gets it.
         let watched = Instant::now();
         while watched.elapsed() < LEASE + LEASE / 2 {

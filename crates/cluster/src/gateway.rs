@@ -1,16 +1,19 @@
 //! The gateway role's feeder: the stream, read by an ordered consumer, into a mirror hub.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
-use imstatus_core::{AccountId, CodedError, Event, SourceKind, Status};
+use imstatus_core::{
+    mistatus, AccountId, CodedError, ErrorCode, Event, EventKind, Session, Snapshot, SourceKind,
+    Status, Timestamp,
+};
 use imstatus_hub::{BoxFuture, Mirror, MirrorBatch, MirrorError, Sink, Source};
 
-use crate::{Batch, Cluster};
+use crate::{shard_of, Batch, Cluster};
 
 /// Events of one message get seqs `stream sequence × SEQ_STRIDE + i`: the same on every
 /// gateway replica, strictly increasing along the stream. A message with more events is shown
@@ -24,10 +27,15 @@ const SEQ_STRIDE: u64 = 1024;
 /// snapshot, never as events folded onto a state that missed some. Messages of accounts the
 /// mirror does not have, undecodable ones and ones on another account's subject are skipped
 /// with a warning. The consumer is recreated after an error, from the next stream sequence.
+/// Every lease/3 it reads the leases of the accounts' shards, and shows an account no watcher
+/// took for a whole lease as unknown, with a `source_error` saying so.
 pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     // One entry per account the mirror has (unknown accounts are refused before insert).
     let mut applied: HashMap<AccountId, u64> = HashMap::new();
+    let mut owners = Owners::default();
+    let mut check = tokio::time::interval(cluster.config().lease / 3);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deliver = DeliverPolicy::LastPerSubject;
     let mut delay = Duration::from_millis(100);
     loop {
@@ -62,6 +70,10 @@ pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Out
         loop {
             let next = tokio::select! {
                 () = &mut stop => return,
+                _ = check.tick() => {
+                    owners.check(&cluster, &mirror, &mut applied).await;
+                    continue;
+                }
                 m = messages.next() => m,
             };
             match next {
@@ -69,9 +81,12 @@ pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Out
                     let Ok(info) = m.info() else { continue };
                     let seq = info.stream_sequence;
                     last_stream = Some(seq);
-                    if apply(&cluster, &mirror, &mut applied, seq, &m.subject, &m.payload).is_err()
-                    {
-                        return;
+                    let applied_now =
+                        apply(&cluster, &mirror, &mut applied, seq, &m.subject, &m.payload);
+                    match applied_now {
+                        Err(()) => return,
+                        Ok(Some(shown)) => owners.shown(shown),
+                        Ok(None) => {}
                     }
                 }
                 Some(Err(e)) => {
@@ -89,7 +104,8 @@ pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Out
     }
 }
 
-/// Applies one message; `Err` when the mirror is gone.
+/// Applies one message: what the mirror now shows of its account, `None` when skipped, `Err`
+/// when the mirror is gone.
 fn apply(
     cluster: &Cluster,
     mirror: &Mirror,
@@ -97,17 +113,17 @@ fn apply(
     stream_seq: u64,
     subject: &str,
     payload: &[u8],
-) -> Result<(), ()> {
+) -> Result<Option<Shown>, ()> {
     let batch = match Batch::decode(payload) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(stream_seq, "skipping an undecodable batch: {e}");
-            return Ok(());
+            return Ok(None);
         }
     };
     if cluster.subject(&batch.account) != subject {
         tracing::warn!(stream_seq, "skipping a batch on another account's subject");
-        return Ok(());
+        return Ok(None);
     }
     let continues = match applied.get(&batch.account) {
         Some(&last) => last == batch.prev,
@@ -123,6 +139,11 @@ fn apply(
         .map(|(e, i)| Event { seq: base + i, ..e })
         .collect();
     let account = batch.account.clone();
+    let shown = Shown {
+        account: batch.account.clone(),
+        source: batch.source.clone(),
+        snapshot: batch.snapshot.clone(),
+    };
     let result = mirror.publish(MirrorBatch {
         account: batch.account,
         source: batch.source,
@@ -136,16 +157,127 @@ fn apply(
     match result {
         Ok(()) => {
             applied.insert(account, stream_seq);
-            Ok(())
+            Ok(Some(shown))
         }
         Err(MirrorError::Closed) => Err(()),
         Err(MirrorError::UnknownAccount(a)) => {
             tracing::debug!("skipping a batch of `{a}`, not in this gateway's config");
-            Ok(())
+            Ok(None)
         }
         Err(e) => {
             tracing::debug!(stream_seq, "skipping: {e}");
-            Ok(())
+            Ok(None)
+        }
+    }
+}
+
+/// The state the mirror shows of one account, as the last applied message left it.
+struct Shown {
+    account: AccountId,
+    source: SourceKind,
+    snapshot: Snapshot,
+}
+
+/// The detail of the `source_error` shown for an account no watcher owns.
+const UNOWNED: &str =
+    "no watcher owns this account now (its shard's lease is free): this is its last published state";
+
+/// Which accounts' shards are owned: an account whose shard stayed without a lease for a whole
+/// lease (no watcher took it over: all stopped, or none has it in its config) is shown with a
+/// `source_error` `server_unreachable` and its session `unknown`, instead of its last state as
+/// if it were still current. (A takeover, which comes within about a third of a lease after
+/// the old lease ends, is not marked: the new owner reports its own `source_error`.) The next
+/// message of the account is then shown as a resync snapshot.
+#[derive(Default)]
+struct Owners {
+    /// Every account with a message, and what it shows.
+    shown: HashMap<AccountId, Shown>,
+    /// Shards seen without a lease, since when.
+    free_since: HashMap<u32, Instant>,
+    /// Accounts marked unowned (until their next message).
+    marked: HashSet<AccountId>,
+}
+
+impl Owners {
+    fn shown(&mut self, shown: Shown) {
+        self.marked.remove(&shown.account);
+        self.shown.insert(shown.account.clone(), shown);
+    }
+
+    async fn check(
+        &mut self,
+        cluster: &Cluster,
+        mirror: &Mirror,
+        applied: &mut HashMap<AccountId, u64>,
+    ) {
+        let shards: BTreeSet<u32> = self
+            .shown
+            .keys()
+            .map(|a| shard_of(a, cluster.config().shards))
+            .collect();
+        let now = Instant::now();
+        let mut unowned = BTreeSet::new();
+        for shard in shards {
+            match cluster.holder(shard).await {
+                Ok(Some(_)) => {
+                    self.free_since.remove(&shard);
+                }
+                Ok(None) => {
+                    let since = *self.free_since.entry(shard).or_insert(now);
+                    if now.duration_since(since) >= cluster.config().lease {
+                        unowned.insert(shard);
+                    }
+                }
+                // Cannot tell: leave the account as it is.
+                Err(e) => tracing::debug!(shard, "reading the lease: {e}"),
+            }
+        }
+        for shown in self.shown.values() {
+            if self.marked.contains(&shown.account)
+                || !unowned.contains(&shard_of(&shown.account, cluster.config().shards))
+            {
+                continue;
+            }
+            // A seq above the last one shown, still below the next stream message's first.
+            let last = mirror.last_seq();
+            if last % SEQ_STRIDE == SEQ_STRIDE - 1 {
+                continue;
+            }
+            let seq = last + 1;
+            let time = Timestamp::from_system_time(SystemTime::now());
+            let mut snapshot = shown.snapshot.clone();
+            snapshot.session = Session::Unknown;
+            snapshot.mistatus = mistatus(Session::Unknown, snapshot.availability);
+            let event = Event {
+                seq,
+                time,
+                account: shown.account.clone(),
+                source: shown.source.clone(),
+                kind: EventKind::SourceError {
+                    code: ErrorCode::ServerUnreachable,
+                    detail: UNOWNED.to_owned(),
+                    session_unknown: true,
+                },
+            };
+            let published = mirror.publish(MirrorBatch {
+                account: shown.account.clone(),
+                source: shown.source.clone(),
+                events: vec![event],
+                snapshot,
+                seq,
+                time,
+                source_down: Some((ErrorCode::ServerUnreachable, UNOWNED.to_owned())),
+                resync: false,
+            });
+            match published {
+                Ok(()) => {
+                    tracing::info!(account = %shown.account, "no watcher owns it: shown as unknown");
+                    self.marked.insert(shown.account.clone());
+                    // Its next message does not continue what this gateway now shows.
+                    applied.remove(&shown.account);
+                }
+                Err(e) => tracing::debug!(account = %shown.account, "marking unowned: {e}"),
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! of every account, then everything new) and feeds an [`imstatus_hub::Mirror`], so the
 //! existing gateway serves it unchanged.
 
+mod doctor;
 mod gateway;
 mod lease;
 mod watcher;
@@ -25,6 +26,7 @@ use async_nats::jetstream::{self, kv, stream};
 use imstatus_config::{ClusterAuth, ClusterConfig};
 use imstatus_core::{AccountId, CodedError, ErrorCode, Status};
 
+pub use doctor::doctor;
 pub use gateway::{run_gateway, RemoteSource};
 pub use lease::Lease;
 pub use watcher::{run_watcher, WatcherOptions};

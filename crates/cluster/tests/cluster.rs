@@ -344,15 +344,141 @@ async fn a_gateway_sets_the_status_through_the_owner_and_says_when_there_is_none
         .await
         .expect("the status, back through the stream");
 
-        // The watcher stops and releases its lease: no owner again, said at once.
+        // The watcher stops and releases its lease: no owner again. Once nobody took the
+        // account for a whole lease, the gateway shows it unknown, with the reason.
+        let before = gateway
+            .snapshot(&alice())
+            .and_then(|e| e.snapshot().cloned())
+            .expect("a snapshot");
         let _ = stop.send(());
         w.await.expect("watcher");
+        let marked = Instant::now();
+        wait_until_async("the gateway to mark the account unowned", STEP, || {
+            let error = gateway.source_error(&alice())?;
+            let snapshot = gateway.snapshot(&alice())?.snapshot()?.clone();
+            (error.code == ErrorCode::ServerUnreachable && snapshot.session == Session::Unknown)
+                .then_some((error, snapshot))
+        })
+        .await
+        .map(|(error, snapshot)| {
+            assert!(
+                error.detail.contains("no watcher owns this account"),
+                "{error}"
+            );
+            // The last state is kept, only the session is no longer known.
+            assert_eq!(snapshot.availability, before.availability);
+            assert_eq!(snapshot.resources, before.resources);
+        })
+        .expect("marked unowned");
+        let took = marked.elapsed();
+        assert!(
+            took >= cfg.lease,
+            "marked after {took:?}, before a whole lease"
+        );
+        eprintln!("marked unowned {took:?} after the release");
         let e = gateway
             .set_status(&alice(), busy)
             .await
             .expect_err("no owner after the release");
         assert_eq!(e.code, ErrorCode::ServerUnreachable, "{e}");
         feeder.abort();
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_event_id_from_one_gateway_resumes_on_another() {
+    tokio::time::timeout(LIMIT, async {
+        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+            .await
+            .expect("join")
+            .expect("nats");
+        let cfg = config(&nats, "replicas");
+        let c = Cluster::connect(&cfg).await.expect("connect");
+        let gateway = || {
+            let (hub, mirror) = Hub::builder()
+                .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
+                .start_mirror();
+            let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
+            (hub, feeder)
+        };
+        // Two replicas, both up before anything is written.
+        let (one, feed_one) = gateway();
+        let (two, feed_two) = gateway();
+        let mut sub_one = one.subscribe();
+        let mut sub_two = two.subscribe();
+        assert!(next(&mut sub_one).await.snapshot().is_some());
+        assert!(next(&mut sub_two).await.snapshot().is_some());
+        let (source, script) = scripted(kind(), vec![]);
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let _w = tokio::spawn(run_watcher(
+            c.clone(),
+            vec![(alice(), source)],
+            WatcherOptions { writer: "W".into() },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        script.send([Observation::ClientAppeared, away(1), Observation::Synced]);
+        let mut first = Vec::new();
+        for _ in 0..4 {
+            first.push(next(&mut sub_one).await);
+        }
+        for _ in 0..4 {
+            next(&mut sub_two).await;
+        }
+        script.send([away(2)]);
+        script.send([away(3)]);
+        let mut later = Vec::new();
+        for _ in 0..4 {
+            later.push(next(&mut sub_one).await);
+        }
+        for _ in 0..4 {
+            next(&mut sub_two).await;
+        }
+        // Both replicas numbered every event the same way.
+        let id = first.last().expect("events").seq;
+        // A client of replica one reconnects to replica two with its last id: replica two
+        // replays exactly what came after it, with the same seqs.
+        let mut resumed = two.resume(None, Some(id));
+        let mut replayed = Vec::new();
+        for _ in 0..later.len() {
+            replayed.push(next(&mut resumed).await);
+        }
+        assert_eq!(
+            replayed
+                .iter()
+                .map(|e| (e.seq, e.kind.clone()))
+                .collect::<Vec<_>>(),
+            later
+                .iter()
+                .map(|e| (e.seq, e.kind.clone()))
+                .collect::<Vec<_>>()
+        );
+        // A replica that started after those events cannot replay them: resync snapshot first,
+        // equal to the others' state; never an event at or before the id.
+        let (three, feed_three) = gateway();
+        wait_until_async("replica three to catch up", STEP, || {
+            (three.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
+                == one.snapshot(&alice()).and_then(|e| e.snapshot().cloned()))
+            .then_some(())
+        })
+        .await
+        .expect("replica three shows the stream's state");
+        let mut late = three.resume(None, Some(id));
+        let e = next(&mut late).await;
+        assert!(
+            matches!(e.kind, EventKind::Snapshot { resync: true, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.snapshot().cloned(),
+            one.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
+        );
+        for f in [feed_one, feed_two, feed_three] {
+            f.abort();
+        }
     })
     .await
     .expect("within the limit");

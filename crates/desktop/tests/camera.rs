@@ -64,9 +64,13 @@ async fn a_process_holding_the_device_is_a_call_until_it_lets_go() {
             start.elapsed()
         );
     }
-    // A device that appears later is watched too.
+    // A device that appears later is watched too. It appears by a rename, as a node does
+    // (writing it in place would be an open by this test process, which the watch would
+    // rightly report as the camera in use).
     let video1 = dir.path().join("video1");
-    std::fs::write(&video1, b"").expect("second device");
+    let made = dir.path().join("made");
+    std::fs::write(&made, b"").expect("second device");
+    std::fs::rename(&made, &video1).expect("second device appears");
     let mut child = hold(&video1);
     assert_eq!(desk.activity(DEADLINE).await, in_use(child.id()));
     child.kill().expect("kill");

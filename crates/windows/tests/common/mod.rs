@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use imstatus_core::{AccountId, Event, EventKind, SignInResult, Snapshot, Status};
 use imstatus_hub::{Hub, Subscription};
+use imstatus_testkit::{wait_until, wait_until_async};
 use imstatus_windows::WindowsConfig;
 use imstatus_windows::WindowsSource;
 
@@ -275,18 +276,12 @@ pub fn snapshot(hub: &Hub) -> Snapshot {
 
 /// Polls `f` on the hub's snapshot until it holds, within [`STEP`].
 pub async fn eventually(hub: &Hub, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + STEP;
-    loop {
+    wait_until_async(what, STEP, || {
         let s = snapshot(hub);
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {STEP:?}; last: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        f(&s).then_some(s)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; last: {:?}", snapshot(hub)))
 }
 
 /// The test double's executable: next to the test binary's `deps` directory (cargo builds it
@@ -409,14 +404,10 @@ impl Double {
 
     /// Waits for the double's own exit (after `shutdown`), within [`STEP`].
     pub fn wait_exit(&mut self) {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the double exits");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("the double to exit", STEP, || {
+            self.child.try_wait().unwrap()
+        })
+        .expect("the double exits");
     }
 }
 
