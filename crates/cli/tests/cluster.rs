@@ -3,7 +3,8 @@
 //! owns the account; `kill -9` of it moves the account to the standby within lease + 3 s and
 //! the gateway ends on the last status sent; a SIGSTOPped owner whose lease moved on cannot
 //! write when it wakes up. `PUT …/status` on the gateway is 503 without an owner and reaches
-//! the owner's source once there is one; `imstatus doctor` says who owns the account. Without `[cluster]` (or without the cargo feature) a role is a usage
+//! the owner's source once there is one; `imstatus doctor` says who owns the account; the
+//! gateway's MQTT bridge publishes what the cluster shows. Without `[cluster]` (or without the cargo feature) a role is a usage
 //! error. Every process is stopped by PID when its guard drops.
 
 /// Without `[cluster]`, or in a build without the feature, `--role watcher|gateway` is exit 2
@@ -46,7 +47,8 @@ mod processes {
     use std::time::{Duration, Instant};
 
     use imstatus_testkit::{
-        free_port, wait_until, NatsCluster, Prosody, ProsodyOptions, XmppClient,
+        free_port, mosquitto::Mosquitto, wait_until, NatsCluster, Prosody, ProsodyOptions,
+        XmppClient,
     };
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -104,7 +106,7 @@ mod processes {
         }
     }
 
-    fn config(dir: &Path, nats: &NatsCluster, xmpp: u16, http: u16) -> PathBuf {
+    fn config(dir: &Path, nats: &NatsCluster, xmpp: u16, http: u16, mqtt: &str) -> PathBuf {
         let pw = dir.join("alice.pw");
         std::fs::write(&pw, "alicepw\n").expect("write password");
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -115,6 +117,7 @@ mod processes {
                 "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
                  password_file = \"{}\"\nserver = \"127.0.0.1:{xmpp}\"\ntls = \"insecure-plaintext\"\n\
                  [serve]\nlisten = \"127.0.0.1:{http}\"\ntokenless_write = true\n\
+                 [mqtt]\nurl = \"{mqtt}\"\n\
                  [cluster]\nurl = \"{}\"\nname = \"t\"\nshards = 4\nlease = \"{}s\"\n",
                 pw.display(),
                 nats.urls(),
@@ -193,7 +196,8 @@ mod processes {
         let nats = NatsCluster::start(3).expect("nats");
         let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
         let http = free_port();
-        let cfg = config(dir.path(), &nats, prosody.port(), http);
+        let broker = Mosquitto::start();
+        let cfg = config(dir.path(), &nats, prosody.port(), http, &broker.url());
         let gateway = Proc::start(&cfg, "gateway", dir.path().join("gateway.log"));
         // No watcher yet: a write has no owner to go to, and says so at once.
         let (code, body) = wait_until("the gateway to answer a PUT", STEP, || {
@@ -236,6 +240,13 @@ mod processes {
                 w2.log()
             )
         });
+        // The gateway's MQTT bridge publishes what the cluster shows (the watchers run none).
+        wait_until("the gateway to publish away over MQTT", STEP, || {
+            broker
+                .retained("imstatus/alice/availability")
+                .filter(|a| a == "away")
+        })
+        .unwrap_or_else(|e| panic!("{e}\ngateway: {}", gateway.log()));
         // Exactly one watcher owns the account; the other stands by (it keeps trying to claim).
         let (owner, standby) = wait_until("one watcher to hold the lease", STEP, || {
             match (w1.holds_a_lease(), w2.holds_a_lease()) {
@@ -280,6 +291,12 @@ mod processes {
         )
         .unwrap_or_else(|e| panic!("{e}\nstandby: {}", standby.log()));
         eprintln!("takeover after kill -9: {:?}", killed.elapsed());
+        wait_until("MQTT to follow the takeover", STEP, || {
+            broker
+                .retained("imstatus/alice/availability")
+                .filter(|a| a == "busy")
+        })
+        .expect("busy over MQTT");
 
         // SIGSTOP the new owner; a third watcher takes over after the lease.
         let stale = standby;

@@ -62,6 +62,25 @@ fn batch(writer: &str, prev: u64, n: usize) -> Batch {
     }
 }
 
+/// A real 3-node cluster (started off the async threads) and its config named `name`.
+async fn nats(name: &str) -> (NatsCluster, ClusterConfig) {
+    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+        .await
+        .expect("join")
+        .expect("nats");
+    let cfg = config(&nats, name);
+    (nats, cfg)
+}
+
+/// A gateway: a mirror hub of alice fed from the stream, and the feeder's task.
+fn gateway(c: &Cluster) -> (Hub, tokio::task::JoinHandle<()>) {
+    let (hub, mirror) = Hub::builder()
+        .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
+        .start_mirror();
+    let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
+    (hub, feeder)
+}
+
 async fn next(sub: &mut Subscription) -> Arc<Event> {
     tokio::time::timeout(Duration::from_secs(20), sub.recv())
         .await
@@ -72,13 +91,8 @@ async fn next(sub: &mut Subscription) -> Arc<Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_exclusive_renewed_by_cas_released_and_expire() {
     tokio::time::timeout(LIMIT, async {
-        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-            .await
-            .expect("join")
-            .expect("nats");
-        let c = Cluster::connect(&config(&nats, "lease"))
-            .await
-            .expect("connect");
+        let (_nats, cfg) = nats("lease").await;
+        let c = Cluster::connect(&cfg).await.expect("connect");
         let a = c.claim(0, "A").await.expect("claim").expect("free");
         assert_eq!(c.claim(0, "B").await.expect("claim"), None);
         assert_eq!(c.holder(0).await.expect("holder").as_deref(), Some("A"));
@@ -116,13 +130,8 @@ async fn leases_are_exclusive_renewed_by_cas_released_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_owner_cannot_write() {
     tokio::time::timeout(LIMIT, async {
-        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-            .await
-            .expect("join")
-            .expect("nats");
-        let c = Cluster::connect(&config(&nats, "fence"))
-            .await
-            .expect("connect");
+        let (_nats, cfg) = nats("fence").await;
+        let c = Cluster::connect(&cfg).await.expect("connect");
         let s1 = c
             .publish_batch(&batch("A", 0, 1), "A-1")
             .await
@@ -162,18 +171,11 @@ fn names(events: &[Arc<Event>]) -> Vec<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract() {
     tokio::time::timeout(LIMIT, async {
-        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-            .await
-            .expect("join")
-            .expect("nats");
-        let cfg = config(&nats, "e2e");
+        let (_nats, cfg) = nats("e2e").await;
         let c = Cluster::connect(&cfg).await.expect("connect");
         // The gateway: a mirror hub fed from the stream.
-        let (gateway, mirror) = Hub::builder()
-            .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
-            .start_mirror();
+        let (gateway, feeder) = gateway(&c);
         let mut sub = gateway.subscribe();
-        let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
 
         // Watcher A.
         let (source, script) = scripted(kind(), vec![]);
@@ -279,17 +281,10 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_sets_the_status_through_the_owner_and_says_when_there_is_none() {
     tokio::time::timeout(LIMIT, async {
-        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-            .await
-            .expect("join")
-            .expect("nats");
-        let cfg = config(&nats, "set");
+        let (_nats, cfg) = nats("set").await;
         let c = Cluster::connect(&cfg).await.expect("connect");
-        let (gateway, mirror) = Hub::builder()
-            .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
-            .start_mirror();
+        let (gateway, feeder) = gateway(&c);
         let gateway = Arc::new(gateway);
-        let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
         let busy = Status::with_message(Availability::Busy, "set through the gateway");
 
         // No watcher holds the account's shard: nobody to ask.
@@ -390,22 +385,11 @@ async fn a_gateway_sets_the_status_through_the_owner_and_says_when_there_is_none
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_event_id_from_one_gateway_resumes_on_another() {
     tokio::time::timeout(LIMIT, async {
-        let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-            .await
-            .expect("join")
-            .expect("nats");
-        let cfg = config(&nats, "replicas");
+        let (_nats, cfg) = nats("replicas").await;
         let c = Cluster::connect(&cfg).await.expect("connect");
-        let gateway = || {
-            let (hub, mirror) = Hub::builder()
-                .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
-                .start_mirror();
-            let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
-            (hub, feeder)
-        };
         // Two replicas, both up before anything is written.
-        let (one, feed_one) = gateway();
-        let (two, feed_two) = gateway();
+        let (one, feed_one) = gateway(&c);
+        let (two, feed_two) = gateway(&c);
         let mut sub_one = one.subscribe();
         let mut sub_two = two.subscribe();
         assert!(next(&mut sub_one).await.snapshot().is_some());
@@ -458,7 +442,7 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
         );
         // A replica that started after those events cannot replay them: resync snapshot first,
         // equal to the others' state; never an event at or before the id.
-        let (three, feed_three) = gateway();
+        let (three, feed_three) = gateway(&c);
         wait_until_async("replica three to catch up", STEP, || {
             (three.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
                 == one.snapshot(&alice()).and_then(|e| e.snapshot().cloned()))

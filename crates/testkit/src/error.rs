@@ -99,6 +99,8 @@ impl Error {
         self
     }
 
+    // Only the servers' modules, which are Unix-only, read files and start processes.
+    #[cfg(unix)]
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             what: what.into(),

@@ -178,6 +178,19 @@ impl Mosquitto {
         self.dir.path()
     }
 
+    /// The retained message of `topic` on an anonymous plain broker, if any (`mosquitto_sub`,
+    /// 1 s at most), for tests without a tokio runtime.
+    pub fn retained(&self, topic: &str) -> Option<String> {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic])
+            .args(["-C", "1", "-W", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!text.is_empty()).then_some(text)
+    }
+
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()

@@ -1103,18 +1103,7 @@ fn empty_roster() -> Roster {
 
 /// A stanza error's condition as its element name, with the server's text if any.
 fn condition(e: &StanzaError) -> String {
-    let name = format!("{:?}", e.defined_condition);
-    let mut out = String::new();
-    for (i, ch) in name.chars().enumerate() {
-        if ch.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.push(ch.to_ascii_lowercase());
-        } else {
-            out.push(ch);
-        }
-    }
+    let out = crate::error::condition_name_of(&format!("{:?}", e.defined_condition));
     match e.texts.values().next() {
         Some(text) if !text.is_empty() => format!("{out}: {}", clip(text, 200)),
         _ => out,
