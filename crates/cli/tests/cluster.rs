@@ -4,8 +4,10 @@
 //! the gateway ends on the last status sent; a SIGSTOPped owner whose lease moved on cannot
 //! write when it wakes up. `PUT …/status` on the gateway is 503 without an owner and reaches
 //! the owner's source once there is one; `imstatus doctor` says who owns the account; the
-//! gateway's MQTT bridge publishes what the cluster shows. Without `[cluster]` (or without the cargo feature) a role is a usage
-//! error. Every process is stopped by PID when its guard drops.
+//! gateway's MQTT bridge publishes what the cluster shows. Two gateways stream the same events
+//! with the same ids, and a gateway killed and started again resumes its SSE client by
+//! `Last-Event-ID` with exactly the events it missed; their `/metrics` name the lease holder.
+//! Without `[cluster]` (or without the cargo feature) a role is a usage error. Every process is stopped by PID when its guard drops.
 
 /// Without `[cluster]`, or in a build without the feature, `--role watcher|gateway` is exit 2
 /// with a one-line reason, and no source starts.
@@ -106,18 +108,26 @@ mod processes {
         }
     }
 
-    fn config(dir: &Path, nats: &NatsCluster, xmpp: u16, http: u16, mqtt: &str) -> PathBuf {
+    /// The config file `file` in `dir`: alice on Prosody at `xmpp`, the gateway on `http`,
+    /// MQTT when `mqtt` names a broker.
+    fn config(
+        dir: &Path,
+        file: &str,
+        nats: &NatsCluster,
+        (xmpp, http): (u16, u16),
+        mqtt: Option<&str>,
+    ) -> PathBuf {
         let pw = dir.join("alice.pw");
         std::fs::write(&pw, "alicepw\n").expect("write password");
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let path = dir.join("config.toml");
+        let path = dir.join(file);
+        let mqtt = mqtt.map_or(String::new(), |url| format!("[mqtt]\nurl = \"{url}\"\n"));
         std::fs::write(
             &path,
             format!(
                 "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
                  password_file = \"{}\"\nserver = \"127.0.0.1:{xmpp}\"\ntls = \"insecure-plaintext\"\n\
-                 [serve]\nlisten = \"127.0.0.1:{http}\"\ntokenless_write = true\n\
-                 [mqtt]\nurl = \"{mqtt}\"\n\
+                 [serve]\nlisten = \"127.0.0.1:{http}\"\ntokenless_write = true\n{mqtt}\
                  [cluster]\nurl = \"{}\"\nname = \"t\"\nshards = 4\nlease = \"{}s\"\n",
                 pw.display(),
                 nats.urls(),
@@ -128,19 +138,24 @@ mod processes {
         path
     }
 
-    /// `GET /v1/accounts/alice` on the gateway: (session, availability, message).
-    fn alice(http: u16) -> Option<(String, String, String)> {
+    /// The body of `GET path` on the gateway; `None` while it does not answer.
+    fn get(http: u16, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", http)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             s,
-            "GET /v1/accounts/alice HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut text = String::new();
         s.take(1 << 20).read_to_string(&mut text).ok()?;
-        let body = text.split_once("\r\n\r\n")?.1;
-        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(text.split_once("\r\n\r\n")?.1.to_owned())
+    }
+
+    /// `GET /v1/accounts/alice` on the gateway: (session, availability, message).
+    fn alice(http: u16) -> Option<(String, String, String)> {
+        let body = get(http, "/v1/accounts/alice")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let v = v.get("snapshot").cloned().unwrap_or(v);
         let f = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
         Some((f("session"), f("availability"), f("message")))
@@ -181,6 +196,72 @@ mod processes {
         )
     }
 
+    /// One Server-Sent Event: (`id`, `event`, `data`).
+    type Frame = (String, String, String);
+
+    /// An SSE stream of `/v1/events` (HTTP/1.0: the body is the events as they come).
+    struct Sse {
+        reader: std::io::BufReader<TcpStream>,
+    }
+
+    impl Sse {
+        /// Opens the stream, resuming after `last_id` when given.
+        fn open(http: u16, last_id: Option<&str>) -> Sse {
+            let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+            s.set_read_timeout(Some(STEP)).expect("timeout");
+            let resume = last_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+            write!(
+                s,
+                "GET /v1/events HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\n\
+                 Accept: text/event-stream\r\n{resume}\r\n"
+            )
+            .expect("request");
+            Sse {
+                reader: std::io::BufReader::new(s),
+            }
+        }
+
+        /// The events up to and including the first whose data contains `marker`, within
+        /// [`STEP`].
+        fn until(&mut self, marker: &str) -> Vec<Frame> {
+            use std::io::BufRead;
+            let deadline = Instant::now() + STEP;
+            let mut frames = Vec::new();
+            let mut frame = Frame::default();
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "no event with {marker} within {STEP:?}; read {frames:#?}"
+                );
+                let mut line = String::new();
+                let n = self
+                    .reader
+                    .read_line(&mut line)
+                    .unwrap_or_else(|e| panic!("SSE: {e}; read {frames:#?}"));
+                assert!(n > 0, "the SSE stream ended; read {frames:#?}");
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    // The end of a block; comment-only blocks (keep-alives) carry no data.
+                    if !frame.2.is_empty() {
+                        let done = frame.2.contains(marker);
+                        frames.push(std::mem::take(&mut frame));
+                        if done {
+                            return frames;
+                        }
+                    }
+                } else if let Some((k, v)) = line.split_once(':') {
+                    let v = v.strip_prefix(' ').unwrap_or(v).to_owned();
+                    match k {
+                        "id" => frame.0 = v,
+                        "event" => frame.1 = v,
+                        "data" => frame.2 = v,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
     fn shows(http: u16, availability: &str, message: &str) -> bool {
         alice(http)
             == Some((
@@ -197,7 +278,13 @@ mod processes {
         let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
         let http = free_port();
         let broker = Mosquitto::start();
-        let cfg = config(dir.path(), &nats, prosody.port(), http, &broker.url());
+        let cfg = config(
+            dir.path(),
+            "config.toml",
+            &nats,
+            (prosody.port(), http),
+            Some(&broker.url()),
+        );
         let gateway = Proc::start(&cfg, "gateway", dir.path().join("gateway.log"));
         // No watcher yet: a write has no owner to go to, and says so at once.
         let (code, body) = wait_until("the gateway to answer a PUT", STEP, || {
@@ -333,6 +420,92 @@ mod processes {
             "{}",
             stale.log()
         );
+        desk.close().expect("close");
+    }
+
+    /// Two gateways stream the same events with the same ids; a gateway killed mid-stream and
+    /// started again resumes its client by `Last-Event-ID` with exactly the events it missed
+    /// (what the other gateway's client saw meanwhile), then goes on live.
+    #[test]
+    fn a_restarted_gateway_resumes_its_clients_by_last_event_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = NatsCluster::start(3).expect("nats");
+        let prosody = Prosody::start(ProsodyOptions::default()).expect("prosody");
+        let (h1, h2) = (free_port(), free_port());
+        let cfg1 = config(dir.path(), "g1.toml", &nats, (prosody.port(), h1), None);
+        let cfg2 = config(dir.path(), "g2.toml", &nats, (prosody.port(), h2), None);
+        let g1 = Proc::start(&cfg1, "gateway", dir.path().join("g1.log"));
+        let g2 = Proc::start(&cfg2, "gateway", dir.path().join("g2.log"));
+        let w = Proc::start(&cfg1, "watcher", dir.path().join("w.log"));
+        let mut desk =
+            XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
+                .expect("alice's desk client");
+        desk.presence(Some("away"), Some("step-one"), Some(5))
+            .expect("presence");
+        for http in [h1, h2] {
+            wait_until("both gateways to show step-one", STEP, || {
+                shows(http, "away", "step-one").then_some(())
+            })
+            .unwrap_or_else(|e| panic!("{e}\ngateway: {}\nwatcher: {}", g1.log(), w.log()));
+        }
+        let mut a = Sse::open(h1, None);
+        let mut b = Sse::open(h2, None);
+        a.until("step-one");
+        b.until("step-one");
+        desk.presence(Some("dnd"), Some("step-two"), Some(5))
+            .expect("presence");
+        let seen_a = a.until("step-two");
+        let seen_b = b.until("step-two");
+        assert_eq!(
+            seen_a, seen_b,
+            "both gateways stream the same events, same ids"
+        );
+        let last = seen_a.last().expect("an event").0.clone();
+
+        // kill -9 of the first gateway; alice goes on changing while it is down.
+        g1.signal(Signal::SIGKILL);
+        drop(a);
+        drop(g1);
+        desk.presence(Some("xa"), Some("step-three"), Some(5))
+            .expect("presence");
+        desk.presence(Some("chat"), Some("step-four"), Some(5))
+            .expect("presence");
+        let missed = b.until("step-four");
+        assert!(missed.len() >= 2, "{missed:#?}");
+
+        // Started again on the same port, it replays exactly what its client missed.
+        let g1 = Proc::start(&cfg1, "gateway", dir.path().join("g1-again.log"));
+        wait_until("the restarted gateway to show step-four", STEP, || {
+            shows(h1, "chatty", "step-four").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\ngateway: {}", g1.log()));
+        let mut resumed = Sse::open(h1, Some(&last));
+        let replayed = resumed.until("step-four");
+        assert_eq!(
+            replayed, missed,
+            "the resumed client gets exactly what it missed"
+        );
+        assert!(
+            replayed.iter().all(|f| !f.2.contains("\"resync\":true")),
+            "{replayed:#?}"
+        );
+        // And both go on live with the same ids.
+        desk.presence(None, Some("step-five"), Some(5))
+            .expect("presence");
+        assert_eq!(resumed.until("step-five"), b.until("step-five"));
+        // Each gateway's /metrics names the watcher holding alice's shard and has caught up
+        // with the stream.
+        for http in [h1, h2] {
+            wait_until("the gateway's cluster metrics", STEP, || {
+                get(http, "/metrics").filter(|m| {
+                    m.contains("\nimstatus_cluster_leases{watcher=\"")
+                        && m.contains("\nimstatus_cluster_shards_unowned 0\n")
+                        && m.contains("\nimstatus_cluster_stream_lag 0\n")
+                })
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{:?}", get(http, "/metrics")));
+        }
+        drop((g1, g2, w));
         desk.close().expect("close");
     }
 }

@@ -1,6 +1,6 @@
 //! The gateway role's feeder: the stream, read by an ordered consumer, into a mirror hub.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,31 +13,86 @@ use imstatus_core::{
 };
 use imstatus_hub::{BoxFuture, Mirror, MirrorBatch, MirrorError, Sink, Source};
 
-use crate::{shard_of, Batch, Cluster};
+use crate::{shard_of, window, Batch, Cluster, GatewayMetrics};
 
 /// Events of one message get seqs `stream sequence × SEQ_STRIDE + i`: the same on every
 /// gateway replica, strictly increasing along the stream. A message with more events is shown
 /// as a resync snapshot.
 const SEQ_STRIDE: u64 = 1024;
 
-/// Feeds `mirror` from the stream until `stop`: first the last message of every account
-/// (shown as a resync snapshot), then every new message. A message whose `prev` is not the
+/// How often a gateway checks that its consumer is not stuck: when the stream holds messages
+/// after the last one applied and none came for a whole period, the consumer is recreated.
+/// (async-nats notices a consumer lost with its server only after two missed 15 s idle
+/// heartbeats; a gateway would show nothing new for up to a minute.)
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Feeds `mirror` from the stream until `stop`: first each account's last message before the
+/// stream's last [`Mirror::history_capacity`] messages (shown as a resync snapshot), then
+/// every message from there on as events — so a client resuming by `Last-Event-ID` from
+/// within those messages gets exactly the events after its id, on a gateway that started
+/// after them (see the `window` module). A message whose `prev` is not the
 /// last one this gateway applied for its account (it missed some: the consumer was
 /// recreated, the stream dropped old messages) or that says `lost` is shown as a resync
 /// snapshot, never as events folded onto a state that missed some. Messages of accounts the
 /// mirror does not have, undecodable ones and ones on another account's subject are skipped
 /// with a warning. The consumer is recreated after an error, from the next stream sequence.
 /// Every lease/3 it reads the leases of the accounts' shards, and shows an account no watcher
-/// took for a whole lease as unknown, with a `source_error` saying so.
-pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Output = ()>) {
+/// took for a whole lease as unknown, with a `source_error` saying so. `metrics` gets the
+/// stream position and the leases as it goes.
+pub async fn run_gateway(
+    cluster: Cluster,
+    mirror: Mirror,
+    metrics: GatewayMetrics,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     // One entry per account the mirror has (unknown accounts are refused before insert).
     let mut applied: HashMap<AccountId, u64> = HashMap::new();
-    let mut owners = Owners::default();
+    let accounts = mirror.accounts();
+    let mut owners = Owners::new(&accounts, cluster.config().shards, metrics.clone());
     let mut check = tokio::time::interval(cluster.config().lease / 3);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut deliver = DeliverPolicy::LastPerSubject;
+    let mut stall = tokio::time::interval(STALL_CHECK);
+    stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut delay = Duration::from_millis(100);
+    let window = u64::try_from(mirror.history_capacity()).unwrap_or(u64::MAX);
+    let from = loop {
+        let started = tokio::select! {
+            () = &mut stop => return,
+            s = window::start(&cluster, &accounts, window) => s,
+        };
+        match started {
+            Ok((bases, from)) => {
+                for b in bases {
+                    match apply(
+                        &cluster,
+                        &mirror,
+                        &mut applied,
+                        b.seq,
+                        &b.subject,
+                        &b.payload,
+                    ) {
+                        Err(()) => return,
+                        Ok(Some(shown)) => owners.shown(shown),
+                        Ok(None) => {}
+                    }
+                }
+                metrics.applied(from.saturating_sub(1));
+                break from;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; retrying in {delay:?}");
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut deliver = DeliverPolicy::ByStartSequence {
+        start_sequence: from,
+    };
     loop {
         let consumer = cluster
             .stream
@@ -67,11 +122,27 @@ pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Out
             }
         };
         let mut last_stream = None;
+        // The last stream sequence applied when the stall check last looked.
+        let mut seen_at_check = None;
         loop {
             let next = tokio::select! {
                 () = &mut stop => return,
                 _ = check.tick() => {
                     owners.check(&cluster, &mirror, &mut applied).await;
+                    continue;
+                }
+                _ = stall.tick() => {
+                    let position = metrics.applied_sequence();
+                    if seen_at_check.replace(position) == Some(position)
+                        && stream_is_ahead(&cluster, position).await
+                    {
+                        tracing::warn!(
+                            applied = position,
+                            "the stream has newer messages and none came for {STALL_CHECK:?}; \
+                             recreating the consumer"
+                        );
+                        break;
+                    }
                     continue;
                 }
                 m = messages.next() => m,
@@ -81,6 +152,7 @@ pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Out
                     let Ok(info) = m.info() else { continue };
                     let seq = info.stream_sequence;
                     last_stream = Some(seq);
+                    metrics.applied(seq);
                     let applied_now =
                         apply(&cluster, &mirror, &mut applied, seq, &m.subject, &m.payload);
                     match applied_now {
@@ -101,6 +173,18 @@ pub async fn run_gateway(cluster: Cluster, mirror: Mirror, stop: impl Future<Out
                 start_sequence: seq + 1,
             };
         }
+    }
+}
+
+/// Whether the stream holds a message after `position` (false when that cannot be read now).
+async fn stream_is_ahead(cluster: &Cluster, position: u64) -> bool {
+    match tokio::time::timeout(STALL_CHECK, cluster.stream.get_info()).await {
+        Ok(Ok(info)) => info.state.last_sequence > position,
+        Ok(Err(e)) => {
+            tracing::debug!("reading the stream's state: {e}");
+            false
+        }
+        Err(_) => false,
     }
 }
 
@@ -131,6 +215,16 @@ fn apply(
     };
     let n = batch.events.len() as u64;
     let resync = !continues || batch.lost || n >= SEQ_STRIDE || n == 0;
+    if resync {
+        tracing::debug!(
+            stream_seq,
+            prev = batch.prev,
+            applied = applied.get(&batch.account).copied(),
+            lost = batch.lost,
+            events = n,
+            "showing a batch as a resync snapshot"
+        );
+    }
     let base = stream_seq.saturating_mul(SEQ_STRIDE);
     let events: Vec<Event> = batch
         .events
@@ -188,8 +282,12 @@ const UNOWNED: &str =
 /// if it were still current. (A takeover, which comes within about a third of a lease after
 /// the old lease ends, is not marked: the new owner reports its own `source_error`.) The next
 /// message of the account is then shown as a resync snapshot.
-#[derive(Default)]
 struct Owners {
+    /// The shards of the gateway's accounts.
+    shards: BTreeSet<u32>,
+    /// Who held each shard when last seen held.
+    holders: HashMap<u32, String>,
+    metrics: GatewayMetrics,
     /// Every account with a message, and what it shows.
     shown: HashMap<AccountId, Shown>,
     /// Shards seen without a lease, since when.
@@ -199,8 +297,21 @@ struct Owners {
 }
 
 impl Owners {
+    fn new(accounts: &[AccountId], shards: u32, metrics: GatewayMetrics) -> Owners {
+        Owners {
+            shards: accounts.iter().map(|a| shard_of(a, shards)).collect(),
+            holders: HashMap::new(),
+            metrics,
+            shown: HashMap::new(),
+            free_since: HashMap::new(),
+            marked: HashSet::new(),
+        }
+    }
+
     fn shown(&mut self, shown: Shown) {
-        self.marked.remove(&shown.account);
+        if self.marked.remove(&shown.account) {
+            self.metrics.unowned_accounts(self.marked.len());
+        }
         self.shown.insert(shown.account.clone(), shown);
     }
 
@@ -210,19 +321,25 @@ impl Owners {
         mirror: &Mirror,
         applied: &mut HashMap<AccountId, u64>,
     ) {
-        let shards: BTreeSet<u32> = self
-            .shown
-            .keys()
-            .map(|a| shard_of(a, cluster.config().shards))
-            .collect();
+        match cluster.stream.get_info().await {
+            Ok(info) => self.metrics.stream_last(info.state.last_sequence),
+            Err(e) => tracing::debug!("reading the stream's state: {e}"),
+        }
         let now = Instant::now();
         let mut unowned = BTreeSet::new();
-        for shard in shards {
+        let mut leases = BTreeMap::new();
+        for &shard in &self.shards {
             match cluster.holder(shard).await {
-                Ok(Some(_)) => {
+                Ok(Some(holder)) => {
                     self.free_since.remove(&shard);
+                    *leases.entry(Some(holder.clone())).or_insert(0) += 1;
+                    let before = self.holders.insert(shard, holder.clone());
+                    if before.is_some_and(|b| b != holder) {
+                        self.metrics.takeover();
+                    }
                 }
                 Ok(None) => {
+                    *leases.entry(None).or_insert(0) += 1;
                     let since = *self.free_since.entry(shard).or_insert(now);
                     if now.duration_since(since) >= cluster.config().lease {
                         unowned.insert(shard);
@@ -232,6 +349,7 @@ impl Owners {
                 Err(e) => tracing::debug!(shard, "reading the lease: {e}"),
             }
         }
+        self.metrics.leases(leases);
         for shown in self.shown.values() {
             if self.marked.contains(&shown.account)
                 || !unowned.contains(&shard_of(&shown.account, cluster.config().shards))
@@ -279,6 +397,7 @@ impl Owners {
                 Err(e) => tracing::debug!(account = %shown.account, "marking unowned: {e}"),
             }
         }
+        self.metrics.unowned_accounts(self.marked.len());
     }
 }
 

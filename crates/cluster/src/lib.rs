@@ -10,14 +10,17 @@
 //! on it carrying those events and the snapshot they lead to, published with
 //! `Nats-Expected-Last-Subject-Sequence` = the sequence of the subject's previous message, so a
 //! watcher that lost its shard (paused, partitioned) is refused by the server the moment the
-//! new owner has written. A gateway reads the stream with an ordered consumer (the last message
-//! of every account, then everything new) and feeds an [`imstatus_hub::Mirror`], so the
-//! existing gateway serves it unchanged.
+//! new owner has written. A gateway reads the stream with an ordered consumer (each account's
+//! state before the stream's last messages, then those messages and everything new) and feeds
+//! an [`imstatus_hub::Mirror`], so the existing gateway serves it unchanged, resume by
+//! `Last-Event-ID` included.
 
 mod doctor;
 mod gateway;
 mod lease;
+mod metrics;
 mod watcher;
+mod window;
 mod wire;
 
 use std::time::Duration;
@@ -29,6 +32,7 @@ use imstatus_core::{AccountId, CodedError, ErrorCode, Status};
 pub use doctor::doctor;
 pub use gateway::{run_gateway, RemoteSource};
 pub use lease::Lease;
+pub use metrics::GatewayMetrics;
 pub use watcher::{run_watcher, WatcherOptions};
 pub use wire::{Batch, SetStatus, SetStatusReply};
 

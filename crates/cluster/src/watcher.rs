@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use futures_util::StreamExt;
 use imstatus_core::{
@@ -24,6 +24,14 @@ use crate::{
 /// long), further batches are dropped and the account's next message is marked `lost`, so
 /// gateways show a resync snapshot: the snapshot in every message is whole, only events go.
 const QUEUE: usize = 1024;
+
+/// How long a publish waits for its ack before it is sent again (an ack takes milliseconds;
+/// a retry of a stored batch is a duplicate, not a second message).
+const ACK_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest pause between two tries of a publish: during an election a publish fails at
+/// once ("no stream found"), and the writes should resume within this of the new leader.
+const MAX_PUBLISH_DELAY: Duration = Duration::from_millis(500);
 
 /// How the watcher names itself in leases and messages.
 #[derive(Debug, Clone)]
@@ -364,7 +372,14 @@ impl Cluster {
                 .message_id(id)
                 .expected_last_subject_sequence(batch.prev);
             let result = match self.js.send_publish(subject.clone(), message).await {
-                Ok(ack) => ack.await,
+                // A publish in flight when the stream's leader dies gets no ack: retry it after
+                // ACK_WAIT rather than the request timeout, so writes resume right after the
+                // election.
+                Ok(ack) => {
+                    tokio::time::timeout(ACK_WAIT, std::future::IntoFuture::into_future(ack))
+                        .await
+                        .unwrap_or_else(|_| Err(PublishError::new(PublishErrorKind::TimedOut)))
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -378,7 +393,7 @@ impl Cluster {
                 Err(e) => {
                     tracing::debug!(account = %batch.account, "publishing, will retry: {e}");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    delay = (delay * 2).min(MAX_PUBLISH_DELAY);
                 }
             }
         }

@@ -2,13 +2,17 @@
 //! compare-and-swap, released and expired; a stale owner's write is refused by the server; a
 //! gateway's mirror shows exactly the events a watcher published, and a watcher that takes an
 //! account over starts from the published state and emits only real differences; a gateway's
-//! `set_status` reaches the owner's source, and says so at once when no watcher owns the account.
+//! `set_status` reaches the owner's source, and says so at once when no watcher owns the account;
+//! a gateway started later replays what came after a client's last id; the gateway's metrics
+//! follow the leases; a `kill -9` of the stream's leader stalls writes for the election and
+//! loses none.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use imstatus_cluster::{
-    run_gateway, run_watcher, Batch, Cluster, Error, RemoteSource, WatcherOptions,
+    run_gateway, run_watcher, Batch, Cluster, Error, GatewayMetrics, RemoteSource, WatcherOptions,
 };
 use imstatus_config::ClusterConfig;
 use imstatus_core::{
@@ -74,11 +78,30 @@ async fn nats(name: &str) -> (NatsCluster, ClusterConfig) {
 
 /// A gateway: a mirror hub of alice fed from the stream, and the feeder's task.
 fn gateway(c: &Cluster) -> (Hub, tokio::task::JoinHandle<()>) {
+    let (hub, _, feeder) = gateway_metered(c);
+    (hub, feeder)
+}
+
+/// A gateway, with its cluster metrics.
+fn gateway_metered(c: &Cluster) -> (Hub, GatewayMetrics, tokio::task::JoinHandle<()>) {
     let (hub, mirror) = Hub::builder()
         .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
         .start_mirror();
-    let feeder = tokio::spawn(run_gateway(c.clone(), mirror, std::future::pending()));
-    (hub, feeder)
+    let metrics = GatewayMetrics::default();
+    let feeder = tokio::spawn(run_gateway(
+        c.clone(),
+        mirror,
+        metrics.clone(),
+        std::future::pending(),
+    ));
+    (hub, metrics, feeder)
+}
+
+/// The gateway's cluster series as `/metrics` shows them.
+fn rendered(metrics: &GatewayMetrics) -> String {
+    let mut out = String::new();
+    metrics.render(&mut out);
+    out
 }
 
 async fn next(sub: &mut Subscription) -> Arc<Event> {
@@ -174,7 +197,7 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
         let (_nats, cfg) = nats("e2e").await;
         let c = Cluster::connect(&cfg).await.expect("connect");
         // The gateway: a mirror hub fed from the stream.
-        let (gateway, feeder) = gateway(&c);
+        let (gateway, metrics, feeder) = gateway_metered(&c);
         let mut sub = gateway.subscribe();
 
         // Watcher A.
@@ -221,6 +244,16 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
             Some(state.clone())
         );
         assert_eq!(state.session, Session::SignedIn);
+        // The gateway's metrics name the owner of alice's shard, and it is caught up.
+        wait_until_async("the metrics to name A", STEP, || {
+            let m = rendered(&metrics);
+            (m.contains("\nimstatus_cluster_leases{watcher=\"A\"} 1\n")
+                && m.contains("\nimstatus_cluster_shards_unowned 0\n"))
+            .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", rendered(&metrics)));
+        assert_eq!(metrics.takeovers(), 0);
 
         // A stops cleanly (releases its lease); B takes over at once.
         let _ = stop_a.send(());
@@ -272,6 +305,18 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
             Some(want.clone())
         );
         assert_eq!(last.snapshot, want);
+        // The gateway counted the move from A to B, and applied everything in the stream.
+        wait_until_async("the metrics to count the takeover", STEP, || {
+            let m = rendered(&metrics);
+            (metrics.takeovers() == 1
+                && m.contains("\nimstatus_cluster_leases{watcher=\"B\"} 1\n")
+                && !m.contains("watcher=\"A\"")
+                && metrics.stream_lag() == 0
+                && m.contains("\nimstatus_cluster_stream_lag 0\n"))
+            .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", rendered(&metrics)));
         feeder.abort();
     })
     .await
@@ -440,8 +485,8 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
                 .map(|e| (e.seq, e.kind.clone()))
                 .collect::<Vec<_>>()
         );
-        // A replica that started after those events cannot replay them: resync snapshot first,
-        // equal to the others' state; never an event at or before the id.
+        // A replica that started after those events (a restarted gateway) reads the stream's
+        // last messages as events: it replays exactly what came after the id, same seqs.
         let (three, feed_three) = gateway(&c);
         wait_until_async("replica three to catch up", STEP, || {
             (three.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
@@ -451,7 +496,41 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
         .await
         .expect("replica three shows the stream's state");
         let mut late = three.resume(None, Some(id));
-        let e = next(&mut late).await;
+        let mut replayed = Vec::new();
+        for _ in 0..later.len() {
+            replayed.push(next(&mut late).await);
+        }
+        assert_eq!(
+            replayed
+                .iter()
+                .map(|e| (e.seq, e.kind.clone()))
+                .collect::<Vec<_>>(),
+            later
+                .iter()
+                .map(|e| (e.seq, e.kind.clone()))
+                .collect::<Vec<_>>()
+        );
+        // One whose resume ring holds fewer events than came after the id cannot replay
+        // them: a resync snapshot equal to the others' state, never an event at or before it.
+        let (hub, mirror) = Hub::builder()
+            .with_history(2)
+            .with_source(alice(), RemoteSource::shared(c.clone(), alice(), kind()))
+            .start_mirror();
+        let feed_four = tokio::spawn(run_gateway(
+            c.clone(),
+            mirror,
+            GatewayMetrics::default(),
+            std::future::pending(),
+        ));
+        wait_until_async("replica four to catch up", STEP, || {
+            (hub.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
+                == one.snapshot(&alice()).and_then(|e| e.snapshot().cloned()))
+            .then_some(())
+        })
+        .await
+        .expect("replica four shows the stream's state");
+        let mut short = hub.resume(None, Some(id));
+        let e = next(&mut short).await;
         assert!(
             matches!(e.kind, EventKind::Snapshot { resync: true, .. }),
             "{e:?}"
@@ -460,9 +539,179 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
             e.snapshot().cloned(),
             one.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
         );
-        for f in [feed_one, feed_two, feed_three] {
+        for f in [feed_one, feed_two, feed_three, feed_four] {
             f.abort();
         }
+    })
+    .await
+    .expect("within the limit");
+}
+
+/// `kill -9` of the stream's leader while a watcher writes 40 batches a second: writes stall
+/// for the election, then every batch arrives at the gateway once, in order, with no resync;
+/// the killed node rejoins and the stream's last message is the last status sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_leaders_kill_9_stalls_writes_for_the_election_and_loses_nothing() {
+    // What the watcher and the gateway did, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("imstatus_cluster=debug")
+        .with_test_writer()
+        .try_init();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let (mut nats, mut cfg) = nats("leader").await;
+        // Longer than an election (4-5 s, ../shared/docs/nats-recipe.md §5), so the watcher
+        // keeps its lease and retries its writes through it.
+        cfg.lease = Duration::from_secs(30);
+        // The stream keeps every message of the run: a gateway whose consumer is recreated
+        // after the kill finds them all (with the default 64 per account, those a burst
+        // superseded meanwhile are gone, and it shows a resync snapshot instead).
+        cfg.history = 10_000;
+        let c = Cluster::connect(&cfg).await.expect("connect");
+        let (hub, feeder) = gateway(&c);
+        let mut sub = hub.subscribe();
+        let (source, script) = scripted(kind(), vec![]);
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let _w = tokio::spawn(run_watcher(
+            c.clone(),
+            vec![(alice(), source)],
+            WatcherOptions { writer: "W".into() },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        script.send([Observation::ClientAppeared, away(0), Observation::Synced]);
+        loop {
+            let e = next(&mut sub).await;
+            if matches!(e.kind, EventKind::SignedIn { .. }) {
+                break;
+            }
+        }
+        let stream = format!("{}_events", cfg.name);
+        let leader = nats
+            .stream_leader(&stream)
+            .and_then(|name| nats.index_of(&name))
+            .expect("the stream has a leader");
+
+        // The flap generator: 40 batches a second for 8 s; the leader dies 1 s in and comes
+        // back 3 s later.
+        const N: usize = 320;
+        let generator = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            for n in 1..=N {
+                tick.tick().await;
+                script.send([away(n)]);
+            }
+            script
+        });
+        // The gateway's side, read as it comes: every status arrives once, in order, as
+        // events (nothing lost or redone); when each arrived.
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut arrivals = Vec::new();
+            while seen.last() != Some(&N) {
+                let e = tokio::time::timeout(STEP, sub.recv())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "no status within {STEP:?} after n{:?}; {} seen",
+                            seen.last(),
+                            seen.len()
+                        )
+                    })
+                    .expect("hub alive");
+                assert!(e.snapshot().is_none(), "no resync: {e:?}");
+                if let EventKind::StatusChanged { to, .. } = &e.kind {
+                    let n: usize = to
+                        .message
+                        .as_deref()
+                        .and_then(|m| m.strip_prefix('n'))
+                        .and_then(|m| m.parse().ok())
+                        .expect("a generated message");
+                    if n > 0 {
+                        // (n0 is the status from before the generator started.)
+                        seen.push(n);
+                        arrivals.push(Instant::now());
+                    }
+                }
+            }
+            (seen, arrivals)
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut nats = tokio::task::spawn_blocking(move || {
+            nats.kill(leader).expect("kill -9 the leader");
+            std::thread::sleep(Duration::from_secs(3));
+            nats.restart(leader).expect("restart the old leader");
+            nats
+        })
+        .await
+        .expect("join");
+        let (seen, arrivals) = reader.await.expect("the gateway's reader");
+        assert_eq!(seen, (1..=N).collect::<Vec<_>>());
+        let stall = arrivals
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .expect("arrivals");
+        eprintln!("longest pause between two statuses at the gateway: {stall:?}");
+        assert!(stall < cfg.lease, "writes stalled for {stall:?}");
+        let _script = generator.await.expect("generator");
+        // What the stream stored: one unbroken chain (each batch fenced on the one before, so
+        // an acknowledged batch that went missing would have stopped the writer), every
+        // status once; the longest pause between two stored batches is the write stall.
+        let servers: Vec<async_nats::ServerAddr> = (0..nats.len())
+            .map(|i| nats.url(i).parse().expect("a server address"))
+            .collect();
+        let client = async_nats::connect(servers).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut messages = js
+            .get_stream(&stream)
+            .await
+            .expect("the stream")
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: c.subject(&alice()),
+                ..Default::default()
+            })
+            .await
+            .expect("a consumer")
+            .messages()
+            .await
+            .expect("messages");
+        let (mut prev, mut stored, mut write_stall) = (0, Vec::new(), Duration::ZERO);
+        let mut published = None;
+        loop {
+            let m = messages.next().await.expect("a message").expect("read");
+            let info = m.info().expect("info");
+            let batch = Batch::decode(&m.payload).expect("a batch");
+            assert_eq!(
+                batch.prev, prev,
+                "the chain breaks at {}",
+                info.stream_sequence
+            );
+            prev = info.stream_sequence;
+            if let Some(before) = published.replace(info.published) {
+                let gap = Duration::try_from(info.published - before).unwrap_or_default();
+                write_stall = write_stall.max(gap);
+            }
+            stored.extend(batch.snapshot.message.clone());
+            if info.pending == 0 {
+                break;
+            }
+        }
+        stored.dedup();
+        let want: Vec<String> = (0..=N).map(|n| format!("n{n}")).collect();
+        assert_eq!(stored, want);
+        eprintln!("longest pause between two stored batches: {write_stall:?}");
+        let (last, _) = c.last_batch(&alice()).await.expect("read").expect("some");
+        assert_eq!(last.snapshot.message, Some(format!("n{N}")));
+        // The old leader is a member again.
+        let nats = tokio::task::spawn_blocking(move || {
+            nats.wait_ready(leader).expect("rejoined");
+            nats
+        })
+        .await
+        .expect("join");
+        assert!(nats.stream_leader(&stream).is_some());
+        feeder.abort();
     })
     .await
     .expect("within the limit");

@@ -405,7 +405,12 @@ pub(crate) async fn metrics(State(gw): State<GatewayState>, caller: Caller) -> R
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        gw.metrics.render(&gw.hub, gw.open_connections(), &caller),
+        gw.metrics.render(
+            &gw.hub,
+            gw.open_connections(),
+            &caller,
+            gw.extra_metrics.as_ref(),
+        ),
     )
         .into_response()
 }

@@ -17,7 +17,7 @@ use crate::auth::{Caller, Tokens};
 use crate::connection::{Limits, Table};
 use crate::error::ApiError;
 use crate::frames::Frames;
-use crate::metrics::Metrics;
+use crate::metrics::{ExtraMetrics, Metrics};
 use crate::snapshots::SnapshotCache;
 
 /// How often an idle SSE stream gets a keep-alive comment (and an idle WebSocket a ping), by
@@ -52,6 +52,8 @@ pub struct Gateway {
     pub(crate) snapshots: SnapshotCache,
     /// The size of the last `GET /v1/accounts` answer: the next one's starting capacity.
     pub(crate) list_hint: AtomicUsize,
+    /// Series the host adds to `/metrics`.
+    pub(crate) extra_metrics: Option<ExtraMetrics>,
     shutdown: watch::Sender<bool>,
     /// Set with `shutdown`: what streams check between events, without a lock.
     stopping: AtomicBool,
@@ -107,6 +109,7 @@ impl Gateway {
             frames: Frames::new(),
             snapshots,
             list_hint: AtomicUsize::new(512),
+            extra_metrics: None,
             shutdown: watch::channel(false).0,
             stopping: AtomicBool::new(false),
             streams: watch::channel(0).0,
@@ -119,6 +122,13 @@ impl Gateway {
             .with_allowed_origins(config.allowed_origins.iter().map(String::as_str))
             .with_tokenless_write(config.tokenless_write)
             .with_limits(Limits::from_config(config))
+    }
+
+    /// Adds the series `render` appends (e.g. the cluster role's) to `/metrics`, for callers
+    /// that see every account (no token, or a `*` token): they are not per account.
+    pub fn with_extra_metrics(mut self, render: ExtraMetrics) -> Self {
+        self.extra_metrics = Some(render);
+        self
     }
 
     /// Lets pages of these origins (`https://dash.example`) use the gateway: their requests

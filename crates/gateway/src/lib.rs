@@ -1,9 +1,9 @@
 //! The imstatus gateway (`imstatus serve`): the hub's answers over HTTP, Server-Sent Events and
 //! WebSocket, with a live dashboard, status badges, Prometheus metrics and bearer tokens.
 //!
-//! The design in a paragraph: the gateway is a thin view of one
-//! [`Hub`]. Reads answer from each account's snapshot kept as JSON bytes, rebuilt only when
-//! the hub's version of that account moved (the hub's lock is held just to clone the state,
+//! The design in a paragraph: the gateway is a thin view of one [`Hub`](imstatus_hub::Hub).
+//! Reads answer from each account's snapshot kept as JSON bytes, rebuilt only when the hub's
+//! version of that account moved (the hub's lock is held just to clone the state,
 //! never while serialising; `GET /v1/accounts` reads each account on its own); streams are hub
 //! [`Subscription`](imstatus_hub::Subscription)s pulled by the transport, each event's frame
 //! rendered once per worker thread and shared, so a slow client never makes the gateway
@@ -118,14 +118,11 @@ mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{get, put, MethodRouter};
 use axum::Router;
-use imstatus_config::ServeConfig;
-use imstatus_hub::Hub;
 use tokio::net::TcpListener;
 
 pub use auth::{hash_token, hash_token_hex, Caller};
@@ -135,6 +132,7 @@ pub use gateway::{
     Gateway, GatewayState, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_SET_STATUS_TIMEOUT,
     DEFAULT_WS_SEND_TIMEOUT,
 };
+pub use metrics::ExtraMetrics;
 
 /// The OpenAPI 3.1 document served at `/openapi.json`, before [`openapi_document`] fills in
 /// the source kinds.
@@ -224,26 +222,22 @@ pub fn check_listen(addr: SocketAddr, has_tokens: bool) -> Result<(), Error> {
     }
 }
 
-/// Serves the gateway for `hub` on `config.listen` until `shutdown` resolves, then drains (see
-/// the crate docs). Refuses to start on a non-loopback address without tokens.
+/// Serves `gateway` (e.g. [`Gateway::from_config`]) on `listen` until `shutdown` resolves,
+/// then drains (see the crate docs). Refuses to start on a non-loopback address without
+/// tokens.
 pub async fn serve(
-    hub: Arc<Hub>,
-    config: &ServeConfig,
+    gateway: Gateway,
+    listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    check_listen(config.listen, !config.tokens.is_empty())?;
-    let listener = TcpListener::bind(config.listen)
+    check_listen(listen, gateway.has_tokens())?;
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Bind {
-            addr: config.listen,
+            addr: listen,
             source,
         })?;
-    serve_on(
-        listener,
-        Gateway::from_config(hub, config).into_state(),
-        shutdown,
-    )
-    .await
+    serve_on(listener, gateway.into_state(), shutdown).await
 }
 
 /// Serves `gateway` on an already bound listener (e.g. `127.0.0.1:0` in tests) until

@@ -19,6 +19,10 @@ use imstatus_hub::Hub;
 
 use crate::auth::Caller;
 
+/// Appends series in Prometheus' text format to a `/metrics` answer
+/// ([`Gateway::with_extra_metrics`](crate::Gateway::with_extra_metrics)).
+pub type ExtraMetrics = std::sync::Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -121,9 +125,15 @@ impl Metrics {
     }
 
     /// Renders everything the caller may see: per-account series only for its accounts, and
-    /// the hub- and gateway-wide ones only when it sees every account. `hub` is the gateway's
-    /// hub and `open_connections` how many connections it has open.
-    pub(crate) fn render(&self, hub: &Hub, open_connections: usize, caller: &Caller) -> String {
+    /// the hub- and gateway-wide ones (and `extra`'s) only when it sees every account. `hub`
+    /// is the gateway's hub and `open_connections` how many connections it has open.
+    pub(crate) fn render(
+        &self,
+        hub: &Hub,
+        open_connections: usize,
+        caller: &Caller,
+        extra: Option<&ExtraMetrics>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let all = caller.sees_all();
         if all {
@@ -132,6 +142,9 @@ impl Metrics {
         self.render_accounts(&mut out, hub, caller);
         if all {
             self.render_requests(&mut out);
+            if let Some(extra) = extra {
+                extra(&mut out);
+            }
         }
         out
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use imstatus_config::ServeConfig;
 use imstatus_core::{AccountId, CodedError, Observation, SourceKind, Status};
-use imstatus_gateway::{check_listen, serve, Error};
+use imstatus_gateway::{check_listen, serve, Error, Gateway};
 use imstatus_hub::{BoxFuture, Hub, Sink, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,7 +26,8 @@ async fn refuses_a_public_address_without_tokens() {
                 listen: listen.parse().unwrap(),
                 ..ServeConfig::default()
             };
-            let err = serve(s.hub.clone(), &config, async {})
+            let gateway = Gateway::from_config(s.hub.clone(), &config);
+            let err = serve(gateway, config.listen, async {})
                 .await
                 .expect_err("refused");
             assert!(matches!(err, Error::PublicWithoutTokens { .. }), "{err:?}");
@@ -59,9 +60,13 @@ async fn serve_binds_the_configured_loopback_address_and_stops_on_the_shutdown_f
         let task = tokio::spawn({
             let hub = s.hub.clone();
             async move {
-                serve(hub, &config, async move {
-                    let _ = stop_rx.await;
-                })
+                serve(
+                    Gateway::from_config(hub, &config),
+                    config.listen,
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                )
                 .await
             }
         });

@@ -161,6 +161,18 @@ impl Mirror {
         stale.extend(state.tracker.accounts().cloned());
     }
 
+    /// The accounts it shows.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        self.shared
+            .upgrade()
+            .map_or_else(Vec::new, |s| s.lock().tracker.accounts().cloned().collect())
+    }
+
+    /// How many events its resume ring holds ([`HubBuilder::with_history`]).
+    pub fn history_capacity(&self) -> usize {
+        self.shared.upgrade().map_or(0, |s| s.history_capacity)
+    }
+
     /// The seq of the last batch published (0 before any).
     pub fn last_seq(&self) -> u64 {
         self.shared

@@ -10,12 +10,25 @@ use imstatus_hub::Hub;
 
 use crate::app::Failure;
 
-/// Stops feeding the gateway's mirror hub when dropped.
-pub(crate) struct Feeder(Option<tokio::task::JoinHandle<()>>);
+/// Appends a gateway's cluster series to its `/metrics`.
+pub(crate) type RenderMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Feeds the gateway's mirror hub; stops when dropped.
+pub(crate) struct Feeder {
+    task: Option<tokio::task::JoinHandle<()>>,
+    metrics: Option<RenderMetrics>,
+}
+
+impl Feeder {
+    /// What the feeder knows of the cluster (stream lag, leases, takeovers), for `/metrics`.
+    pub(crate) fn metrics(&self) -> Option<RenderMetrics> {
+        self.metrics.clone()
+    }
+}
 
 impl Drop for Feeder {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
+        if let Some(task) = &self.task {
             task.abort();
         }
     }
@@ -92,12 +105,18 @@ pub(crate) async fn gateway_hub(
         cluster.config().name,
         cluster.config().servers.join(",")
     )?;
+    let metrics = imstatus_cluster::GatewayMetrics::default();
     let task = tokio::spawn(imstatus_cluster::run_gateway(
         cluster,
         mirror,
+        metrics.clone(),
         std::future::pending(),
     ));
-    Ok((Arc::new(hub), Some(Feeder(Some(task)))))
+    let feeder = Feeder {
+        task: Some(task),
+        metrics: Some(Arc::new(move |out: &mut String| metrics.render(out))),
+    };
+    Ok((Arc::new(hub), Some(feeder)))
 }
 
 #[cfg(not(feature = "cluster"))]

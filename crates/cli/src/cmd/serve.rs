@@ -32,8 +32,8 @@ pub(crate) async fn run(
     // MQTT settings are checked (and the password read) before any source starts, too.
     let mqtt = mqtt_settings(config, factories)?;
     let all: Vec<&AccountConfig> = config.accounts.iter().collect();
-    // The gateway role's hub shows the cluster's stream; `_feeder` stops feeding it on drop.
-    let (hub, _feeder) = match role {
+    // The gateway role's hub shows the cluster's stream; `feeder` stops feeding it on drop.
+    let (hub, feeder) = match role {
         Role::Gateway => super::cluster::gateway_hub(config, &all, err).await?,
         _ => (Arc::new(start_hub(config, &all)?), None),
     };
@@ -58,7 +58,11 @@ pub(crate) async fn run(
         stop.await;
         let _ = stop_tx.send(true);
     });
-    let served = imstatus_gateway::serve(hub, &serve, stopped(stop_rx)).await;
+    let mut gateway = imstatus_gateway::Gateway::from_config(hub, &serve);
+    if let Some(render) = feeder.as_ref().and_then(super::cluster::Feeder::metrics) {
+        gateway = gateway.with_extra_metrics(render);
+    }
+    let served = imstatus_gateway::serve(gateway, serve.listen, stopped(stop_rx)).await;
     if let Some(task) = mqtt {
         match tokio::time::timeout(Duration::from_secs(5), task).await {
             Ok(Ok(Err(e))) => writeln!(err, "imstatus: {e}")?,
