@@ -90,6 +90,23 @@ impl Args {
         }
     }
 
+    /// The `imstatus` binary to run: `--imstatus PATH`, or the one next to this program (the
+    /// same target directory). Exits with a message when there is none.
+    pub fn imstatus(&self) -> std::path::PathBuf {
+        let path: std::path::PathBuf = self.opt("--imstatus").unwrap_or_else(|| {
+            let me = std::env::current_exe()
+                .unwrap_or_else(|e| fail(format_args!("this program's path: {e}")));
+            me.with_file_name("imstatus")
+        });
+        if !path.is_file() {
+            fail(format_args!(
+                "no imstatus binary at {} (cargo build --release -p imstatus, or --imstatus PATH)",
+                path.display()
+            ));
+        }
+        path
+    }
+
     /// Exits with a message naming the first option not in `known` (a typo must not silently
     /// measure something else).
     pub fn only(&self, known: &[&str]) -> &Args {

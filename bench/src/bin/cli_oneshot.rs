@@ -10,7 +10,7 @@
 //! `--imstatus` defaults to the `imstatus` next to this program (the same target directory).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,16 +51,7 @@ fn write(path: &Path, text: &str) {
 fn main() {
     let args = Args::from_env(&[]);
     args.only(&["--imstatus", "--runs"]);
-    let imstatus: PathBuf = args.opt("--imstatus").unwrap_or_else(|| {
-        let me = std::env::current_exe().or_fail("this program's path");
-        me.with_file_name("imstatus")
-    });
-    if !imstatus.is_file() {
-        fail(format_args!(
-            "no imstatus binary at {} (cargo build --release -p imstatus, or --imstatus PATH)",
-            imstatus.display()
-        ));
-    }
+    let imstatus = args.imstatus();
     let runs: usize = args.value("--runs", 30);
     // Declared before finch, so that finch is stopped first.
     let prosody = Prosody::start(ProsodyOptions::default()).or_fail("Prosody");

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageError};
 use futures_util::{StreamExt, TryStreamExt};
 use imstatus_core::AccountId;
 
@@ -141,30 +142,30 @@ async fn base(
 }
 
 async fn by_seq(cluster: &Cluster, seq: u64) -> Result<Option<Stored>, String> {
-    match cluster.stream.get_raw_message(seq).await {
-        Ok(m) => Ok(Some(Stored {
-            seq: m.sequence,
-            subject: m.subject.to_string(),
-            payload: m.payload,
-        })),
-        Err(e) if is_not_found(e.kind()) => Ok(None),
-        Err(e) => Err(format!("reading message {seq}: {e}")),
-    }
+    found(cluster.stream.get_raw_message(seq).await)
+        .map_err(|e| format!("reading message {seq}: {e}"))
 }
 
 async fn last_of(cluster: &Cluster, subject: &str) -> Result<Option<Stored>, String> {
-    match cluster
-        .stream
-        .get_last_raw_message_by_subject(subject)
-        .await
-    {
+    found(
+        cluster
+            .stream
+            .get_last_raw_message_by_subject(subject)
+            .await,
+    )
+    .map_err(|e| format!("reading the last message of {subject}: {e}"))
+}
+
+/// The message read, `None` when there is none.
+fn found(read: Result<StreamMessage, RawMessageError>) -> Result<Option<Stored>, RawMessageError> {
+    match read {
         Ok(m) => Ok(Some(Stored {
             seq: m.sequence,
             subject: m.subject.to_string(),
             payload: m.payload,
         })),
         Err(e) if is_not_found(e.kind()) => Ok(None),
-        Err(e) => Err(format!("reading the last message of {subject}: {e}")),
+        Err(e) => Err(e),
     }
 }
 

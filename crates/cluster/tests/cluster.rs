@@ -19,7 +19,7 @@ use imstatus_core::{
     AccountId, Availability, ErrorCode, Event, EventKind, Observation, PartId, Session, Snapshot,
     SourceKind, Status, Timestamp,
 };
-use imstatus_hub::testing::scripted;
+use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::{Hub, Subscription};
 use imstatus_testkit::{wait_until_async, Async, NatsCluster};
 
@@ -97,6 +97,31 @@ fn gateway_metered(c: &Cluster) -> (Hub, GatewayMetrics, tokio::task::JoinHandle
     (hub, metrics, feeder)
 }
 
+/// A watcher `writer` of alice with a scripted source: the script, the sender that stops it
+/// cleanly, and its task.
+fn watcher(
+    c: &Cluster,
+    writer: &str,
+) -> (
+    Script,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (source, script) = scripted(kind(), vec![]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_watcher(
+        c.clone(),
+        vec![(alice(), source)],
+        WatcherOptions {
+            writer: writer.into(),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (script, stop, task)
+}
+
 /// The gateway's cluster series as `/metrics` shows them.
 fn rendered(metrics: &GatewayMetrics) -> String {
     let mut out = String::new();
@@ -109,6 +134,32 @@ async fn next(sub: &mut Subscription) -> Arc<Event> {
         .await
         .expect("an event within 20 s")
         .expect("hub alive")
+}
+
+/// Waits until `replica` shows alice as `reference` does.
+async fn catch_up(replica: &Hub, reference: &Hub) {
+    let state = |h: &Hub| h.snapshot(&alice()).and_then(|e| e.snapshot().cloned());
+    wait_until_async("a replica to catch up", STEP, || {
+        (state(replica) == state(reference)).then_some(())
+    })
+    .await
+    .expect("the replica shows the stream's state");
+}
+
+/// Resuming on `replica` after `id` replays exactly `later` (same seqs, same events).
+async fn assert_replays(replica: &Hub, id: u64, later: &[Arc<Event>]) {
+    let mut resumed = replica.resume(None, Some(id));
+    let mut replayed = Vec::new();
+    for _ in 0..later.len() {
+        replayed.push(next(&mut resumed).await);
+    }
+    let key = |events: &[Arc<Event>]| {
+        events
+            .iter()
+            .map(|e| (e.seq, e.kind.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&replayed), key(later));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,16 +252,7 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
         let mut sub = gateway.subscribe();
 
         // Watcher A.
-        let (source, script) = scripted(kind(), vec![]);
-        let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
-        let a = tokio::spawn(run_watcher(
-            c.clone(),
-            vec![(alice(), source)],
-            WatcherOptions { writer: "A".into() },
-            async move {
-                let _ = stopped_a.await;
-            },
-        ));
+        let (script, stop_a, a) = watcher(&c, "A");
         // A subscription starts with the account's snapshot: nothing known yet.
         let first = next(&mut sub).await;
         assert_eq!(first.snapshot(), Some(&Snapshot::unknown()));
@@ -258,17 +300,8 @@ async fn a_gateway_shows_the_watchers_batches_and_a_takeover_keeps_the_contract(
         // A stops cleanly (releases its lease); B takes over at once.
         let _ = stop_a.send(());
         a.await.expect("watcher A");
-        let (source, script) = scripted(kind(), vec![]);
-        let (_stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+        let (script, _stop_b, _b) = watcher(&c, "B");
         let started = Instant::now();
-        let _b = tokio::spawn(run_watcher(
-            c.clone(),
-            vec![(alice(), source)],
-            WatcherOptions { writer: "B".into() },
-            async move {
-                let _ = stopped_b.await;
-            },
-        ));
         // B restored A's state and reports it unknown until its source syncs.
         let e = next(&mut sub).await;
         eprintln!("takeover after a clean stop: {:?}", started.elapsed());
@@ -352,16 +385,7 @@ async fn a_gateway_sets_the_status_through_the_owner_and_says_when_there_is_none
 
         // A watcher takes the account: the request reaches its source, which sets the status;
         // the status comes back to the gateway through the stream like any other change.
-        let (source, script) = scripted(kind(), vec![]);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let w = tokio::spawn(run_watcher(
-            c.clone(),
-            vec![(alice(), source)],
-            WatcherOptions { writer: "W".into() },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (script, stop, w) = watcher(&c, "W");
         script.send([Observation::ClientAppeared, away(1), Observation::Synced]);
         wait_until_async("the owner to set the status", STEP, || {
             let (gateway, busy) = (gateway.clone(), busy.clone());
@@ -439,16 +463,7 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
         let mut sub_two = two.subscribe();
         assert!(next(&mut sub_one).await.snapshot().is_some());
         assert!(next(&mut sub_two).await.snapshot().is_some());
-        let (source, script) = scripted(kind(), vec![]);
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let _w = tokio::spawn(run_watcher(
-            c.clone(),
-            vec![(alice(), source)],
-            WatcherOptions { writer: "W".into() },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (script, _stop, _w) = watcher(&c, "W");
         script.send([Observation::ClientAppeared, away(1), Observation::Synced]);
         let mut first = Vec::new();
         for _ in 0..4 {
@@ -470,46 +485,12 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
         let id = first.last().expect("events").seq;
         // A client of replica one reconnects to replica two with its last id: replica two
         // replays exactly what came after it, with the same seqs.
-        let mut resumed = two.resume(None, Some(id));
-        let mut replayed = Vec::new();
-        for _ in 0..later.len() {
-            replayed.push(next(&mut resumed).await);
-        }
-        assert_eq!(
-            replayed
-                .iter()
-                .map(|e| (e.seq, e.kind.clone()))
-                .collect::<Vec<_>>(),
-            later
-                .iter()
-                .map(|e| (e.seq, e.kind.clone()))
-                .collect::<Vec<_>>()
-        );
+        assert_replays(&two, id, &later).await;
         // A replica that started after those events (a restarted gateway) reads the stream's
         // last messages as events: it replays exactly what came after the id, same seqs.
         let (three, feed_three) = gateway(&c);
-        wait_until_async("replica three to catch up", STEP, || {
-            (three.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
-                == one.snapshot(&alice()).and_then(|e| e.snapshot().cloned()))
-            .then_some(())
-        })
-        .await
-        .expect("replica three shows the stream's state");
-        let mut late = three.resume(None, Some(id));
-        let mut replayed = Vec::new();
-        for _ in 0..later.len() {
-            replayed.push(next(&mut late).await);
-        }
-        assert_eq!(
-            replayed
-                .iter()
-                .map(|e| (e.seq, e.kind.clone()))
-                .collect::<Vec<_>>(),
-            later
-                .iter()
-                .map(|e| (e.seq, e.kind.clone()))
-                .collect::<Vec<_>>()
-        );
+        catch_up(&three, &one).await;
+        assert_replays(&three, id, &later).await;
         // One whose resume ring holds fewer events than came after the id cannot replay
         // them: a resync snapshot equal to the others' state, never an event at or before it.
         let (hub, mirror) = Hub::builder()
@@ -522,13 +503,7 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
             GatewayMetrics::default(),
             std::future::pending(),
         ));
-        wait_until_async("replica four to catch up", STEP, || {
-            (hub.snapshot(&alice()).and_then(|e| e.snapshot().cloned())
-                == one.snapshot(&alice()).and_then(|e| e.snapshot().cloned()))
-            .then_some(())
-        })
-        .await
-        .expect("replica four shows the stream's state");
+        catch_up(&hub, &one).await;
         let mut short = hub.resume(None, Some(id));
         let e = next(&mut short).await;
         assert!(
@@ -569,16 +544,7 @@ async fn the_stream_leaders_kill_9_stalls_writes_for_the_election_and_loses_noth
         let c = Cluster::connect(&cfg).await.expect("connect");
         let (hub, feeder) = gateway(&c);
         let mut sub = hub.subscribe();
-        let (source, script) = scripted(kind(), vec![]);
-        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let _w = tokio::spawn(run_watcher(
-            c.clone(),
-            vec![(alice(), source)],
-            WatcherOptions { writer: "W".into() },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (script, _stop, _w) = watcher(&c, "W");
         script.send([Observation::ClientAppeared, away(0), Observation::Synced]);
         loop {
             let e = next(&mut sub).await;
