@@ -49,8 +49,8 @@ mod processes {
     use std::time::{Duration, Instant};
 
     use imstatus_testkit::{
-        free_port, mosquitto::Mosquitto, wait_until, NatsCluster, Prosody, ProsodyOptions,
-        XmppClient,
+        free_port, mosquitto::Mosquitto, wait_until, NatsCluster, NatsOptions, Prosody,
+        ProsodyOptions, XmppClient,
     };
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -507,5 +507,84 @@ mod processes {
         }
         drop((g1, g2, w));
         desk.close().expect("close");
+    }
+
+    /// NATS that requires a password, and a config with the wrong one: `serve --role watcher`
+    /// and `--role gateway` exit 1 at once with `auth_failed` and a hint naming `[cluster]`,
+    /// `imstatus doctor` fails its `cluster` check the same way; the password is in neither.
+    #[test]
+    fn a_refused_cluster_login_says_the_code_and_what_to_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = NatsCluster::start_with(
+            3,
+            NatsOptions {
+                user: Some(("watcher".into(), "right-nats-pw".into())),
+                tls: false,
+            },
+        )
+        .expect("nats with a password");
+        let pw = dir.path().join("nats.pw");
+        std::fs::write(&pw, "wrong-nats-pw\n").expect("write password");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+                 password_file = \"{pw}\"\nserver = \"127.0.0.1:1\"\ntls = \"insecure-plaintext\"\n\
+                 [cluster]\nurl = \"{}\"\nusername = \"watcher\"\npassword_file = \"{pw}\"\n",
+                nats.urls(),
+                pw = pw.display(),
+            ),
+        )
+        .expect("write config");
+        let run = |args: &[&str]| {
+            let started = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_imstatus"))
+                .env_remove("IMSTATUS_CONFIG")
+                .arg("--config")
+                .arg(&cfg)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run imstatus");
+            assert!(
+                started.elapsed() < STEP,
+                "{args:?} took {:?}",
+                started.elapsed()
+            );
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!text.contains("nats-pw"), "{text}");
+            (out.status.code(), text)
+        };
+        for role in ["watcher", "gateway"] {
+            let (code, text) = run(&["serve", "--role", role]);
+            assert_eq!(code, Some(1), "{text}");
+            assert!(
+                text.contains(
+                    "imstatus: cluster: auth_failed (0x81000303): cannot connect to NATS at"
+                ),
+                "{text}"
+            );
+            assert!(text.contains("authorization violation"), "{text}");
+            assert!(
+                text.contains("  hint: check the credentials of `[cluster]`"),
+                "{text}"
+            );
+        }
+        let (code, text) = run(&["doctor"]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("  FAIL cluster    auth_failed (0x81000303): cannot connect to NATS at"),
+            "{text}"
+        );
+        assert!(
+            text.contains("       hint: check the credentials of `[cluster]`"),
+            "{text}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use imstatus_config::ClusterConfig;
-use imstatus_core::AccountId;
+use imstatus_core::{AccountId, CodedError};
 use imstatus_hub::Check;
 
 use crate::{shard_of, Cluster};
@@ -22,8 +22,8 @@ pub async fn doctor(config: &ClusterConfig, accounts: &[AccountId]) -> Vec<Check
         Ok(Err(e)) => {
             return vec![Check::fail(
                 "cluster",
-                e.to_string(),
-                "start the NATS servers of `[cluster] url` with JetStream (`-js`), or fix `url`",
+                CodedError::new(e.code(), e.to_string()).to_string(),
+                e.hint(),
             )]
         }
         Err(_) => {

@@ -48,9 +48,12 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No server of `[cluster] url` could be reached.
+    /// No server of `[cluster] url` could be reached, or it refused the connection.
     #[error("cannot connect to NATS at {servers}: {detail}")]
     Connect {
+        /// What kind of failure: `auth_failed`, `tls_failed`, `invalid_certificate`,
+        /// `dns_failed`, `timeout` or `server_unreachable`.
+        code: ErrorCode,
         /// The servers tried.
         servers: String,
         /// Why.
@@ -82,6 +85,34 @@ pub enum Error {
 }
 
 impl Error {
+    /// The documented code of the failure (docs/events.md).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Connect { code, .. } => *code,
+            Error::Credentials(_) => ErrorCode::AuthFailed,
+            Error::Setup { .. } | Error::Request { .. } => ErrorCode::ServerUnreachable,
+            Error::Fenced(_) => ErrorCode::AccessDenied,
+        }
+    }
+
+    /// One line saying what to do about it, in terms of `[cluster]`.
+    pub fn hint(&self) -> &'static str {
+        match self.code() {
+            ErrorCode::AuthFailed => {
+                "check the credentials of `[cluster]` (username with password_file or \
+                 password_command, token_file, or credentials_file) against the NATS servers'"
+            }
+            ErrorCode::InvalidCertificate => {
+                "the NATS servers' certificate is not trusted: add its CA with `[cluster] ca_file`"
+            }
+            ErrorCode::TlsFailed => {
+                "TLS with the NATS servers failed: check their TLS setup, and tls:// or nats:// in \
+                 `[cluster] url`"
+            }
+            _ => "start the NATS servers of `[cluster] url` with JetStream (`-js`), or fix `url`",
+        }
+    }
+
     fn request(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
         Error::Request {
             what: what.into(),
@@ -140,10 +171,12 @@ impl Cluster {
             .map(|s| s.parse())
             .collect::<Result<_, _>>()
             .map_err(|e: std::io::Error| Error::Connect {
+                code: ErrorCode::ServerUnreachable,
                 servers: config.servers.join(","),
                 detail: e.to_string(),
             })?;
         let client = options.connect(servers).await.map_err(|e| Error::Connect {
+            code: connect_code(&e),
             servers: config.servers.join(","),
             detail: e.to_string(),
         })?;
@@ -262,6 +295,23 @@ impl Cluster {
                 e,
             )),
         }
+    }
+}
+
+/// The code of a failed connection.
+fn connect_code(e: &async_nats::ConnectError) -> ErrorCode {
+    use async_nats::ConnectErrorKind as K;
+    // rustls says "invalid peer certificate: …" for an untrusted or mismatched one, which
+    // async-nats reports as an I/O error of the handshake.
+    if e.to_string().contains("invalid peer certificate") {
+        return ErrorCode::InvalidCertificate;
+    }
+    match e.kind() {
+        K::Authentication | K::AuthorizationViolation => ErrorCode::AuthFailed,
+        K::Tls => ErrorCode::TlsFailed,
+        K::Dns => ErrorCode::DnsFailed,
+        K::TimedOut => ErrorCode::Timeout,
+        K::ServerParse | K::Io | K::MaxReconnects => ErrorCode::ServerUnreachable,
     }
 }
 

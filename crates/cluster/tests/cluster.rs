@@ -14,14 +14,14 @@ use futures_util::StreamExt;
 use imstatus_cluster::{
     run_gateway, run_watcher, Batch, Cluster, Error, GatewayMetrics, RemoteSource, WatcherOptions,
 };
-use imstatus_config::ClusterConfig;
+use imstatus_config::{ClusterAuth, ClusterConfig, Secret};
 use imstatus_core::{
     AccountId, Availability, ErrorCode, Event, EventKind, Observation, PartId, Session, Snapshot,
     SourceKind, Status, Timestamp,
 };
 use imstatus_hub::testing::{scripted, Script};
 use imstatus_hub::{Hub, Subscription};
-use imstatus_testkit::{wait_until_async, Async, NatsCluster};
+use imstatus_testkit::{wait_until_async, Async, NatsCluster, NatsOptions};
 
 /// Every async test's limit.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -678,6 +678,71 @@ async fn the_stream_leaders_kill_9_stalls_writes_for_the_election_and_loses_noth
         .expect("join");
         assert!(nats.stream_leader(&stream).is_some());
         feeder.abort();
+    })
+    .await
+    .expect("within the limit");
+}
+
+/// A cluster that requires a user name, a password and TLS: the right password from a file and
+/// the servers' certificate as `ca_file` connect (and set up the stream and bucket); a wrong
+/// password is `auth_failed`, no `ca_file` is `invalid_certificate` — each at once, with a hint
+/// naming the `[cluster]` key to fix, and the password in no message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_tls_are_used_and_a_refusal_says_what_to_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::time::timeout(LIMIT, async {
+        let options = NatsOptions {
+            user: Some(("watcher".into(), "s3cret-nats".into())),
+            tls: true,
+        };
+        let nats = tokio::task::spawn_blocking(move || NatsCluster::start_with(3, options))
+            .await
+            .expect("join")
+            .expect("nats with a password and TLS");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            Secret::File(path)
+        };
+        let mut cfg = ClusterConfig::new(&nats.urls());
+        assert!(cfg.servers[0].starts_with("tls://"), "{:?}", cfg.servers);
+        cfg.name = "auth".into();
+        cfg.auth = ClusterAuth::UserPassword {
+            username: "watcher".into(),
+            password: secret("right.pw", "s3cret-nats\n"),
+        };
+        cfg.ca_file = nats.ca_cert().map(ToOwned::to_owned);
+        let c = Cluster::connect(&cfg).await.expect("connects");
+        assert_eq!(c.last_batch(&alice()).await.expect("reads"), None);
+
+        let refused = |cfg: ClusterConfig| async move {
+            let started = Instant::now();
+            let e = Cluster::connect(&cfg).await.expect_err("refused");
+            assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            e
+        };
+        let mut wrong = cfg.clone();
+        wrong.auth = ClusterAuth::UserPassword {
+            username: "watcher".into(),
+            password: secret("wrong.pw", "not-it\n"),
+        };
+        let e = refused(wrong).await;
+        assert_eq!(e.code(), ErrorCode::AuthFailed, "{e}");
+        assert!(e.to_string().contains("authorization violation"), "{e}");
+        assert!(
+            e.hint().contains("credentials of `[cluster]`"),
+            "{}",
+            e.hint()
+        );
+
+        let mut untrusted = cfg.clone();
+        untrusted.ca_file = None;
+        let e = refused(untrusted).await;
+        assert_eq!(e.code(), ErrorCode::InvalidCertificate, "{e}");
+        assert!(e.hint().contains("`[cluster] ca_file`"), "{}", e.hint());
     })
     .await
     .expect("within the limit");

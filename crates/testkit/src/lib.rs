@@ -54,7 +54,7 @@ pub use error::{Error, Result};
 #[cfg(unix)]
 pub use finch::{DbusArg, Finch, FinchAccount, PURPLE_SERVICE};
 #[cfg(unix)]
-pub use nats::{NatsCluster, NATS_VERSION};
+pub use nats::{NatsCluster, NatsOptions, NATS_VERSION};
 #[cfg(unix)]
 pub use process::{listening_sockets, pid_alive, stop_pid};
 #[cfg(unix)]

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::process::{kill_child, log_since, read_log, stop_child};
+use crate::process::{find_program, kill_child, log_since, read_log, run, stop_child};
 use crate::{free_port, try_wait_until, Error, Result};
 
 /// The pinned nats-server release.
@@ -53,10 +53,23 @@ struct Node {
     child: Option<Child>,
 }
 
+/// How clients must connect to a [`NatsCluster`]: by default plain and anonymous.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// Require this user name and password (`authorization { user, password }`).
+    pub user: Option<(String, String)>,
+    /// Require TLS on the client port, with a self-signed certificate for 127.0.0.1
+    /// ([`NatsCluster::ca_cert`]); the URLs become `tls://`.
+    pub tls: bool,
+}
+
 /// A running JetStream cluster of (usually) three `nats-server` nodes on loopback.
 #[derive(Debug)]
 pub struct NatsCluster {
     program: PathBuf,
+    options: NatsOptions,
+    /// With TLS: the server certificate (its own root) and key.
+    cert: Option<(PathBuf, PathBuf)>,
     nodes: Vec<Node>,
     // Last, so that it is deleted after the nodes are stopped.
     dir: TempDir,
@@ -94,13 +107,25 @@ impl NatsCluster {
     /// Starts a cluster of `nodes` JetStream servers (3 for R3 streams) and returns once every
     /// node's `/healthz` answers 200.
     pub fn start(nodes: usize) -> Result<NatsCluster> {
+        NatsCluster::start_with(nodes, NatsOptions::default())
+    }
+
+    /// Like [`NatsCluster::start`], with clients required to authenticate or use TLS.
+    pub fn start_with(nodes: usize, options: NatsOptions) -> Result<NatsCluster> {
         let program = NatsCluster::program()?;
         let dir = tempfile::Builder::new()
             .prefix("imstatus-nats-")
             .tempdir()
             .map_err(|e| Error::io("creating the NATS cluster's temp dir", e))?;
+        let cert = if options.tls {
+            Some(make_certificate(dir.path())?)
+        } else {
+            None
+        };
         let mut cluster = NatsCluster {
             program,
+            options,
+            cert,
             nodes: (1..=nodes.max(1))
                 .map(|i| Node {
                     name: format!("n{i}"),
@@ -153,6 +178,19 @@ impl NatsCluster {
             .iter()
             .map(|n| format!("nats-route://127.0.0.1:{}", n.route))
             .collect();
+        let mut clients = String::new();
+        if let Some((user, password)) = &self.options.user {
+            clients.push_str(&format!(
+                "authorization {{ user: \"{user}\", password: \"{password}\" }}\n"
+            ));
+        }
+        if let Some((cert, key)) = &self.cert {
+            clients.push_str(&format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         for node in &self.nodes {
             let store = self.dir.path().join("data").join(&node.name);
             let conf = format!(
@@ -160,7 +198,8 @@ impl NatsCluster {
                  listen: 127.0.0.1:{client}\n\
                  http: 127.0.0.1:{http}\n\
                  jetstream {{ store_dir: \"{store}\", max_memory_store: 256MB, max_file_store: 1GB }}\n\
-                 cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
+                 cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n\
+                 {clients}",
                 name = node.name,
                 client = node.client,
                 http = node.http,
@@ -254,9 +293,15 @@ impl NatsCluster {
         self.nodes.is_empty()
     }
 
-    /// The client URL of node `i`, `nats://127.0.0.1:<port>`.
+    /// The client URL of node `i`, `nats://127.0.0.1:<port>` (`tls://` with TLS).
     pub fn url(&self, i: usize) -> String {
-        format!("nats://127.0.0.1:{}", self.nodes[i].client)
+        let scheme = if self.options.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[i].client)
+    }
+
+    /// With TLS, the servers' self-signed certificate, for clients to trust as their root.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.cert.as_ref().map(|(cert, _)| cert.as_path())
     }
 
     /// Every node's client URL, comma-separated, as `[cluster] url` takes them.
@@ -369,6 +414,29 @@ impl NatsCluster {
         self.spawn(i)?;
         self.wait_ready(i)
     }
+}
+
+/// A self-signed certificate for `IP:127.0.0.1` and its key in `dir`, clients' only root.
+fn make_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let openssl = find_program("openssl", "openssl")?;
+    let cert = dir.join("nats.crt");
+    let key = dir.join("nats.key");
+    run(
+        Command::new(openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+            ])
+            .args(["-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            // An end-entity certificate (rustls refuses a CA as a server's certificate).
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req (NATS certificate)",
+    )?;
+    Ok((cert, key))
 }
 
 impl Drop for NatsCluster {

@@ -48,9 +48,10 @@ fn cluster_config(config: &Config) -> Result<&imstatus_config::ClusterConfig, Fa
 #[cfg(feature = "cluster")]
 async fn connect(config: &Config) -> Result<imstatus_cluster::Cluster, Failure> {
     let c = cluster_config(config)?;
-    imstatus_cluster::Cluster::connect(c)
-        .await
-        .map_err(|e| Failure::Other(anyhow::anyhow!("cluster: {e}")))
+    imstatus_cluster::Cluster::connect(c).await.map_err(|e| {
+        let coded = imstatus_core::CodedError::new(e.code(), e.to_string());
+        Failure::Other(anyhow::anyhow!("cluster: {coded}\n  hint: {}", e.hint()))
+    })
 }
 
 /// Runs the watcher role until `stop`.
