@@ -65,7 +65,8 @@ impl Cluster {
             .map_err(|e| Error::request(format!("releasing the lease of shard {}", lease.shard), e))
     }
 
-    /// Who holds `shard` now, if anyone (the key's value).
+    /// Who holds `shard` now, if anyone: the key's value (any cluster member may write it, so
+    /// it is cut to 256 characters and cleaned of control characters before anyone shows it).
     pub async fn holder(&self, shard: u32) -> Result<Option<String>, Error> {
         use async_nats::jetstream::kv::Operation;
         let entry = self
@@ -73,8 +74,9 @@ impl Cluster {
             .entry(key(shard))
             .await
             .map_err(|e| Error::request(format!("reading the lease of shard {shard}"), e))?;
-        Ok(entry
-            .filter(|e| e.operation == Operation::Put)
-            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+        Ok(entry.filter(|e| e.operation == Operation::Put).map(|e| {
+            let value = e.value.get(..1024).unwrap_or(&e.value);
+            imstatus_core::text::clip(&String::from_utf8_lossy(value), 256)
+        }))
     }
 }
