@@ -359,11 +359,10 @@ mod processes {
             "{out}"
         );
         // For a whole lease and more (several renewals), the standby never gets it.
-        let watched = Instant::now();
-        while watched.elapsed() < LEASE + LEASE / 2 {
-            assert!(!standby.holds_a_lease(), "standby: {}", standby.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let taken = wait_until("the standby to take the lease", LEASE + LEASE / 2, || {
+            standby.holds_a_lease().then_some(())
+        });
+        assert!(taken.is_err(), "standby: {}", standby.log());
 
         // kill -9 of the owner: the standby takes over after the lease and ends on the last
         // status sent.

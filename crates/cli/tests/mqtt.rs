@@ -7,73 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use imstatus_testkit::mosquitto::Mosquitto;
 use imstatus_testkit::{free_port, wait_until};
 
 const STEP: Duration = Duration::from_secs(10);
 
-/// A private mosquitto on a free loopback port; stopped by PID on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        // `user root` keeps mosquitto from switching to a user that cannot read the temp dir
-        // when the tests run as root; it does nothing otherwise.
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto (Debian package `mosquitto`) must be installed");
-        let broker = Broker {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_until("mosquitto to listen", STEP, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .expect("mosquitto listens");
-        broker
-    }
-
-    /// The retained message of `topic`, if any (mosquitto_sub, 1 s at most).
-    fn retained(&self, topic: &str) -> Option<String> {
-        let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic])
-            .args(["-C", "1", "-W", "1"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed");
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (!text.is_empty()).then_some(text)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn config(dir: &Path, broker: &Broker) -> std::path::PathBuf {
+fn config(dir: &Path, broker: &Mosquitto) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
@@ -82,7 +21,7 @@ fn config(dir: &Path, broker: &Broker) -> std::path::PathBuf {
              [serve]\nlisten = \"127.0.0.1:{}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
             dir.display(),
             free_port(),
-            broker.port
+            broker.port()
         ),
     )
     .expect("write config");
@@ -90,7 +29,7 @@ fn config(dir: &Path, broker: &Broker) -> std::path::PathBuf {
 }
 
 /// Starts `imstatus serve` publishing to `broker`; waits for it to announce itself online.
-fn serve(dir: &Path, broker: &Broker) -> (Child, imstatus_testkit::Result<String>) {
+fn serve(dir: &Path, broker: &Mosquitto) -> (Child, imstatus_testkit::Result<String>) {
     let imstatus = Command::new(env!("CARGO_BIN_EXE_imstatus"))
         .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
         .arg("--config")
@@ -109,7 +48,7 @@ fn serve(dir: &Path, broker: &Broker) -> (Child, imstatus_testkit::Result<String
 
 #[test]
 fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
-    let broker = Broker::start();
+    let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut imstatus, online) = serve(dir.path(), &broker);
     let running = wait_until("the running topic of the account", STEP, || {
@@ -133,7 +72,7 @@ fn kill_9_of_imstatus_makes_the_broker_publish_offline() {
 
 #[test]
 fn sigterm_publishes_offline_itself_and_exits_0() {
-    let broker = Broker::start();
+    let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut imstatus, online) = serve(dir.path(), &broker);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(imstatus.id()).expect("pid"));

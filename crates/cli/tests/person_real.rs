@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use imstatus_testkit::mosquitto::Mosquitto;
 use imstatus_testkit::{wait_until, Prosody, ProsodyOptions, PulseAudio, XmppClient, Xvfb};
 use serde_json::{json, Value};
 
@@ -487,67 +488,6 @@ impl Sse {
     }
 }
 
-/// A private mosquitto on a free loopback port; killed by PID on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = imstatus_testkit::free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        // `user root` keeps mosquitto from switching to a user that cannot read the temp dir.
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n\
-                 log_dest stderr\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (Debian package `mosquitto`) must be installed");
-        let broker = Broker {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_until("mosquitto to listen", DEADLINE, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .expect("mosquitto listens");
-        broker
-    }
-
-    /// The retained message of `topic`, if any (mosquitto_sub, 1 s at most).
-    fn retained(&self, topic: &str) -> Option<String> {
-        let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic])
-            .args(["-C", "1", "-W", "1"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed");
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (!text.is_empty()).then_some(text)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The person over the gateway: its snapshot (REST, with `accounts` and `decided_by`), its
 /// badge, its events over SSE, resumed after a disconnect, and its MQTT state and Home
 /// Assistant device on a real mosquitto.
@@ -555,7 +495,7 @@ impl Drop for Broker {
 fn the_gateway_serves_the_person_with_what_decided_and_resumes_its_events() {
     let prosody = Prosody::start(ProsodyOptions::default()).expect("Prosody");
     let pa = PulseAudio::start().expect("PulseAudio");
-    let broker = Broker::start();
+    let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = imstatus_testkit::free_port();
     let config = config_with(
@@ -564,7 +504,7 @@ fn the_gateway_serves_the_person_with_what_decided_and_resumes_its_events() {
         &pa,
         &format!(
             "\n[serve]\nlisten = \"127.0.0.1:{port}\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
-            broker.port
+            broker.port()
         ),
     );
     let laptop = online(&prosody, "alice", "laptop", 1);

@@ -522,9 +522,9 @@ async fn a_last_event_id_from_one_gateway_resumes_on_another() {
     .expect("within the limit");
 }
 
-/// `kill -9` of the stream's leader while a watcher writes 40 batches a second: writes stall
-/// for the election, then every batch arrives at the gateway once, in order, with no resync;
-/// the killed node rejoins and the stream's last message is the last status sent.
+/// `kill -9` of the stream's leader while a watcher writes 40 batches a second (restarted once
+/// another node leads): writes stall for the election, then every batch arrives at the
+/// gateway once, in order, with no resync; the stream's last message is the last status sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_leaders_kill_9_stalls_writes_for_the_election_and_loses_nothing() {
     // What the watcher and the gateway did, shown when the test fails.
@@ -602,10 +602,24 @@ async fn the_stream_leaders_kill_9_stalls_writes_for_the_election_and_loses_noth
             }
             (seen, arrivals)
         });
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Once writes flow, the leader dies; once another node leads, it comes back.
+        wait_until_async("the generator's writes to be stored", STEP, || {
+            Async(async {
+                let (last, _) = c.last_batch(&alice()).await.ok()??;
+                let n: usize = last.snapshot.message?.strip_prefix('n')?.parse().ok()?;
+                (n >= 20).then_some(())
+            })
+        })
+        .await
+        .expect("writes flow");
+        let old = nats.name(leader).to_owned();
+        let stream_name = stream.clone();
         let mut nats = tokio::task::spawn_blocking(move || {
             nats.kill(leader).expect("kill -9 the leader");
-            std::thread::sleep(Duration::from_secs(3));
+            imstatus_testkit::wait_until("another node to lead the stream", STEP, || {
+                nats.stream_leader(&stream_name).filter(|l| *l != old)
+            })
+            .expect("a new leader");
             nats.restart(leader).expect("restart the old leader");
             nats
         })
