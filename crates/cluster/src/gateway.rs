@@ -290,8 +290,9 @@ struct Owners {
     metrics: GatewayMetrics,
     /// Every account with a message, and what it shows.
     shown: HashMap<AccountId, Shown>,
-    /// Shards seen without a lease, since when.
-    free_since: HashMap<u32, Instant>,
+    /// Shards seen without a lease: since when, and the lease key's revision then (a new
+    /// revision at the next look means someone held it in between).
+    free_since: HashMap<u32, (Option<u64>, Instant)>,
     /// Accounts marked unowned (until their next message).
     marked: HashSet<AccountId>,
 }
@@ -329,8 +330,8 @@ impl Owners {
         let mut unowned = BTreeSet::new();
         let mut leases = BTreeMap::new();
         for &shard in &self.shards {
-            match cluster.holder(shard).await {
-                Ok(Some(holder)) => {
+            match cluster.lease_of(shard).await {
+                Ok((Some(holder), _)) => {
                     self.free_since.remove(&shard);
                     *leases.entry(Some(holder.clone())).or_insert(0) += 1;
                     let before = self.holders.insert(shard, holder.clone());
@@ -338,10 +339,13 @@ impl Owners {
                         self.metrics.takeover();
                     }
                 }
-                Ok(None) => {
+                Ok((None, revision)) => {
                     *leases.entry(None).or_insert(0) += 1;
-                    let since = *self.free_since.entry(shard).or_insert(now);
-                    if now.duration_since(since) >= cluster.config().lease {
+                    let free = self.free_since.entry(shard).or_insert((revision, now));
+                    if free.0 != revision {
+                        *free = (revision, now);
+                    }
+                    if now.duration_since(free.1) >= cluster.config().lease {
                         unowned.insert(shard);
                     }
                 }

@@ -31,7 +31,7 @@ use imstatus_core::{AccountId, CodedError, ErrorCode, Status};
 
 pub use doctor::doctor;
 pub use gateway::{run_gateway, RemoteSource};
-pub use lease::Lease;
+pub use lease::{Lease, Roster};
 pub use metrics::GatewayMetrics;
 pub use watcher::{run_watcher, WatcherOptions};
 pub use wire::{Batch, SetStatus, SetStatusReply};

@@ -1,7 +1,7 @@
 //! The watcher role: claims the shards of its accounts, runs their sources in one hub per
 //! shard, and publishes every batch fenced.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,8 +16,9 @@ use imstatus_hub::{Hub, Source, Takeover};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::lease::{fair_share, member_of};
 use crate::{
-    shard_of, Batch, Cluster, Error, Lease, SetStatus, SetStatusReply, SET_STATUS_TIMEOUT,
+    shard_of, Batch, Cluster, Error, Lease, Roster, SetStatus, SetStatusReply, SET_STATUS_TIMEOUT,
 };
 
 /// Batches a shard's hub may have waiting for the publisher. When full (NATS unreachable for
@@ -76,10 +77,20 @@ struct Held {
     task: Task,
 }
 
-/// Runs the watcher role until `stop`: every lease/3 it renews the shards it holds and
-/// claims the free shards of its accounts; a shard whose lease is lost (or not renewed for
-/// lease − lease/3, or whose writes were fenced) is dropped with its sources at once. On
-/// `stop` it stops the sources and releases its leases.
+/// How long a starting watcher waits after announcing itself before its first claim (at most;
+/// lease/3 if shorter), so that watchers started together see each other and share the shards
+/// at once instead of the first taking all and handing half over a tick later.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Runs the watcher role until `stop`. Every lease/3 it announces itself (its member key in
+/// the lease bucket, naming the shards it can run), renews the shards it holds and claims free
+/// shards of its accounts up to its fair share (see [`fair_share`]); a free shard nobody
+/// claimed for a whole tick is claimed regardless, so every shard finds an owner. Holding more
+/// than its share (another watcher joined) it hands the excess over: stops those shards'
+/// sources and releases their leases, and the others claim them within a tick. A shard whose
+/// lease is lost (or not renewed for lease − lease/3, or whose writes were fenced) is dropped
+/// with its sources at once. On `stop` it stops the sources, releases its leases and
+/// withdraws.
 pub async fn run_watcher(
     cluster: Cluster,
     accounts: Vec<(AccountId, Arc<dyn Source>)>,
@@ -95,10 +106,36 @@ pub async fn run_watcher(
             .or_default()
             .push((a, s));
     }
+    let mine: Vec<u32> = shards.keys().copied().collect();
     let writer = options.writer;
+    let me = member_of(&writer);
+    let mut roster = Roster::default();
     let mut held: BTreeMap<u32, Held> = BTreeMap::new();
+    // Free shards this watcher left to others at the last tick (it was at its share).
+    let mut left: BTreeSet<u32> = BTreeSet::new();
     tokio::pin!(stop);
+    let mut settling = true;
     loop {
+        if let Err(e) = cluster.announce(&writer, &mine).await {
+            tracing::debug!("{e}");
+        }
+        match cluster.roster().await {
+            Ok(r) => roster = r,
+            Err(e) => tracing::debug!("{e}"),
+        }
+        roster
+            .members
+            .insert(me.clone(), mine.iter().copied().collect());
+        if settling {
+            settling = false;
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(SETTLE.min(tick)) => {}
+            }
+            continue;
+        }
+        let share = fair_share(&mine, &roster.members);
+        let mut skipped = BTreeSet::new();
         for (&shard, accounts) in &shards {
             if let Some(h) = held.get_mut(&shard) {
                 if h.task.0.is_finished() {
@@ -136,7 +173,9 @@ pub async fn run_watcher(
                     }
                     Err(e) => tracing::debug!(shard, "renewing: {e}"),
                 }
-            } else {
+            } else if roster.held.contains(&shard) {
+                // Someone holds it (as of this tick's listing).
+            } else if held.len() < share || left.contains(&shard) {
                 match cluster.claim(shard, &writer).await {
                     Ok(Some(l)) => {
                         tracing::info!(
@@ -162,8 +201,12 @@ pub async fn run_watcher(
                     Ok(None) => {}
                     Err(e) => tracing::debug!(shard, "claiming: {e}"),
                 }
+            } else {
+                skipped.insert(shard);
             }
         }
+        left = skipped;
+        hand_over(&cluster, &mut held, share, &roster).await;
         tokio::select! {
             () = &mut stop => break,
             () = tokio::time::sleep(tick) => {}
@@ -173,6 +216,46 @@ pub async fn run_watcher(
         drop(h.task);
         if let Err(e) = cluster.release(&h.lease).await {
             tracing::warn!(shard, "{e}");
+        }
+    }
+    if let Err(e) = cluster.withdraw(&writer).await {
+        tracing::debug!("{e}");
+    }
+}
+
+/// Releases the shards held beyond `share` that another live watcher can run, highest
+/// first: their sources stop now, and the other watchers claim them at their next tick (each
+/// account is then taken over as after any owner change).
+async fn hand_over(
+    cluster: &Cluster,
+    held: &mut BTreeMap<u32, Held>,
+    share: usize,
+    roster: &Roster,
+) {
+    let excess = held.len().saturating_sub(share);
+    if excess == 0 {
+        return;
+    }
+    let others = |s: &u32| roster.members.values().filter(|m| m.contains(s)).count() > 1;
+    let give: Vec<u32> = held
+        .keys()
+        .rev()
+        .filter(|s| others(s))
+        .take(excess)
+        .copied()
+        .collect();
+    for shard in give {
+        let Some(h) = held.remove(&shard) else {
+            continue;
+        };
+        drop(h.task);
+        tracing::info!(
+            shard,
+            "lease handed over: {} watcher(s) share the shards, this one's share is {share}",
+            roster.members.len()
+        );
+        if let Err(e) = cluster.release(&h.lease).await {
+            tracing::debug!(shard, "{e}");
         }
     }
 }

@@ -201,6 +201,134 @@ async fn leases_are_exclusive_renewed_by_cas_released_and_expire() {
     .expect("within the limit");
 }
 
+/// A watcher `writer` of `accounts`, each with its own scripted source: the sender that stops
+/// it cleanly, and its task (which keeps the scripts).
+fn watcher_of(
+    c: &Cluster,
+    writer: &str,
+    accounts: &[AccountId],
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut scripts = Vec::new();
+    let mut sources: Vec<(AccountId, Arc<dyn imstatus_hub::Source>)> = Vec::new();
+    for a in accounts {
+        let (source, script) = scripted(kind(), vec![]);
+        sources.push((a.clone(), source));
+        scripts.push(script);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_watcher(
+        c.clone(),
+        sources,
+        WatcherOptions {
+            writer: writer.into(),
+        },
+        async move {
+            let _ = stopped.await;
+            drop(scripts);
+        },
+    ));
+    (stop, task)
+}
+
+/// How many of `shards` each writer holds now (`-` for none).
+async fn holders(c: &Cluster, shards: &std::collections::BTreeSet<u32>) -> Vec<(String, usize)> {
+    let mut count = std::collections::BTreeMap::<String, usize>::new();
+    for &s in shards {
+        let h = c
+            .holder(s)
+            .await
+            .expect("holder")
+            .unwrap_or_else(|| "-".into());
+        *count.entry(h).or_default() += 1;
+    }
+    count.into_iter().collect()
+}
+
+/// Watchers with the same accounts share the shards: one alone holds them all; a second one
+/// joining gets half (the first hands them over); a third gets its third; when one stops
+/// cleanly the others take its shards over at their next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_share_the_shards_and_take_a_leavers_over() {
+    tokio::time::timeout(LIMIT * 2, async {
+        let (_nats, mut cfg) = nats("balance").await;
+        cfg.shards = 16;
+        let c = Cluster::connect(&cfg).await.expect("connect");
+        let accounts: Vec<AccountId> = (0..24).map(|i| AccountId::new(format!("u{i}"))).collect();
+        let shards: std::collections::BTreeSet<u32> = accounts
+            .iter()
+            .map(|a| imstatus_cluster::shard_of(a, cfg.shards))
+            .collect();
+        let n = shards.len();
+        assert!(n >= 12, "{n} shards in use");
+        let settled = |want: Vec<(&'static str, usize)>| {
+            let want: Vec<(String, usize)> =
+                want.into_iter().map(|(w, k)| (w.to_owned(), k)).collect();
+            let c = c.clone();
+            let shards = shards.clone();
+            async move {
+                let mut last = Vec::new();
+                let start = Instant::now();
+                while start.elapsed() < STEP {
+                    last = holders(&c, &shards).await;
+                    if last == want {
+                        return start.elapsed();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("the shards are held as {last:?}, not {want:?}");
+            }
+        };
+        let (stop_a, a) = watcher_of(&c, "A", &accounts);
+        settled(vec![("A", n)]).await;
+        let (stop_b, b) = watcher_of(&c, "B", &accounts);
+        let took = settled(vec![("A", n.div_ceil(2)), ("B", n / 2)]).await;
+        eprintln!("{n} shards shared by two watchers {took:?} after the second started");
+        let (stop_c, cc) = watcher_of(&c, "C", &accounts);
+        // Each holds at most its share, ⌈n/3⌉; together all n.
+        let start = Instant::now();
+        let three = loop {
+            let h = holders(&c, &shards).await;
+            let fair = h.len() == 3
+                && h.iter().all(|(w, k)| w != "-" && *k <= n.div_ceil(3))
+                && h.iter().map(|(_, k)| k).sum::<usize>() == n;
+            if fair {
+                break h;
+            }
+            assert!(start.elapsed() < STEP, "three watchers hold {h:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!("three watchers: {three:?} after {:?}", start.elapsed());
+        // B stops cleanly: it releases and withdraws, A and C take its shards over.
+        stop_b.send(()).expect("stop B");
+        b.await.expect("B stops");
+        let start = Instant::now();
+        loop {
+            let h = holders(&c, &shards).await;
+            if h.len() == 2 && h.iter().all(|(w, _)| w == "A" || w == "C") {
+                eprintln!("B's shards taken over: {h:?} after {:?}", start.elapsed());
+                break;
+            }
+            assert!(start.elapsed() < STEP, "after B stopped: {h:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (stop, task) in [(stop_a, a), (stop_c, cc)] {
+            stop.send(()).expect("stop");
+            task.await.expect("stops");
+        }
+        assert_eq!(holders(&c, &shards).await, vec![("-".to_owned(), n)]);
+        let roster = c.roster().await.expect("roster");
+        assert!(
+            roster.members.is_empty() && roster.held.is_empty(),
+            "{roster:?}"
+        );
+    })
+    .await
+    .expect("within the limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_owner_cannot_write() {
     tokio::time::timeout(LIMIT, async {
