@@ -7,7 +7,11 @@
 //! gateway's MQTT bridge publishes what the cluster shows. Two gateways stream the same events
 //! with the same ids, and a gateway killed and started again resumes its SSE client by
 //! `Last-Event-ID` with exactly the events it missed; their `/metrics` name the lease holder.
-//! Without `[cluster]` (or without the cargo feature) a role is a usage error. Every process is stopped by PID when its guard drops.
+//! Six flapping accounts with a contact each, shared by two watchers and shown by two
+//! gateways: `kill -9` of the watcher holding most leases loses nothing — both gateways end on
+//! every last status and each SSE client's stream is in order, gap-free and folds to it.
+//! Without `[cluster]` (or without the cargo feature) a role is a usage error. Every process
+//! is stopped by PID when its guard drops.
 
 /// Without `[cluster]`, or in a build without the feature, `--role watcher|gateway` is exit 2
 /// with a one-line reason, and no source starts.
@@ -506,6 +510,380 @@ mod processes {
         }
         drop((g1, g2, w));
         desk.close().expect("close");
+    }
+
+    /// How many accounts the flap test watches; each has one contact.
+    const MANY: usize = 6;
+
+    /// The config file `file` in `dir` for the flap test: accounts `u0`…, each tracking its
+    /// contact `c<i>`, eight shards, the gateway on `http`.
+    fn many_config(dir: &Path, file: &str, nats: &NatsCluster, xmpp: u16, http: u16) -> PathBuf {
+        let mut text = String::new();
+        for i in 0..MANY {
+            let pw = dir.join(format!("u{i}.pw"));
+            std::fs::write(&pw, format!("u{i}pw\n")).expect("write password");
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            text.push_str(&format!(
+                "[[account]]\nname = \"u{i}\"\nsource = \"xmpp\"\njid = \"u{i}@example.test\"\n\
+                 password_file = \"{}\"\nserver = \"127.0.0.1:{xmpp}\"\n\
+                 tls = \"insecure-plaintext\"\ncontacts = true\n",
+                pw.display()
+            ));
+        }
+        text.push_str(&format!(
+            "[serve]\nlisten = \"127.0.0.1:{http}\"\n\
+             [cluster]\nurl = \"{}\"\nname = \"t\"\nshards = 8\nlease = \"{}s\"\n",
+            nats.urls(),
+            LEASE.as_secs()
+        ));
+        let path = dir.join(file);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// The gateway's snapshot of `account` as `GET /v1/accounts/{account}` gives it.
+    fn snapshot_of(http: u16, account: &str) -> Option<imstatus_core::Snapshot> {
+        let body = get(http, &format!("/v1/accounts/{account}"))?;
+        let event: imstatus_core::Event = serde_json::from_str(&body).ok()?;
+        event.snapshot().cloned()
+    }
+
+    /// What the flap test last sent for account `i`: its desk's and its contact's status.
+    fn last_sent(i: usize, round: &str) -> [(imstatus_core::Availability, String); 2] {
+        use imstatus_core::Availability::{Away, Busy};
+        [
+            (Busy, format!("u{i}-{round}")),
+            (Away, format!("c{i}-{round}")),
+        ]
+    }
+
+    /// Whether `s` shows account `i` as last sent: signed in, the desk's status, the contact's.
+    fn matches(s: &imstatus_core::Snapshot, i: usize, round: &str) -> bool {
+        use imstatus_core::Session;
+        let [(a, m), (ca, cm)] = last_sent(i, round);
+        s.session == Session::SignedIn
+            && s.availability == a
+            && s.message.as_deref() == Some(m.as_str())
+            && s.contacts.len() == 1
+            && s.contacts[0].contact.as_str() == format!("c{i}@example.test")
+            && s.contacts[0].availability == ca
+            && s.contacts[0].message.as_deref() == Some(cm.as_str())
+    }
+
+    /// Who holds how many of the gateway's shards, by watcher pid, from its `/metrics`; and
+    /// the shards no one holds.
+    fn leases_by_pid(http: u16) -> Option<(Vec<(i32, usize)>, usize)> {
+        let metrics = get(http, "/metrics")?;
+        let mut held = Vec::new();
+        let mut unowned = None;
+        for line in metrics.lines() {
+            if let Some(rest) = line.strip_prefix("imstatus_cluster_leases{watcher=\"") {
+                let (id, count) = rest.split_once("\"} ")?;
+                let pid = id.rsplit('-').nth(1)?.parse().ok()?;
+                held.push((pid, count.parse().ok()?));
+            } else if let Some(n) = line.strip_prefix("imstatus_cluster_shards_unowned ") {
+                unowned = n.parse().ok();
+            }
+        }
+        held.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        Some((held, unowned?))
+    }
+
+    /// An SSE client of `/v1/events` on `http` that keeps every event it reads, parsed, in the
+    /// order read, until dropped.
+    struct Collector {
+        events: std::sync::Arc<std::sync::Mutex<Vec<imstatus_core::Event>>>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        reader: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Collector {
+        fn start(http: u16) -> Collector {
+            use std::io::BufRead;
+            use std::sync::atomic::Ordering;
+            let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            write!(
+                s,
+                "GET /v1/events HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .expect("request");
+            let (out, done) = (events.clone(), stop.clone());
+            let reader = std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(s);
+                let mut line = String::new();
+                while !done.load(Ordering::Relaxed) {
+                    // A timeout leaves what was read of the line in `line`: read on.
+                    match reader.read_line(&mut line) {
+                        Ok(0) => break,
+                        Ok(_) if line.ends_with('\n') => {}
+                        Ok(_) | Err(_) => continue,
+                    }
+                    if let Some(data) = line.strip_prefix("data: ") {
+                        let event = serde_json::from_str(data.trim_end())
+                            .unwrap_or_else(|e| panic!("an unreadable event {data}: {e}"));
+                        out.lock().expect("events").push(event);
+                    }
+                    line.clear();
+                }
+            });
+            Collector {
+                events,
+                stop,
+                reader: Some(reader),
+            }
+        }
+
+        fn events(&self) -> Vec<imstatus_core::Event> {
+            self.events.lock().expect("events").clone()
+        }
+    }
+
+    impl Drop for Collector {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(r) = self.reader.take() {
+                let _ = r.join();
+            }
+        }
+    }
+
+    /// Checks one client's stream against the ordering contract and folds it: changes come
+    /// with strictly increasing seqs, above every earlier seq; every change starts from what
+    /// the client's fold shows (its `from` is the folded state: no silent gap); returns each
+    /// account's fold and how many `resync: true` snapshots came.
+    fn fold(
+        events: &[imstatus_core::Event],
+    ) -> (
+        std::collections::BTreeMap<String, imstatus_core::Snapshot>,
+        usize,
+    ) {
+        use imstatus_core::{EventKind, Status};
+        let mut state = std::collections::BTreeMap::<String, imstatus_core::Snapshot>::new();
+        let mut resyncs = 0;
+        let mut last_seq = 0;
+        for (n, e) in events.iter().enumerate() {
+            let at = || {
+                format!(
+                    "event {n}: {}",
+                    serde_json::to_string(e).unwrap_or_default()
+                )
+            };
+            if let EventKind::Snapshot { snapshot, resync } = &e.kind {
+                resyncs += usize::from(*resync);
+                state.insert(e.account.to_string(), (**snapshot).clone());
+                last_seq = last_seq.max(e.seq);
+                continue;
+            }
+            assert!(e.seq > last_seq, "seq {} after {last_seq}: {}", e.seq, at());
+            last_seq = e.seq;
+            let s = state
+                .get_mut(e.account.as_str())
+                .unwrap_or_else(|| panic!("a change before the account's snapshot: {}", at()));
+            match &e.kind {
+                EventKind::StatusChanged { from, .. } => {
+                    let folded = Status {
+                        availability: s.availability,
+                        message: s.message.clone(),
+                    };
+                    assert_eq!(*from, folded, "{}", at());
+                }
+                EventKind::ContactStatusChanged { contact, from, .. } => {
+                    let folded = s
+                        .contacts
+                        .iter()
+                        .find(|c| c.contact == *contact)
+                        .map_or(Status::UNKNOWN, imstatus_core::Contact::status);
+                    assert_eq!(*from, folded, "{}", at());
+                }
+                EventKind::ResourceChanged { resource, from, .. } => {
+                    let folded = s.resources.iter().find(|r| r.resource == *resource);
+                    assert_eq!(from.as_ref(), folded, "{}", at());
+                }
+                _ => {}
+            }
+            s.apply(&e.kind, e.time);
+        }
+        (state, resyncs)
+    }
+
+    /// The issue's flap test: six accounts with a contact each, two watchers sharing their
+    /// shards, two gateways with an SSE client each. While every account's desk and contact
+    /// keep changing status, the watcher holding most leases is killed with `kill -9`: the
+    /// other holds every shard within lease + 3 s; once the flapping stops, both gateways show
+    /// each account's and contact's last status, and each client's stream — checked event by
+    /// event — never repeats or reorders a seq and folds to that same state.
+    #[test]
+    fn kill_9_amid_flapping_accounts_loses_nothing_on_either_gateway() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = NatsCluster::start(3).expect("nats");
+        let pair = |a: String, b: String| (a, b);
+        let mut users = Vec::new();
+        let mut both = Vec::new();
+        for i in 0..MANY {
+            users.push(pair(format!("u{i}"), format!("u{i}pw")));
+            users.push(pair(format!("c{i}"), format!("c{i}pw")));
+            both.push(pair(format!("u{i}"), format!("c{i}")));
+        }
+        let prosody = Prosody::start(ProsodyOptions {
+            users,
+            both,
+            ..ProsodyOptions::default()
+        })
+        .expect("prosody");
+        let (h1, h2) = (free_port(), free_port());
+        let cfg1 = many_config(dir.path(), "g1.toml", &nats, prosody.port(), h1);
+        let cfg2 = many_config(dir.path(), "g2.toml", &nats, prosody.port(), h2);
+        let g1 = Proc::start(&cfg1, "gateway", dir.path().join("g1.log"));
+        let g2 = Proc::start(&cfg2, "gateway", dir.path().join("g2.log"));
+        let w1 = Proc::start(&cfg1, "watcher", dir.path().join("w1.log"));
+        let w2 = Proc::start(&cfg1, "watcher", dir.path().join("w2.log"));
+        let logs = || {
+            format!(
+                "g1: {}\ng2: {}\nw1: {}\nw2: {}",
+                g1.log(),
+                g2.log(),
+                w1.log(),
+                w2.log()
+            )
+        };
+        // Every account's desk (priority 5, over imstatus's own session) and its contact.
+        let mut clients = Vec::new();
+        for i in 0..MANY {
+            let desk = XmppClient::connect(
+                prosody.port(),
+                &format!("u{i}"),
+                "example.test",
+                &format!("u{i}pw"),
+                "desk",
+            )
+            .expect("desk client");
+            let contact = XmppClient::connect(
+                prosody.port(),
+                &format!("c{i}"),
+                "example.test",
+                &format!("c{i}pw"),
+                "phone",
+            )
+            .expect("contact client");
+            clients.push((desk, contact));
+        }
+        let send = |clients: &mut Vec<(XmppClient, XmppClient)>, i: usize, round: &str| {
+            let [(_, m), (_, cm)] = last_sent(i, round);
+            let (desk, contact) = &mut clients[i];
+            desk.presence(Some("dnd"), Some(&m), Some(5)).expect("desk");
+            contact
+                .presence(Some("away"), Some(&cm), None)
+                .expect("contact");
+        };
+        for i in 0..MANY {
+            send(&mut clients, i, "start");
+        }
+        // Both watchers hold leases (they share the shards) and both gateways show everything.
+        let (shares, _) = wait_until("the two watchers to share the shards", STEP, || {
+            leases_by_pid(h1).filter(|(held, unowned)| held.len() == 2 && *unowned == 0)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+        for http in [h1, h2] {
+            wait_until("a gateway to show every account", STEP, || {
+                (0..MANY)
+                    .all(|i| {
+                        snapshot_of(http, &format!("u{i}")).is_some_and(|s| matches(&s, i, "start"))
+                    })
+                    .then_some(())
+            })
+            .unwrap_or_else(|e| {
+                let body = get(http, "/v1/accounts").unwrap_or_default();
+                let m = get(http, "/metrics").unwrap_or_default();
+                let m: Vec<&str> = m.lines().filter(|l| l.contains("cluster")).collect();
+                panic!("{e}\n{body}\n{m:#?}\n{}", logs())
+            });
+        }
+        let clients_a = Collector::start(h1);
+        let clients_b = Collector::start(h2);
+
+        // Flap: round r changes account r mod 6's desk and contact; each round waits for
+        // the contact to see the desk's new status (Prosody's own round trip), so the rounds
+        // go at the server's pace. The watcher with most leases is killed at round 60.
+        let owner = shares[0].0;
+        let (victim, survivor) = if w1.pid().as_raw() == owner {
+            (&w1, &w2)
+        } else {
+            (&w2, &w1)
+        };
+        assert_eq!(victim.pid().as_raw(), owner, "{shares:?}");
+        let mut killed = None;
+        let mut took = None;
+        let mut round = 0usize;
+        while took.is_none() || round < 400 {
+            let i = round % MANY;
+            send(&mut clients, i, &format!("r{round}"));
+            clients[i]
+                .1
+                .read_until(&format!("u{i}-r{round}"), STEP)
+                .expect("the contact sees the desk's change");
+            if round == 60 {
+                victim.signal(Signal::SIGKILL);
+                killed = Some(Instant::now());
+            }
+            if let Some(at) = killed.filter(|_| took.is_none() && round % 10 == 0) {
+                if leases_by_pid(h1).is_some_and(|(held, unowned)| {
+                    held.len() == 1 && held[0].0 == survivor.pid().as_raw() && unowned == 0
+                }) {
+                    took = Some(at.elapsed());
+                }
+                assert!(
+                    at.elapsed() < LEASE + Duration::from_secs(3),
+                    "no takeover within lease + 3 s\n{}",
+                    logs()
+                );
+            }
+            round += 1;
+            assert!(round < 20_000, "the flapping did not end\n{}", logs());
+        }
+        eprintln!(
+            "{round} rounds; shares before the kill {shares:?}; the survivor held every shard {took:?} after the kill"
+        );
+        for i in 0..MANY {
+            send(&mut clients, i, "final");
+        }
+        for http in [h1, h2] {
+            wait_until("a gateway to show every final status", STEP, || {
+                (0..MANY)
+                    .all(|i| {
+                        snapshot_of(http, &format!("u{i}")).is_some_and(|s| matches(&s, i, "final"))
+                    })
+                    .then_some(())
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+        }
+        for client in [&clients_a, &clients_b] {
+            let (state, resyncs) = wait_until("a client to fold to the final state", STEP, || {
+                let (state, resyncs) = fold(&client.events());
+                (0..MANY)
+                    .all(|i| {
+                        state
+                            .get(&format!("u{i}"))
+                            .is_some_and(|s| matches(s, i, "final"))
+                    })
+                    .then_some((state, resyncs))
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{:#?}", fold(&client.events()).0));
+            eprintln!(
+                "a client read {} events, {resyncs} resync snapshot(s), {} accounts",
+                client.events().len(),
+                state.len()
+            );
+        }
+        drop((clients_a, clients_b));
+        for (desk, contact) in clients {
+            desk.close().expect("close");
+            contact.close().expect("close");
+        }
+        drop((g1, g2, w1, w2));
     }
 
     /// NATS that requires a password, and a config with the wrong one: `serve --role watcher`

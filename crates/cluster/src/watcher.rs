@@ -357,13 +357,12 @@ async fn run_shard(
         .await
         .map_err(|e| Error::request("subscribing to status requests", e))?;
     let mut answering = JoinSet::new();
-    let mut counter = 0u64;
     loop {
         tokio::select! {
             out = rx.recv() => {
                 let Some(out) = out else { break };
-                counter += 1;
-                publish(&cluster, &writer, counter, &mut prev, out).await?;
+                let id = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                publish(&cluster, &writer, id, &mut prev, out).await?;
             }
             Some(request) = requests.next(), if answering.len() < MAX_REQUESTS => {
                 answering.spawn(answer(client.clone(), hub.clone(), request));
@@ -373,6 +372,12 @@ async fn run_shard(
     }
     Ok(())
 }
+
+/// Numbers every batch this process publishes, over all its shards and every time it holds
+/// them: with the writer id (host, pid, start time) it makes the batch's `Nats-Msg-Id`, which
+/// must be unique in the stream's duplicate window — a retry of a stored batch is dropped as a
+/// duplicate, and so would be another batch with the same id.
+static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Status requests one shard answers at once; more wait in the subscription.
 const MAX_REQUESTS: usize = 64;
@@ -411,7 +416,7 @@ async fn answer(client: async_nats::Client, hub: Arc<Hub>, request: async_nats::
 async fn publish(
     cluster: &Cluster,
     writer: &str,
-    counter: u64,
+    id: u64,
     prev: &mut HashMap<AccountId, u64>,
     out: Outgoing,
 ) -> Result<(), Error> {
@@ -429,7 +434,7 @@ async fn publish(
         lost: out.lost,
     };
     let seq = cluster
-        .publish_batch(&batch, &format!("{writer}-{counter}"))
+        .publish_batch(&batch, &format!("{writer}-{id}"))
         .await?;
     prev.insert(account, seq);
     Ok(())
