@@ -13,14 +13,11 @@
 //! `--imstatus` defaults to the `imstatus` next to this program. Needs Prosody and
 //! `nats-server` 2.15.1 (scripts/lib.sh).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imstatus_bench::args::Args;
+use imstatus_bench::roles::{get, Role};
 use imstatus_bench::stats::ms;
 use imstatus_bench::{fail, OrFail};
 use imstatus_testkit::{free_port, NatsCluster, Prosody, ProsodyOptions, XmppClient};
@@ -30,53 +27,9 @@ const LEASE: Duration = Duration::from_secs(2);
 /// How long one step may take before the run is abandoned.
 const STEP: Duration = Duration::from_secs(30);
 
-/// A running `imstatus serve`, killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(imstatus: &Path, config: &Path, role: &str, log: PathBuf) -> Proc {
-        let out = std::fs::File::create(&log).or_fail("a log file");
-        let child = Command::new(imstatus)
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .env("RUST_LOG", "imstatus_cluster=info,warn")
-            .arg("--config")
-            .arg(config)
-            .args(["serve", "--role", role])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .or_fail("starting imstatus");
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The message of alice's status on the gateway, when signed in.
 fn shown(http: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", http)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /v1/accounts/alice HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.take(1 << 20).read_to_string(&mut text).ok()?;
-    let v: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&get(http, "/v1/accounts/alice")?).ok()?;
     let v = v.get("snapshot").unwrap_or(&v);
     (v["session"] == "signed_in").then(|| v["message"].as_str().unwrap_or("").to_owned())
 }
@@ -123,10 +76,10 @@ fn main() {
     )
     .or_fail("writing the config");
     let log = |name: String| dir.path().join(format!("{name}.log"));
-    let _gateway = Proc::start(&imstatus, &config, "gateway", log("gateway".into()));
+    let _gateway = Role::start(&imstatus, &config, "gateway", log("gateway".into()));
     let mut watchers = [
-        Proc::start(&imstatus, &config, "watcher", log("w0".into())),
-        Proc::start(&imstatus, &config, "watcher", log("w1".into())),
+        Role::start(&imstatus, &config, "watcher", log("w0".into())),
+        Role::start(&imstatus, &config, "watcher", log("w1".into())),
     ];
     let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
         .or_fail("alice's desk client");
@@ -153,8 +106,7 @@ fn main() {
                 .then_some(())
         });
         let killed = Instant::now();
-        let _ = watchers[owner].child.kill();
-        let _ = watchers[owner].child.wait();
+        watchers[owner].kill();
         let message = format!("k{k}");
         let show = if k % 2 == 0 { "away" } else { "dnd" };
         desk.presence(Some(show), Some(&message), Some(5))
@@ -165,7 +117,7 @@ fn main() {
         let took = killed.elapsed();
         eprintln!("  kill {k}: {} ms", imstatus_bench::stats::millis(took));
         samples.push(took);
-        watchers[owner] = Proc::start(&imstatus, &config, "watcher", log(format!("w{k}-{owner}")));
+        watchers[owner] = Role::start(&imstatus, &config, "watcher", log(format!("w{k}-{owner}")));
     }
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap_or(1);

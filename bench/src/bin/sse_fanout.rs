@@ -24,6 +24,10 @@
 //!
 //! Options: `--workers W` (tokio workers of this client, default 1), `--drain S` (seconds to
 //! wait after the last change, default 10), `--connect-timeout S` (default 60).
+//!
+//! Several servers (the gateways of a cluster, `cluster_fanout`): `--url` and `--pid` take
+//! comma-separated lists; subscriber i connects to URL i mod the count, and the server's CPU
+//! and memory are the sums over the pids.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,18 +42,18 @@ use hyper_util::rt::TokioExecutor;
 use imstatus_bench::args::Args;
 use imstatus_bench::fail;
 use imstatus_bench::stats::percentile;
-use imstatus_bench::system::{mono_ns, usage};
+use imstatus_bench::system::{mono_ns, usage, Usage};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::{watch, Semaphore};
 
 struct Opts {
-    url: String,
+    urls: Vec<String>,
     token: Option<String>,
     n: usize,
     control: String,
     rate: u64,
     secs: f64,
-    pid: String,
+    pids: Vec<String>,
     workers: usize,
     drain: f64,
     connect_timeout: f64,
@@ -73,13 +77,17 @@ fn opts() -> Opts {
         fail("--pid of the server is required")
     };
     Opts {
-        url: args.text("--url", "http://127.0.0.1:25282/v1/events"),
+        urls: args
+            .text("--url", "http://127.0.0.1:25282/v1/events")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
         token: args.get("--token").map(str::to_owned),
         n: args.value("--n", 100),
         control: args.text("--control", "127.0.0.1:25284"),
         rate: args.value("--rate", 1000),
         secs: args.value("--secs", 3.0),
-        pid: pid.to_owned(),
+        pids: pid.split(',').map(str::to_owned).collect(),
         workers: args.value("--workers", 1),
         drain: args.value("--drain", 10.0),
         connect_timeout: args.value("--connect-timeout", 60.0),
@@ -215,9 +223,11 @@ fn complain(shared: &Shared, what: &str) {
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+#[allow(clippy::too_many_arguments)]
 async fn subscriber(
     client: HttpClient,
     o: Arc<Opts>,
+    url: usize,
     seq0: u64,
     total: u64,
     shared: Arc<Shared>,
@@ -237,13 +247,14 @@ async fn subscriber(
         let Ok(permit) = connect.acquire().await else {
             break;
         };
-        let mut req = Request::get(o.url.as_str()).header(header::ACCEPT, "text/event-stream");
+        let url = o.urls[url % o.urls.len()].as_str();
+        let mut req = Request::get(url).header(header::ACCEPT, "text/event-stream");
         if let Some(t) = &o.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = match req.body(Empty::<Bytes>::new()) {
             Ok(req) => req,
-            Err(e) => fail(format_args!("a request for {}: {e}", o.url)),
+            Err(e) => fail(format_args!("a request for {url}: {e}")),
         };
         let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req)).await;
         drop(permit);
@@ -347,13 +358,23 @@ async fn run(o: Arc<Opts>) {
             "not `SEQ0 <n>` from the control port: {answer:?}"
         ))
     };
-    let rss_before = usage(&o.pid).rss_kb;
+    let server_usage = || {
+        o.pids
+            .iter()
+            .map(|p| usage(p))
+            .fold(Usage::default(), |a, b| Usage {
+                cpu_s: a.cpu_s + b.cpu_s,
+                rss_kb: a.rss_kb + b.rss_kb,
+            })
+    };
+    let rss_before = server_usage().rss_kb;
     let t_connect = Instant::now();
     let tasks: Vec<_> = (0..o.n)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn(subscriber(
                 client.clone(),
                 o.clone(),
+                i,
                 seq0,
                 total,
                 shared.clone(),
@@ -372,7 +393,7 @@ async fn run(o: Arc<Opts>) {
     let connect_s = t_connect.elapsed().as_secs_f64();
     // Let the snapshots be read, then sample the server's memory with N subscribers.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let server0 = usage(&o.pid);
+    let server0 = server_usage();
     let (rss_subs, cpu0) = (server0.rss_kb, server0.cpu_s);
     let me0 = usage("self").cpu_s;
     let t0 = Instant::now();
@@ -409,7 +430,7 @@ async fn run(o: Arc<Opts>) {
     )
     .await;
     let window = t0.elapsed().as_secs_f64();
-    let server = usage(&o.pid);
+    let server = server_usage();
     let (cpu1, rss_after) = (server.cpu_s, server.rss_kb);
     let me1 = usage("self").cpu_s;
     let _ = stop_tx.send(true);
@@ -452,6 +473,7 @@ async fn run(o: Arc<Opts>) {
         "delivered_pct": if expected > 0 { (delivered as f64 * 1e4 / expected as f64).round() / 100.0 } else { 0.0 },
         "window_s": (window * 1000.0).round() / 1000.0,
         "server_cpu_pct": (server_cpu / window * 1000.0).round() / 10.0,
+        "server_cpu_s": (server_cpu * 1000.0).round() / 1000.0,
         "server_cpu_us_per_delivery": if delivered > 0 { (server_cpu * 1e7 / delivered as f64).round() / 10.0 } else { 0.0 },
         "client_cpu_pct": ((me1 - me0) / window * 1000.0).round() / 10.0,
         "rss_kb_before": rss_before,

@@ -63,6 +63,14 @@ impl Frame {
 /// Memory: at most [`FRAME_SLOTS`] events and their frames per thread that serves streams.
 pub(crate) struct Frames;
 
+/// The slot of the event numbered `seq`. Consecutive seqs (one process's hub) take consecutive
+/// slots; so do the seqs of a cluster gateway, `stream sequence × 1024 + i` (docs/events.md),
+/// which by `seq % FRAME_SLOTS` alone would all share slot 0 — every subscriber a step behind
+/// another would then render each event again (B7 on the cluster: 4× the CPU per delivery).
+fn slot_of(seq: u64) -> usize {
+    ((seq >> 10).wrapping_add(seq & 1023) % FRAME_SLOTS as u64) as usize
+}
+
 /// A rendered frame and the hub event it belongs to.
 type Slot = Option<(Arc<Event>, Frame)>;
 
@@ -77,7 +85,7 @@ impl Frames {
 
     /// The frames of `event` with `id: <event.seq>`.
     pub(crate) fn get(&self, event: &Arc<Event>) -> Option<Frame> {
-        let slot = (event.seq % FRAME_SLOTS as u64) as usize;
+        let slot = slot_of(event.seq);
         let hit = SLOTS.with(|slots| match slots.borrow().get(slot) {
             Some(Some((e, frame))) if Arc::ptr_eq(e, event) => Some(frame.clone()),
             _ => None,
@@ -110,6 +118,23 @@ mod tests {
             source: SourceKind::new_static("test"),
             kind: EventKind::ClientStarting,
         })
+    }
+
+    #[test]
+    fn recent_events_take_distinct_slots_for_both_numberings() {
+        for seqs in [
+            (5_000..5_000 + FRAME_SLOTS as u64).collect::<Vec<_>>(),
+            (0..FRAME_SLOTS as u64).map(|s| (77 + s) * 1024).collect(),
+        ] {
+            let slots: std::collections::BTreeSet<usize> =
+                seqs.iter().map(|&s| slot_of(s)).collect();
+            // At most one pair shares a slot (where a run of 1,024 seqs wraps).
+            assert!(
+                slots.len() >= FRAME_SLOTS - 1,
+                "{} slots for {seqs:?}",
+                slots.len()
+            );
+        }
     }
 
     #[test]
