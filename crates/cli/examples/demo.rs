@@ -1,7 +1,9 @@
 //! `scripts/demo.sh`: imstatus watching a real finch (libpurple) on a private D-Bus, signed in
 //! to a real private Prosody on loopback, and the desktop's microphone on a private PulseAudio
-//! (its own runtime dir, a null source) that a real `parecord` captures from. Everything it
-//! starts is stopped by PID at the end.
+//! (its own runtime dir, a null source) that a real `parecord` captures from; then the same
+//! account on a real 3-node NATS JetStream cluster (two `serve --role watcher`, one
+//! `--role gateway`), with `kill -9` of the watcher that owns it. Everything it starts is
+//! stopped by PID at the end.
 //!
 //! The steps wait for the events they cause (with deadlines); the short pauses between steps
 //! are only there so a person can read along.
@@ -11,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use imstatus_testkit::{DbusDaemon, Finch, Prosody, ProsodyOptions, PulseAudio, XmppClient};
+use imstatus_testkit::{
+    free_port, DbusDaemon, Finch, NatsCluster, Prosody, ProsodyOptions, PulseAudio, XmppClient,
+};
 
 /// Stdout that the demo can also read back, to wait for events.
 #[derive(Clone, Default)]
@@ -228,13 +232,191 @@ async fn main() -> anyhow::Result<()> {
     say("alice signs off on her phone: her last client");
     step(&out, "alice      signed out", || Ok(phone.close()?)).await?;
 
-    say("done; stopping everything by PID");
     let _ = stop_tx.send(());
     let _ = watch.await;
     drop(call);
     drop(finch);
     drop(bus);
-    drop(prosody);
     drop(pulse);
+
+    cluster(&prosody, dir.path(), &password).await?;
+    say("done; stopping everything by PID");
+    drop(prosody);
+    Ok(())
+}
+
+/// A running `imstatus serve --role …` (the binary next to this example's directory), killed
+/// and reaped when dropped.
+struct Role(std::process::Child);
+
+impl Role {
+    fn start(
+        config: &std::path::Path,
+        role: &str,
+        log: std::path::PathBuf,
+    ) -> anyhow::Result<Role> {
+        let exe = std::env::current_exe()?;
+        let imstatus = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .map(|d| d.join("imstatus"))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| anyhow::anyhow!("no imstatus binary beside {}", exe.display()))?;
+        let child = std::process::Command::new(imstatus)
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("RUST_LOG", "imstatus_cluster=info,warn")
+            .arg("--config")
+            .arg(config)
+            .args(["serve", "--role", role])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?;
+        Ok(Role(child))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The body of `GET path` on the gateway at 127.0.0.1:`port`.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// Waits (20 s at most) until the gateway shows alice's message `message`; prints the line.
+async fn gateway_shows(port: u16, message: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = get(port, "/v1/accounts/alice").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["session"] == "signed_in" && v["message"] == message {
+            println!(
+                "gateway: alice {} {} \"{message}\"",
+                v["session"].as_str().unwrap_or(""),
+                v["availability"].as_str().unwrap_or("")
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway did not show \"{message}\" within 20 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The watcher pid holding alice's shard, from the gateway's `/metrics`.
+fn owner(port: u16) -> Option<u32> {
+    let metrics = get(port, "/metrics")?;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("imstatus_cluster_leases{watcher=\"") && l.ends_with("} 1"))?;
+    let id = line.split('"').nth(1)?;
+    id.rsplit('-').nth(1)?.parse().ok()
+}
+
+/// The same account on a cluster: a real 3-node NATS JetStream cluster on 127.0.0.1, two
+/// `serve --role watcher` processes and a `serve --role gateway`; `kill -9` of the watcher
+/// that owns alice, and the other takes her over.
+async fn cluster(
+    prosody: &Prosody,
+    dir: &std::path::Path,
+    password: &std::path::Path,
+) -> anyhow::Result<()> {
+    say("the same alice on a cluster: a 3-node NATS JetStream on 127.0.0.1, two watchers, one gateway");
+    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(3)).await??;
+    let http = free_port();
+    let config = dir.join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[account]]\nname = \"alice\"\nsource = \"xmpp\"\njid = \"alice@example.test\"\n\
+             password_file = \"{pw}\"\nserver = \"127.0.0.1:{port}\"\ntls = \"insecure-plaintext\"\n\n\
+             [serve]\nlisten = \"127.0.0.1:{http}\"\n\n\
+             [cluster]\nurl = \"{urls}\"\nname = \"demo\"\nlease = \"2s\"\n",
+            pw = password.display(),
+            port = prosody.port(),
+            urls = nats.urls(),
+        ),
+    )?;
+    println!(
+        "config {}:\n{}",
+        config.display(),
+        std::fs::read_to_string(&config)?
+    );
+    let _gateway = Role::start(&config, "gateway", dir.join("gateway.log"))?;
+    let mut watchers = [
+        Role::start(&config, "watcher", dir.join("w1.log"))?,
+        Role::start(&config, "watcher", dir.join("w2.log"))?,
+    ];
+    println!(
+        "imstatus serve --role gateway (pid {}) on http://127.0.0.1:{http}/; \
+         imstatus serve --role watcher (pids {} and {})",
+        _gateway.0.id(),
+        watchers[0].0.id(),
+        watchers[1].0.id()
+    );
+    say("alice's desk: away, \"at the cluster\"");
+    let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")?;
+    desk.presence(Some("away"), Some("at the cluster"), Some(5))?;
+    gateway_shows(http, "at the cluster").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        if let Some(pid) = owner(http) {
+            break pid;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no owner in /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("gateway /metrics: watcher pid {held} holds alice's shard");
+
+    say(&format!(
+        "kill -9 {held} (the owner); alice's desk: busy, \"after the kill\""
+    ));
+    let victim = watchers
+        .iter_mut()
+        .find(|w| w.0.id() == held)
+        .ok_or_else(|| anyhow::anyhow!("the owner {held} is not one of the watchers"))?;
+    victim.kill9();
+    let killed = std::time::Instant::now();
+    desk.presence(Some("dnd"), Some("after the kill"), Some(5))?;
+    gateway_shows(http, "after the kill").await?;
+    let took = killed.elapsed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let now = loop {
+        // The gateway reads the leases every lease/3.
+        if let Some(pid) = owner(http).filter(|&p| p != held) {
+            break pid;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no new owner in /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "the gateway showed it {:.1} s after the kill (lease 2 s); /metrics: watcher pid {now} holds alice's shard",
+        took.as_secs_f64()
+    );
+    desk.close()?;
+    drop(watchers);
     Ok(())
 }
