@@ -897,6 +897,7 @@ mod processes {
             NatsOptions {
                 user: Some(("watcher".into(), "right-nats-pw".into())),
                 tls: false,
+                ..NatsOptions::default()
             },
         )
         .expect("nats with a password");

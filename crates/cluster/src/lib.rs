@@ -162,9 +162,17 @@ impl Cluster {
                     .map_err(|e| Error::Credentials(format!("{}: {e}", path.display())))?;
             }
         }
-        if let Some(ca) = &config.ca_file {
-            options = options.add_root_certificates(ca.clone());
-        }
+        // TLS as every other client of imstatus has it: the system's roots plus `ca_file`
+        // (crates/tls), rustls with ring.
+        let servers_text = || config.servers.join(",");
+        let roots = imstatus_tls::Roots::load(config.ca_file.as_deref())
+            .and_then(|r| r.client_config())
+            .map_err(|e| Error::Connect {
+                code: ErrorCode::InvalidCertificate,
+                servers: servers_text(),
+                detail: e.to_string(),
+            })?;
+        options = options.tls_client_config(roots);
         let servers: Vec<async_nats::ServerAddr> = config
             .servers
             .iter()

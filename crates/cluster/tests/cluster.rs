@@ -836,6 +836,7 @@ async fn credentials_and_tls_are_used_and_a_refusal_says_what_to_fix() {
         let options = NatsOptions {
             user: Some(("watcher".into(), "s3cret-nats".into())),
             tls: true,
+            ..NatsOptions::default()
         };
         let nats = tokio::task::spawn_blocking(move || NatsCluster::start_with(3, options))
             .await
@@ -885,6 +886,54 @@ async fn credentials_and_tls_are_used_and_a_refusal_says_what_to_fix() {
         let e = refused(untrusted).await;
         assert_eq!(e.code(), ErrorCode::InvalidCertificate, "{e}");
         assert!(e.hint().contains("`[cluster] ca_file`"), "{}", e.hint());
+
+        // A ca_file that cannot be read is refused before any connection, naming the file (the
+        // same loader as every other client: crates/tls).
+        let mut unreadable = cfg.clone();
+        unreadable.ca_file = Some(dir.path().join("no-such-ca.pem"));
+        let e = refused(unreadable).await;
+        assert_eq!(e.code(), ErrorCode::InvalidCertificate, "{e}");
+        assert!(e.to_string().contains("no-such-ca.pem"), "{e}");
+    })
+    .await
+    .expect("within the limit");
+}
+
+/// A cluster that requires a token: `token_file` with the right one connects, a wrong one is
+/// `auth_failed` at once with the hint, and the token is in no message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_is_used_and_a_wrong_token_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::time::timeout(LIMIT, async {
+        let options = NatsOptions {
+            token: Some("t0ken-for-nats".into()),
+            ..NatsOptions::default()
+        };
+        let nats = tokio::task::spawn_blocking(move || NatsCluster::start_with(3, options))
+            .await
+            .expect("join")
+            .expect("nats with a token");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = |text: &str| {
+            let path = dir.path().join("nats.token");
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            ClusterAuth::Token(Secret::File(path))
+        };
+        let mut cfg = ClusterConfig::new(&nats.urls());
+        cfg.name = "token".into();
+        cfg.auth = token("t0ken-for-nats\n");
+        let c = Cluster::connect(&cfg)
+            .await
+            .expect("connects with the token");
+        assert_eq!(c.last_batch(&alice()).await.expect("reads"), None);
+        cfg.auth = token("wrong-t0ken\n");
+        let started = Instant::now();
+        let e = Cluster::connect(&cfg).await.expect_err("a wrong token");
+        assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+        assert_eq!(e.code(), ErrorCode::AuthFailed, "{e}");
+        assert!(!e.to_string().contains("t0ken"), "{e}");
+        assert!(e.hint().contains("token_file"), "{}", e.hint());
     })
     .await
     .expect("within the limit");

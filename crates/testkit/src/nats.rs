@@ -58,6 +58,8 @@ struct Node {
 pub struct NatsOptions {
     /// Require this user name and password (`authorization { user, password }`).
     pub user: Option<(String, String)>,
+    /// Require this token instead (`authorization { token }`); not with `user`.
+    pub token: Option<String>,
     /// Require TLS on the client port, with a self-signed certificate for 127.0.0.1
     /// ([`NatsCluster::ca_cert`]); the URLs become `tls://`.
     pub tls: bool,
@@ -183,6 +185,8 @@ impl NatsCluster {
             clients.push_str(&format!(
                 "authorization {{ user: \"{user}\", password: \"{password}\" }}\n"
             ));
+        } else if let Some(token) = &self.options.token {
+            clients.push_str(&format!("authorization {{ token: \"{token}\" }}\n"));
         }
         if let Some((cert, key)) = &self.cert {
             clients.push_str(&format!(
