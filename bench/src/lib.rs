@@ -3,7 +3,7 @@
 //! of `/proc` ([`system`]), percentiles ([`stats`]), hubs over real sources that are signed in
 //! before the measurement starts ([`hubs`]), and the scaffolding of the load-test servers:
 //! their runtime, their shutdown on SIGTERM/SIGINT and the `RATE`/`SEQ0` control protocol of
-//! benchmark B7 ([`serve`]); `imstatus serve --role …` as child processes ([`roles`]).
+//! benchmark B7 ([`serve`]).
 //!
 //! Each driver is one binary in `src/bin/` that prints its result on stdout (one JSON line for
 //! the suite, or a few lines for a person) and its progress on stderr. They are programs, not
@@ -13,7 +13,6 @@
 
 pub mod args;
 pub mod hubs;
-pub mod roles;
 pub mod serve;
 pub mod stats;
 pub mod system;

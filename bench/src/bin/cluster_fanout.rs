@@ -36,14 +36,13 @@ use std::time::{Duration, Instant};
 
 use imstatus_bench::args::Args;
 use imstatus_bench::hubs::{fed, Feed};
-use imstatus_bench::roles::{get, Role};
 use imstatus_bench::system::{mono_ns, usage};
 use imstatus_bench::{fail, serve, OrFail};
 use imstatus_cluster::{run_watcher, Cluster, WatcherOptions};
 use imstatus_config::ClusterConfig;
 use imstatus_core::{AccountId, Availability, ContactId, Observation, PartId, SourceKind, Status};
 use imstatus_hub::Source;
-use imstatus_testkit::{free_port, NatsCluster};
+use imstatus_testkit::{free_port, http_get as get, NatsCluster, ServeProcess};
 
 /// Contacts per account (as `gateway_server --contacts 50` in B7).
 const CONTACTS: usize = 50;
@@ -244,13 +243,13 @@ fn main() {
     let mut rows = Vec::new();
     for &k in &o.gateways {
         let ports: Vec<u16> = (0..k).map(|_| free_port()).collect();
-        let gateways: Vec<Role> = ports
+        let gateways: Vec<ServeProcess> = ports
             .iter()
             .enumerate()
             .map(|(i, &port)| {
                 let config = gateway_config(dir.path(), i, port, o.accounts, &nats);
                 let log = dir.path().join(format!("k{k}-g{i}.log"));
-                Role::start(&imstatus, &config, "gateway", log)
+                ServeProcess::start(&imstatus, &config, "gateway", log).or_fail("a gateway")
             })
             .collect();
         for (g, &port) in gateways.iter().zip(&ports) {
@@ -270,7 +269,7 @@ fn main() {
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}/v1/events"))
             .collect();
-        let pids: Vec<u32> = gateways.iter().map(|g| g.child.id()).collect();
+        let pids: Vec<u32> = gateways.iter().map(ServeProcess::pid).collect();
         let (nats0, me0) = (nats_cpu(&nats), usage("self").cpu_s);
         let mut line = fanout(&o, &urls, &pids, control, false);
         let (nats1, me1) = (nats_cpu(&nats), usage("self").cpu_s);

@@ -17,10 +17,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use imstatus_bench::args::Args;
-use imstatus_bench::roles::{get, Role};
 use imstatus_bench::stats::ms;
 use imstatus_bench::{fail, OrFail};
-use imstatus_testkit::{free_port, NatsCluster, Prosody, ProsodyOptions, XmppClient};
+use imstatus_testkit::{
+    free_port, http_get as get, NatsCluster, Prosody, ProsodyOptions, ServeProcess, XmppClient,
+};
 
 /// The lease (the shortest the config accepts).
 const LEASE: Duration = Duration::from_secs(2);
@@ -76,10 +77,11 @@ fn main() {
     )
     .or_fail("writing the config");
     let log = |name: String| dir.path().join(format!("{name}.log"));
-    let _gateway = Role::start(&imstatus, &config, "gateway", log("gateway".into()));
+    let _gateway = ServeProcess::start(&imstatus, &config, "gateway", log("gateway".into()))
+        .or_fail("the gateway");
     let mut watchers = [
-        Role::start(&imstatus, &config, "watcher", log("w0".into())),
-        Role::start(&imstatus, &config, "watcher", log("w1".into())),
+        ServeProcess::start(&imstatus, &config, "watcher", log("w0".into())).or_fail("a watcher"),
+        ServeProcess::start(&imstatus, &config, "watcher", log("w1".into())).or_fail("a watcher"),
     ];
     let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")
         .or_fail("alice's desk client");
@@ -117,7 +119,9 @@ fn main() {
         let took = killed.elapsed();
         eprintln!("  kill {k}: {} ms", imstatus_bench::stats::millis(took));
         samples.push(took);
-        watchers[owner] = Role::start(&imstatus, &config, "watcher", log(format!("w{k}-{owner}")));
+        watchers[owner] =
+            ServeProcess::start(&imstatus, &config, "watcher", log(format!("w{k}-{owner}")))
+                .or_fail("a watcher");
     }
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap_or(1);

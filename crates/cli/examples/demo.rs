@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use imstatus_testkit::{
-    free_port, DbusDaemon, Finch, NatsCluster, Prosody, ProsodyOptions, PulseAudio, XmppClient,
+    free_port, http_get as get, DbusDaemon, Finch, NatsCluster, Prosody, ProsodyOptions,
+    PulseAudio, ServeProcess, XmppClient,
 };
 
 /// Stdout that the demo can also read back, to wait for events.
@@ -245,57 +246,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A running `imstatus serve --role …` (the binary next to this example's directory), killed
-/// and reaped when dropped.
-struct Role(std::process::Child);
-
-impl Role {
-    fn start(
-        config: &std::path::Path,
-        role: &str,
-        log: std::path::PathBuf,
-    ) -> anyhow::Result<Role> {
-        let exe = std::env::current_exe()?;
-        let imstatus = exe
-            .parent()
-            .and_then(std::path::Path::parent)
-            .map(|d| d.join("imstatus"))
-            .filter(|p| p.is_file())
-            .ok_or_else(|| anyhow::anyhow!("no imstatus binary beside {}", exe.display()))?;
-        let child = std::process::Command::new(imstatus)
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .env("RUST_LOG", "imstatus_cluster=info,warn")
-            .arg("--config")
-            .arg(config)
-            .args(["serve", "--role", role])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()?;
-        Ok(Role(child))
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// The body of `GET path` on the gateway at 127.0.0.1:`port`.
-fn get(port: u16, path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.take(1 << 20).read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+/// The `imstatus` binary beside this example's directory (`scripts/demo.sh` builds it).
+fn imstatus_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("imstatus"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("no imstatus binary beside {}", exe.display()))
 }
 
 /// Waits (20 s at most) until the gateway shows alice's message `message`; prints the line.
@@ -359,17 +317,18 @@ async fn cluster(
         config.display(),
         std::fs::read_to_string(&config)?
     );
-    let _gateway = Role::start(&config, "gateway", dir.join("gateway.log"))?;
+    let imstatus = imstatus_binary()?;
+    let gateway = ServeProcess::start(&imstatus, &config, "gateway", dir.join("gateway.log"))?;
     let mut watchers = [
-        Role::start(&config, "watcher", dir.join("w1.log"))?,
-        Role::start(&config, "watcher", dir.join("w2.log"))?,
+        ServeProcess::start(&imstatus, &config, "watcher", dir.join("w1.log"))?,
+        ServeProcess::start(&imstatus, &config, "watcher", dir.join("w2.log"))?,
     ];
     println!(
         "imstatus serve --role gateway (pid {}) on http://127.0.0.1:{http}/; \
          imstatus serve --role watcher (pids {} and {})",
-        _gateway.0.id(),
-        watchers[0].0.id(),
-        watchers[1].0.id()
+        gateway.pid(),
+        watchers[0].pid(),
+        watchers[1].pid()
     );
     say("alice's desk: away, \"at the cluster\"");
     let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")?;
@@ -393,9 +352,9 @@ async fn cluster(
     ));
     let victim = watchers
         .iter_mut()
-        .find(|w| w.0.id() == held)
+        .find(|w| w.pid() == held)
         .ok_or_else(|| anyhow::anyhow!("the owner {held} is not one of the watchers"))?;
-    victim.kill9();
+    victim.kill();
     let killed = std::time::Instant::now();
     desk.presence(Some("dnd"), Some("after the kill"), Some(5))?;
     gateway_shows(http, "after the kill").await?;
@@ -418,5 +377,6 @@ async fn cluster(
     );
     desk.close()?;
     drop(watchers);
+    drop(gateway);
     Ok(())
 }

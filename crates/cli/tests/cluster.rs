@@ -49,66 +49,42 @@ mod processes {
     use std::net::TcpStream;
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use imstatus_testkit::{
-        free_port, mosquitto::Mosquitto, wait_until, NatsCluster, NatsOptions, Prosody,
-        ProsodyOptions, XmppClient,
+        free_port, http_get as get, mosquitto::Mosquitto, wait_until, NatsCluster, NatsOptions,
+        Prosody, ProsodyOptions, ServeProcess, XmppClient,
     };
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
+    use nix::sys::signal::Signal;
 
     /// The lease the test configures (the shortest the config accepts).
     const LEASE: Duration = Duration::from_secs(2);
     const STEP: Duration = Duration::from_secs(20);
 
     /// A running `imstatus serve`, killed by PID on drop.
-    struct Proc {
-        child: Child,
-        log: PathBuf,
-    }
+    struct Proc(ServeProcess);
 
     impl Proc {
         fn start(config: &Path, role: &str, log: PathBuf) -> Proc {
-            let out = std::fs::File::create(&log).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_imstatus"))
-                .env_remove("IMSTATUS_CONFIG")
-                .env("XDG_CONFIG_HOME", "/nonexistent-imstatus-test")
-                .env("RUST_LOG", "imstatus_cluster=info,warn")
-                .arg("--config")
-                .arg(config)
-                .args(["serve", "--role", role])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(out)
-                .spawn()
-                .expect("spawn imstatus");
-            Proc { child, log }
+            let imstatus = Path::new(env!("CARGO_BIN_EXE_imstatus"));
+            Proc(ServeProcess::start(imstatus, config, role, log).expect("spawn imstatus"))
         }
 
         fn log(&self) -> String {
-            std::fs::read_to_string(&self.log).unwrap_or_default()
+            self.0.log()
         }
 
-        fn pid(&self) -> Pid {
-            Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+        fn pid(&self) -> u32 {
+            self.0.pid()
         }
 
         fn signal(&self, s: Signal) {
-            kill(self.pid(), s).expect("signal");
+            self.0.signal(s).expect("signal");
         }
 
         fn holds_a_lease(&self) -> bool {
             self.log().contains("lease taken")
-        }
-    }
-
-    impl Drop for Proc {
-        fn drop(&mut self) {
-            let _ = kill(self.pid(), Signal::SIGCONT);
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 
@@ -140,20 +116,6 @@ mod processes {
         )
         .expect("write config");
         path
-    }
-
-    /// The body of `GET path` on the gateway; `None` while it does not answer.
-    fn get(http: u16, path: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", http)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{http}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.take(1 << 20).read_to_string(&mut text).ok()?;
-        Some(text.split_once("\r\n\r\n")?.1.to_owned())
     }
 
     /// `GET /v1/accounts/alice` on the gateway: (session, availability, message).
@@ -572,7 +534,7 @@ mod processes {
 
     /// Who holds how many of the gateway's shards, by watcher pid, from its `/metrics`; and
     /// the shards no one holds.
-    fn leases_by_pid(http: u16) -> Option<(Vec<(i32, usize)>, usize)> {
+    fn leases_by_pid(http: u16) -> Option<(Vec<(u32, usize)>, usize)> {
         let metrics = get(http, "/metrics")?;
         let mut held = Vec::new();
         let mut unowned = None;
@@ -809,12 +771,12 @@ mod processes {
         // the contact to see the desk's new status (Prosody's own round trip), so the rounds
         // go at the server's pace. The watcher with most leases is killed at round 60.
         let owner = shares[0].0;
-        let (victim, survivor) = if w1.pid().as_raw() == owner {
+        let (victim, survivor) = if w1.pid() == owner {
             (&w1, &w2)
         } else {
             (&w2, &w1)
         };
-        assert_eq!(victim.pid().as_raw(), owner, "{shares:?}");
+        assert_eq!(victim.pid(), owner, "{shares:?}");
         let mut killed = None;
         let mut took = None;
         let mut round = 0usize;
@@ -831,7 +793,7 @@ mod processes {
             }
             if let Some(at) = killed.filter(|_| took.is_none() && round % 10 == 0) {
                 if leases_by_pid(h1).is_some_and(|(held, unowned)| {
-                    held.len() == 1 && held[0].0 == survivor.pid().as_raw() && unowned == 0
+                    held.len() == 1 && held[0].0 == survivor.pid() && unowned == 0
                 }) {
                     took = Some(at.elapsed());
                 }

@@ -39,6 +39,8 @@ mod prosody;
 #[cfg(unix)]
 mod pulse;
 #[cfg(unix)]
+mod serve;
+#[cfg(unix)]
 mod synapse;
 mod wait;
 #[cfg(unix)]
@@ -61,6 +63,8 @@ pub use process::{listening_sockets, pid_alive, stop_pid};
 pub use prosody::{Prosody, ProsodyOptions};
 #[cfg(unix)]
 pub use pulse::{PulseAudio, Recorder};
+#[cfg(unix)]
+pub use serve::{http_get, ServeProcess};
 #[cfg(unix)]
 pub use synapse::{Answer, MatrixUser, Synapse, SynapseOptions, SYNAPSE_VERSION};
 pub use wait::{free_port, try_wait_until, wait_until, POLL_STEP};
