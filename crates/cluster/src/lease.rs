@@ -137,7 +137,7 @@ impl Cluster {
 
     /// Who is in the bucket now: the live watchers with the shards each says it can run
     /// (keyed by member key), and the shards someone holds. Member values are read
-    /// defensively (any cluster member can write them): at most [`MEMBER_SHARDS`] numbers
+    /// defensively (any cluster member can write them): at most 4,096 numbers
     /// below `shards` each, anything else skipped.
     pub async fn roster(&self) -> Result<Roster, Error> {
         use futures_util::TryStreamExt;

@@ -84,8 +84,9 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 /// Runs the watcher role until `stop`. Every lease/3 it announces itself (its member key in
 /// the lease bucket, naming the shards it can run), renews the shards it holds and claims free
-/// shards of its accounts up to its fair share (see [`fair_share`]); a free shard nobody
-/// claimed for a whole tick is claimed regardless, so every shard finds an owner. Holding more
+/// shards of its accounts up to its fair share (docs/cluster.md, "Sharing the shards"); a
+/// free shard nobody claimed for a whole tick is claimed regardless, so every shard finds an
+/// owner. Holding more
 /// than its share (another watcher joined) it hands the excess over: stops those shards'
 /// sources and releases their leases, and the others claim them within a tick. A shard whose
 /// lease is lost (or not renewed for lease − lease/3, or whose writes were fenced) is dropped
