@@ -147,11 +147,14 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 b1() {
   local r out
   for r in $(seq "$RUNS"); do
-    log "B1 run $r/$RUNS: imstatus, raw, slixmpp ($B1_N toggles each)"
+    log "B1 run $r/$RUNS: imstatus, raw, slixmpp, pipe, watch ($B1_N toggles each)"
     out=$(timeout 120 "$LATENCY_BIN" --port "$BENCH_PROSODY_PORT" --domain p.test --n "$B1_N" --gap-ms 5)
     emit B1 imstatus "$r" "$out"
-    for impl in raw slix; do
-      out=$(timeout 120 "$PY" "$HERE/py/latency.py" prosody --observer self --impl $impl --n "$B1_N" --gap-ms 5 --states away,available)
+    for impl in raw slix pipe watch; do
+      # watch: `imstatus watch --json` read from its stdout pipe; pipe: its floor, a raw
+      # reader process writing one line per presence to its stdout pipe (issue: latency to
+      # the user, not just to the hub).
+      out=$(timeout 120 "$PY" "$HERE/py/latency.py" prosody --observer self --impl $impl --n "$B1_N" --gap-ms 5 --states away,available --imstatus "$IMSTATUS")
       emit B1 "$impl" "$r" "$out"
     done
   done

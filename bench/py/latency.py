@@ -5,10 +5,15 @@ alice/desk cycles available -> away -> unavailable (N toggles); the observer tim
   --observer self   : alice/observer (same account, priority -1)   [own-sessions tracking]
   --observer roster : watcher (alice on its roster, subscription both) [contact tracking]
   --impl slix|raw   : slixmpp client (independent library) or raw-socket floor (regex on bytes)
-Both ends live in this process and use CLOCK_MONOTONIC, so latency = recv_ns - send_ns.
+  --impl watch      : `imstatus watch --json` (--imstatus PATH) as a child process; the arrival
+                      is when its JSON line comes out of its stdout pipe (JSON writing included)
+  --impl pipe       : the floor of `watch`: the raw observer in a child process that writes one
+                      line per marked presence to its stdout pipe, read the same way
+Both ends live in this process and use CLOCK_MONOTONIC, so latency = recv_ns - send_ns (for
+watch and pipe, the receive stamp is taken when this process reads the child's line).
 Usage: latency.py prosody|ejabberd --observer self --impl slix --n 500 [--gap-ms 5] [--json out]
 """
-import argparse, asyncio, json, os, statistics, sys, time
+import argparse, asyncio, json, os, re, statistics, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from xmpputil import SERVERS, make_client, pct
 import rawxmpp
@@ -43,11 +48,73 @@ async def raw_client(user, dom, host, port, resource, priority=None, roster=True
     return c
 
 
+RE_LINE_MARK = re.compile(rb"x (\d+) (\d+)")
+
+
+async def pipe_child(dom, host, port):
+    """The pipe floor's child: alice/observer (priority -1), one stdout line per marked presence."""
+    out = sys.stdout.buffer
+    obs = await raw_client('alice', dom, host, port, 'observer', priority=-1)
+    def on_mark(kind, seq, t, r):
+        if kind == b'x':
+            out.write(b'x %d %d\n' % (seq, t))
+            out.flush()
+    obs.start_streaming(rawxmpp.PresenceScanner(on_mark=on_mark).feed)
+    out.write(b'READY\n')
+    out.flush()
+    await obs.lost
+
+
+async def child_observer(a, dom, host, port, on_mark):
+    """Starts the child of --impl watch|pipe and a task that stamps its marked lines; returns
+    (process, task) once the child reports it is ready."""
+    if a.impl == 'watch':
+        tmp = tempfile.mkdtemp(prefix='b1watch-')
+        pw = os.path.join(tmp, 'alice.pw')
+        with open(pw, 'w') as f:
+            f.write('pw\n')
+        os.chmod(pw, 0o600)
+        cfg = os.path.join(tmp, 'config.toml')
+        with open(cfg, 'w') as f:
+            f.write('[[account]]\nname = "alice"\nsource = "xmpp"\njid = "alice@%s"\n'
+                    'password_file = "%s"\nserver = "%s:%d"\ntls = "insecure-plaintext"\n'
+                    % (dom, pw, host, port))
+        cmd = [a.imstatus, '--config', cfg, 'watch', '--json']
+        ready = b'"event":"snapshot"'
+    else:
+        cmd = [sys.executable, os.path.abspath(__file__), a.server, '--pipe-child']
+        ready = b'READY'
+    env = dict(os.environ, XDG_CONFIG_HOME='/nonexistent')
+    env.pop('IMSTATUS_CONFIG', None)
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, env=env)
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line:
+            raise RuntimeError('%s ended before it was ready' % cmd[0])
+        if ready in line:
+            break
+    async def read():
+        while True:
+            line = await proc.stdout.readline()
+            now = time.monotonic_ns()
+            if not line:
+                return
+            # The highest marker of the line (a status change also names the previous one).
+            best = max(((int(m.group(1)), int(m.group(2))) for m in RE_LINE_MARK.finditer(line)),
+                       default=None)
+            if best is not None:
+                on_mark('x', best[0], best[1], now)
+    return proc, asyncio.ensure_future(read())
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('server', choices=SERVERS)
     ap.add_argument('--observer', choices=['self', 'roster'], default='self')
-    ap.add_argument('--impl', choices=['slix', 'raw'], default='slix')
+    ap.add_argument('--impl', choices=['slix', 'raw', 'watch', 'pipe'], default='slix')
+    ap.add_argument('--imstatus', help='the imstatus binary, for --impl watch')
+    ap.add_argument('--pipe-child', action='store_true', help=argparse.SUPPRESS)
     ap.add_argument('--n', type=int, default=500)
     ap.add_argument('--gap-ms', type=float, default=5.0)
     ap.add_argument('--json')
@@ -55,6 +122,13 @@ async def main():
     a = ap.parse_args()
     states = a.states.split(',')
     dom, host, port = SERVERS[a.server]
+    if a.pipe_child:
+        await pipe_child(dom, host, port)
+        return
+    if a.impl in ('watch', 'pipe') and a.observer != 'self':
+        ap.error('--impl watch|pipe measure the own-resource case only (--observer self)')
+    if a.impl == 'watch' and not a.imstatus:
+        ap.error('--impl watch needs --imstatus PATH')
     loop = asyncio.get_running_loop()
     pending = {}                    # seq -> future
     lat = []
@@ -90,12 +164,17 @@ async def main():
                 desk.send_presence(pstatus=st)
             return t
     else:
-        if a.observer == 'self':
+        child = None
+        if a.impl in ('watch', 'pipe'):
+            child = await child_observer(a, dom, host, port, on_mark)
+            obs = None
+        elif a.observer == 'self':
             obs = await raw_client('alice', dom, host, port, 'observer', priority=-1)
         else:
             obs = await raw_client('watcher', dom, host, port, 'lat')
-        sc = rawxmpp.PresenceScanner(on_mark=lambda k, s, t, r: on_mark(k, s, t, r) if k == b'x' else None)
-        obs.start_streaming(sc.feed)
+        if obs is not None:
+            sc = rawxmpp.PresenceScanner(on_mark=lambda k, s, t, r: on_mark(k, s, t, r) if k == b'x' else None)
+            obs.start_streaming(sc.feed)
         desk = await raw_client('alice', dom, host, port, 'desk')
         desk.start_streaming(lambda d, t: None)
         def send(state, seq):
@@ -132,10 +211,21 @@ async def main():
         with open(a.json, 'a') as f:
             f.write(json.dumps(res) + '\n')
     for c in (obs, desk):
+        if c is None:
+            continue
         try:
             c.disconnect() if a.impl == 'slix' else c.close()
         except Exception:
             pass
+    if a.impl in ('watch', 'pipe'):
+        proc, reader = child
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+        reader.cancel()
     await asyncio.sleep(0.3)
 
 if __name__ == '__main__':
