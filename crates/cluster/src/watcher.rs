@@ -114,6 +114,11 @@ pub async fn run_watcher(
     let mut held: BTreeMap<u32, Held> = BTreeMap::new();
     // Free shards this watcher left to others at the last tick (it was at its share).
     let mut left: BTreeSet<u32> = BTreeSet::new();
+    // Shards it took beyond its share because nobody else did: never handed over (no one
+    // wanted them; handing them over would only move them back and forth) until the number of
+    // watchers grows.
+    let mut extra: BTreeSet<u32> = BTreeSet::new();
+    let mut watchers = 0;
     tokio::pin!(stop);
     let mut settling = true;
     loop {
@@ -135,6 +140,10 @@ pub async fn run_watcher(
             }
             continue;
         }
+        if roster.members.len() > watchers {
+            extra.clear();
+        }
+        watchers = roster.members.len();
         let share = fair_share(&mine, &roster.members);
         let mut skipped = BTreeSet::new();
         for (&shard, accounts) in &shards {
@@ -184,6 +193,9 @@ pub async fn run_watcher(
                             "lease taken; starting {} account(s)",
                             accounts.len()
                         );
+                        if held.len() >= share {
+                            extra.insert(shard);
+                        }
                         let task = tokio::spawn(run_shard(
                             cluster.clone(),
                             writer.clone(),
@@ -207,7 +219,8 @@ pub async fn run_watcher(
             }
         }
         left = skipped;
-        hand_over(&cluster, &mut held, share, &roster).await;
+        extra.retain(|s| held.contains_key(s));
+        hand_over(&cluster, &mut held, share, &roster, &extra).await;
         tokio::select! {
             () = &mut stop => break,
             () = tokio::time::sleep(tick) => {}
@@ -224,14 +237,15 @@ pub async fn run_watcher(
     }
 }
 
-/// Releases the shards held beyond `share` that another live watcher can run, highest
-/// first: their sources stop now, and the other watchers claim them at their next tick (each
-/// account is then taken over as after any owner change).
+/// Releases the shards held beyond `share` that another live watcher can run (not those in
+/// `extra`), highest first: their sources stop now, and the other watchers claim them at their
+/// next tick (each account is then taken over as after any owner change).
 async fn hand_over(
     cluster: &Cluster,
     held: &mut BTreeMap<u32, Held>,
     share: usize,
     roster: &Roster,
+    extra: &BTreeSet<u32>,
 ) {
     let excess = held.len().saturating_sub(share);
     if excess == 0 {
@@ -241,7 +255,7 @@ async fn hand_over(
     let give: Vec<u32> = held
         .keys()
         .rev()
-        .filter(|s| others(s))
+        .filter(|s| others(s) && !extra.contains(s))
         .take(excess)
         .copied()
         .collect();
