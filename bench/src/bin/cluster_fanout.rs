@@ -32,7 +32,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imstatus_bench::args::Args;
 use imstatus_bench::hubs::{fed, Feed};
@@ -42,7 +42,7 @@ use imstatus_cluster::{run_watcher, Cluster, WatcherOptions};
 use imstatus_config::ClusterConfig;
 use imstatus_core::{AccountId, Availability, ContactId, Observation, PartId, SourceKind, Status};
 use imstatus_hub::Source;
-use imstatus_testkit::{free_port, http_get as get, NatsCluster, ServeProcess};
+use imstatus_testkit::{free_port, http_get as get, wait_until, NatsCluster, ServeProcess};
 
 /// Contacts per account (as `gateway_server --contacts 50` in B7).
 const CONTACTS: usize = 50;
@@ -103,18 +103,9 @@ fn gateway_config(dir: &Path, i: usize, http: u16, accounts: usize, nats: &NatsC
     path
 }
 
-/// Polls `f` every 20 ms until it gives a value; fails after [`START`].
-fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + START;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            fail(format_args!("{what}: not within {START:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `f` (the testkit's poll) until it gives a value; fails after [`START`].
+fn wait<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_until(what, START, f).or_fail("waiting")
 }
 
 /// Runs `sse_fanout` against `urls` (servers `pids`) with the run's options; its JSON line.

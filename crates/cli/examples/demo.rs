@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use imstatus_testkit::{
-    free_port, http_get as get, DbusDaemon, Finch, NatsCluster, Prosody, ProsodyOptions,
-    PulseAudio, ServeProcess, XmppClient,
+    free_port, http_get as get, wait_until_async, DbusDaemon, Finch, NatsCluster, Prosody,
+    ProsodyOptions, PulseAudio, ServeProcess, XmppClient,
 };
 
 /// Stdout that the demo can also read back, to wait for events.
@@ -256,27 +256,24 @@ fn imstatus_binary() -> anyhow::Result<std::path::PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("no imstatus binary beside {}", exe.display()))
 }
 
-/// Waits (20 s at most) until the gateway shows alice's message `message`; prints the line.
+/// Waits (20 s at most, the testkit's poll) until the gateway shows alice's message
+/// `message`; prints the line.
 async fn gateway_shows(port: u16, message: &str) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let body = get(port, "/v1/accounts/alice").unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if v["session"] == "signed_in" && v["message"] == message {
-            println!(
-                "gateway: alice {} {} \"{message}\"",
-                v["session"].as_str().unwrap_or(""),
-                v["availability"].as_str().unwrap_or("")
-            );
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the gateway did not show \"{message}\" within 20 s: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let v = wait_until_async(&format!("the gateway to show \"{message}\""), STEP, || {
+        let body = get(port, "/v1/accounts/alice")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["session"] == "signed_in" && v["message"] == message).then_some(v)
+    })
+    .await?;
+    println!(
+        "gateway: alice signed_in {} \"{message}\"",
+        v["availability"].as_str().unwrap_or("")
+    );
+    Ok(())
 }
+
+/// How long the cluster part waits for one step.
+const STEP: Duration = Duration::from_secs(20);
 
 /// The watcher pid holding alice's shard, from the gateway's `/metrics`.
 fn owner(port: u16) -> Option<u32> {
@@ -334,17 +331,7 @@ async fn cluster(
     let mut desk = XmppClient::connect(prosody.port(), "alice", "example.test", "alicepw", "desk")?;
     desk.presence(Some("away"), Some("at the cluster"), Some(5))?;
     gateway_shows(http, "at the cluster").await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let held = loop {
-        if let Some(pid) = owner(http) {
-            break pid;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no owner in /metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let held = wait_until_async("an owner in /metrics", STEP, || owner(http)).await?;
     println!("gateway /metrics: watcher pid {held} holds alice's shard");
 
     say(&format!(
@@ -359,18 +346,11 @@ async fn cluster(
     desk.presence(Some("dnd"), Some("after the kill"), Some(5))?;
     gateway_shows(http, "after the kill").await?;
     let took = killed.elapsed();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let now = loop {
-        // The gateway reads the leases every lease/3.
-        if let Some(pid) = owner(http).filter(|&p| p != held) {
-            break pid;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no new owner in /metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // The gateway reads the leases every lease/3.
+    let now = wait_until_async("a new owner in /metrics", STEP, || {
+        owner(http).filter(|&p| p != held)
+    })
+    .await?;
     println!(
         "the gateway showed it {:.1} s after the kill (lease 2 s); /metrics: watcher pid {now} holds alice's shard",
         took.as_secs_f64()

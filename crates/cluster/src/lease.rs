@@ -97,6 +97,9 @@ impl Cluster {
 
 /// The most shards a member key may name that are read (the config allows 4096).
 const MEMBER_SHARDS: usize = 4096;
+/// The most member keys read per listing (each is one more request per tick; any cluster
+/// member can write keys into the bucket).
+const MAX_MEMBERS: usize = 1024;
 
 /// A watcher's member key: `member-` and its id with every character a key cannot hold
 /// replaced by `_`.
@@ -137,7 +140,7 @@ impl Cluster {
 
     /// Who is in the bucket now: the live watchers with the shards each says it can run
     /// (keyed by member key), and the shards someone holds. Member values are read
-    /// defensively (any cluster member can write them): at most 4,096 numbers
+    /// defensively (any cluster member can write them): at most 1,024 members, 4,096 numbers
     /// below `shards` each, anything else skipped.
     pub async fn roster(&self) -> Result<Roster, Error> {
         use futures_util::TryStreamExt;
@@ -155,7 +158,7 @@ impl Cluster {
                 roster.held.insert(shard);
                 continue;
             }
-            if !key.starts_with("member-") {
+            if !key.starts_with("member-") || roster.members.len() >= MAX_MEMBERS {
                 continue;
             }
             let value = self
