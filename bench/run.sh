@@ -33,7 +33,7 @@ ALL=(B1 B2 B3 B4 B5 B6 B7 B8 B9 P)
 [ ${#SEL[@]} -eq 0 ] && SEL=("${ALL[@]}")
 RUNS=${RUNS:-3}
 if [ "$MODE" = quick ]; then B1_N=${B1_N:-200}; B3_M=${B3_M:-100000}; else B1_N=${B1_N:-500}; B3_M=${B3_M:-300000}; fi
-B3_K=${B3_K:-2000}; B8_N=${B8_N:-5000}
+B3_K=${B3_K:-2000}; B8_N=${B8_N:-5000}; B8_BIG=${B8_BIG:-100000}
 export BENCH_PROSODY_PORT=${BENCH_PROSODY_PORT:-25322} BENCH_REPLAY_PORT=${BENCH_REPLAY_PORT:-25390}
 
 WORK=$(mktemp -d /tmp/imstatus-bench.XXXXXX)
@@ -134,7 +134,10 @@ c2s_timeout = 600
 log = { warn = "$d/prosody.log" }
 VirtualHost "p.test"
 LUA
-  "$PY" "$HERE/py/mk_prosody_users.py" "$d/data" p.test "$B8_N" >&2
+  local big=()
+  # B8's big-roster cells: users r50k and r$B8_BIG with 50,000 and B8_BIG contacts (~8 s).
+  [[ " ${SEL[*]} " == *" B8 "* ]] && big=(--big "$B8_BIG")
+  "$PY" "$HERE/py/mk_prosody_users.py" "$d/data" p.test "$B8_N" "${big[@]}" >&2
   prosody --config "$d/prosody.cfg.lua" -F > "$d/stdout.log" 2>&1 < /dev/null &
   PROSODY_PID=$!; PIDS+=("$PROSODY_PID")
   wait_port "$BENCH_PROSODY_PORT" "$PROSODY_PID" || { cat "$d/stdout.log" >&2; echo "prosody did not start" >&2; exit 1; }
@@ -183,8 +186,20 @@ b3() {
 }
 
 # ---------------------------------------------------------------- B8
-imstatus_rss() { # user contacts(true|false) -> prints RSS KB after settle + 2 s idle
-  local user=$1 contacts=$2 d=$WORK/b8-$1-$2 pid
+# B8_SYNC: seconds from the last spawn to its first snapshot (imstatus) or READY (peers),
+# polled every 0.05 s; set by the two functions below (they run in this shell, not a subshell).
+B8_SYNC=0; B8_RSS=0
+now_s() { date +%s.%N; }
+b8_wait() { # pid file pattern t0: waits (up to 60 s) for pattern in file, sets B8_SYNC; 1 if not seen
+  local i
+  for i in $(seq 1200); do
+    grep -q "$3" "$2" 2>/dev/null && { B8_SYNC=$(awk -v a="$(now_s)" -v b="$4" 'BEGIN { printf "%.2f", a - b }'); return 0; }
+    kill -0 "$1" 2>/dev/null || break; sleep 0.05
+  done
+  return 1
+}
+imstatus_rss() { # user contacts(true|false) -> B8_RSS (KB, 3 s after synced), B8_SYNC
+  local user=$1 contacts=$2 d=$WORK/b8-$1-$2 pid t0
   mkdir -p "$d"; echo pw > "$d/pw"; chmod 600 "$d/pw"
   cat > "$d/config.toml" <<TOML
 [[account]]
@@ -197,30 +212,48 @@ tls = "insecure-plaintext"
 visibility = "visible"
 contacts = $contacts
 TOML
-  "$IMSTATUS" --config "$d/config.toml" watch --json > "$d/out.jsonl" 2> "$d/err.log" &
+  t0=$(now_s)
+  RUST_LOG=warn,imstatus_xmpp::source=debug,imstatus_hub=debug \
+    "$IMSTATUS" --config "$d/config.toml" watch --json > "$d/out.jsonl" 2> "$d/err.log" &
   pid=$!; PIDS+=("$pid")
-  for _ in $(seq 100); do grep -q '"snapshot"' "$d/out.jsonl" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  # Synced: logged in, the whole roster known (offline contacts too), the initial presences in.
+  b8_wait $pid "$d/err.log" 'XMPP source synced' "$t0" || { tail -n 5 "$d/err.log" "$d/out.jsonl" >&2; echo "B8: imstatus as $user did not sync" >&2; exit 1; }
   sleep 3
-  rss_kb $pid
+  B8_RSS=$(rss_kb $pid)
   kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
 }
-slix_rss() { # user -> READY rss_kb of watcher.py (slixmpp, roster fetched, presence sent)
-  local user=$1 pid f=$WORK/slix-$1.out
-  WATCHER_USER=$user "$PY" "$HERE/py/watcher.py" prosody --impl slix > "$f" 2>&1 &
+peer_rss() { # impl(slix|raw) user -> B8_RSS (KB, 3 s after READY: roster fetched, presence sent), B8_SYNC
+  local impl=$1 user=$2 pid f=$WORK/$1-$2.out t0
+  t0=$(now_s)
+  WATCHER_USER=$user "$PY" "$HERE/py/watcher.py" prosody --impl "$impl" > "$f" 2>&1 &
   pid=$!; PIDS+=("$pid")
-  for _ in $(seq 300); do grep -q '^READY' "$f" && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  b8_wait $pid "$f" '^READY' "$t0" || { tail -5 "$f" >&2; echo "B8: $impl as $user did not log in" >&2; exit 1; }
   sleep 3
-  rss_kb $pid
+  B8_RSS=$(rss_kb $pid)
   kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
 }
 b8() {
-  local r idle small big
+  local r idle small big n user sync
   for r in $(seq "$RUNS"); do
     log "B8 run $r/$RUNS: RSS of imstatus and slixmpp, idle and with a $((B8_N + 1))-item roster"
-    idle=$(imstatus_rss alice false); small=$(imstatus_rss alice true); big=$(imstatus_rss watcher true)
-    emit B8 imstatus "$r" "{\"idle_rss_kb\": $idle, \"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / B8_N ))}"
-    small=$(slix_rss alice); big=$(slix_rss watcher)
-    emit B8 slix "$r" "{\"idle_rss_kb\": $small, \"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / B8_N ))}"
+    imstatus_rss alice false; idle=$B8_RSS; imstatus_rss alice true; small=$B8_RSS
+    imstatus_rss watcher true; big=$B8_RSS; sync=$B8_SYNC
+    emit B8 imstatus "$r" "{\"idle_rss_kb\": $idle, \"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / B8_N )), \"sync_s\": $sync}"
+    peer_rss slix alice; small=$B8_RSS; peer_rss slix watcher; big=$B8_RSS; sync=$B8_SYNC
+    emit B8 slix "$r" "{\"idle_rss_kb\": $small, \"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / B8_N )), \"sync_s\": $sync}"
+    # The big rosters: memory per contact at 50,000 and B8_BIG (100,000), and the time to a
+    # synced login (imstatus: the whole roster known, offline contacts included; the peers:
+    # roster fetched and presence sent; raw = regex over the socket, no DOM).
+    for n in 50000 "$B8_BIG"; do
+      user=r$n; [ "$n" = 50000 ] && user=r50k
+      log "B8 run $r/$RUNS: imstatus, slixmpp and raw as $user ($n-item roster)"
+      imstatus_rss alice true; small=$B8_RSS; imstatus_rss "$user" true; big=$B8_RSS; sync=$B8_SYNC
+      emit B8 "imstatus@n$n" "$r" "{\"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / n )), \"sync_s\": $sync}"
+      for impl in slix raw; do
+        peer_rss $impl alice; small=$B8_RSS; peer_rss $impl "$user"; big=$B8_RSS; sync=$B8_SYNC
+        emit B8 "$impl@n$n" "$r" "{\"small_rss_kb\": $small, \"big_rss_kb\": $big, \"bytes_per_contact\": $(( (big - small) * 1024 / n )), \"sync_s\": $sync}"
+      done
+    done
   done
 }
 

@@ -32,7 +32,8 @@ COLS = {  # bench -> (metric, label, lower_is_better)
     'B1': [('p50_us', 'p50 µs', True), ('p99_us', 'p99 µs', True), ('p90_us', 'p90 µs', True), ('lost', 'lost', True)],
     'B3': [('rate', 'presence/s', False), ('cpu_us_per_stanza', 'CPU µs/stanza', True), ('rss_mb', 'RSS MB', True)],
     'B8': [('idle_rss_kb', 'idle RSS KB', True), ('small_rss_kb', 'RSS, 1-item roster KB', True),
-           ('big_rss_kb', 'RSS, 5001-item roster KB', True), ('bytes_per_contact', 'bytes/contact', True)],
+           ('big_rss_kb', 'RSS, big roster KB (5,001 items; @nN: N)', True), ('bytes_per_contact', 'bytes/contact', True),
+           ('sync_s', 'spawn → synced s (peers: READY)', True)],
 }
 print('\n%s, %s, median of runs (%s)\n' % (meta['time'], mode, ', '.join('%s=%s' % kv for kv in meta['machine'].items())))
 for b in sorted(med):

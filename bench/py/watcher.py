@@ -81,7 +81,7 @@ async def run_slix(dom, host, port, st, ready):
 
 async def run_raw(dom, host, port, st, ready):
     c = await rawxmpp.connect(host, port)
-    await c.login(dom, 'watcher', 'pw', 'w')
+    await c.login(dom, os.environ.get('WATCHER_USER', 'watcher'), 'pw', 'w')
     n = await c.roster_get()
     c.send('<presence/>')
     sc = rawxmpp.PresenceScanner(on_mark=lambda k, s, t, r: st.mark(k.decode(), s, t, r))

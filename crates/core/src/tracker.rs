@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use crate::activity::{self, ActivitySignal};
 use crate::error::ErrorCode;
-use crate::event::{Event, EventKind, Resource, SignInResult, SignOutReason, Snapshot, SourceKind};
+use crate::event::{
+    Contact, Event, EventKind, Resource, SignInResult, SignOutReason, Snapshot, SourceKind,
+};
 use crate::id::{AccountId, ContactId, PartId};
 use crate::mistatus::mistatus;
 use crate::observation::Observation;
@@ -121,6 +123,19 @@ impl Tracker {
         account: &AccountId,
         observation: Observation,
     ) -> Result<(), UnknownAccount> {
+        self.handle_observations(now, account, [observation])
+    }
+
+    /// Feeds several observations of one account, in order, as one batch: the same events as
+    /// feeding them one by one, but contacts that are new to the account's visible state are
+    /// merged into it once at the end of the batch, so a login that brings 100,000 contacts in
+    /// any order costs O(n log n) rather than a shift of the sorted list per contact.
+    pub fn handle_observations(
+        &mut self,
+        now: Timestamp,
+        account: &AccountId,
+        observations: impl IntoIterator<Item = Observation>,
+    ) -> Result<(), UnknownAccount> {
         let i = *self
             .index
             .get(account)
@@ -132,7 +147,12 @@ impl Tracker {
         };
         let account = &mut self.accounts[i];
         let before = account.deadline_count();
-        account.observe(now, observation, self.sign_in_timeout, &mut out);
+        account.batching = true;
+        for observation in observations {
+            account.observe(now, observation, self.sign_in_timeout, &mut out);
+        }
+        account.batching = false;
+        account.merge_new_contacts();
         self.deadlines = self.deadlines + account.deadline_count() - before;
         debug_assert_eq!(
             self.deadlines,
@@ -310,7 +330,9 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn emit(&mut self, account: &mut AccountTracker, kind: EventKind) {
-        account.visible.apply(&kind, self.now);
+        if !account.hold_new_contact(&kind) {
+            account.visible.apply(&kind, self.now);
+        }
         *self.seq += 1;
         account.last_seq = *self.seq;
         self.queue.push_back(Event {
@@ -397,6 +419,12 @@ struct AccountTracker {
     app_in_call: bool,
     /// A person (`Some`), with the state its source last reported (`None` before any).
     person: Option<Option<PersonState>>,
+    /// Inside [`Tracker::handle_observations`]: contacts new to `visible` wait in
+    /// `new_contacts` until the end of the batch.
+    batching: bool,
+    /// Contacts emitted during this batch that `visible.contacts` does not hold yet, in
+    /// emission order (a contact may appear more than once: the last entry wins).
+    new_contacts: Vec<Contact>,
 }
 
 impl AccountTracker {
@@ -419,7 +447,59 @@ impl AccountTracker {
             no_session: false,
             app_in_call: false,
             person: None,
+            batching: false,
+            new_contacts: Vec::new(),
         }
+    }
+
+    /// During a batch, folds a contact's change into `visible` itself when the contact is
+    /// there already (in place), or holds it in `new_contacts` when it is not (an insertion
+    /// into the sorted list would shift its tail); `false` for every other event.
+    fn hold_new_contact(&mut self, kind: &EventKind) -> bool {
+        let EventKind::ContactStatusChanged { contact, to, .. } = kind else {
+            return false;
+        };
+        if !self.batching {
+            return false;
+        }
+        let entry = Contact {
+            contact: contact.clone(),
+            availability: to.availability,
+            message: to.message.clone(),
+        };
+        let contacts = &mut self.visible.contacts;
+        match contacts.binary_search_by(|c| c.contact.cmp(contact)) {
+            Ok(i) => contacts[i] = entry,
+            // After the last one: the list stays sorted.
+            Err(i) if i == contacts.len() && self.new_contacts.is_empty() => contacts.push(entry),
+            Err(_) => self.new_contacts.push(entry),
+        }
+        true
+    }
+
+    /// Ends a batch: merges `new_contacts` into `visible.contacts` (sorted, the last entry of
+    /// each contact winning), in O(n + k log k).
+    fn merge_new_contacts(&mut self) {
+        if self.new_contacts.is_empty() {
+            return;
+        }
+        let mut new = std::mem::take(&mut self.new_contacts);
+        // Stable: a contact's entries stay in emission order; keep the last of each run.
+        new.sort_by(|a, b| a.contact.cmp(&b.contact));
+        new.reverse();
+        new.dedup_by(|later, kept| later.contact == kept.contact);
+        new.reverse();
+        let old = std::mem::take(&mut self.visible.contacts);
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        let mut old = old.into_iter().peekable();
+        for entry in new {
+            while let Some(o) = old.next_if(|o| o.contact < entry.contact) {
+                merged.push(o);
+            }
+            merged.push(entry);
+        }
+        merged.extend(old);
+        self.visible.contacts = merged;
     }
 
     fn snapshot_event(&self, now: Timestamp, resync: bool) -> Event {
@@ -889,6 +969,75 @@ mod tests {
             )
             .expect_err("unknown");
         assert_eq!(err, UnknownAccount(AccountId::new("nobody")));
+    }
+
+    /// Observations for a batch: contacts (drawn from a small pool, so they repeat and change),
+    /// the source going down and syncing again, a resource.
+    fn batch_observation() -> impl proptest::strategy::Strategy<Value = Observation> {
+        use proptest::prelude::*;
+        let availability = prop_oneof![
+            Just(crate::Availability::Available),
+            Just(crate::Availability::Away),
+            Just(crate::Availability::Offline),
+        ];
+        prop_oneof![
+            8 => (0u16..40, availability, proptest::option::of("[a-c]{0,2}")).prop_map(
+                |(c, a, m)| {
+                    let status = match m {
+                        Some(m) => Status::with_message(a, m),
+                        None => Status::new(a),
+                    };
+                    Observation::Contact(ContactId::new(format!("c{c:02}@x.test")), status)
+                }
+            ),
+            1 => Just(Observation::Synced),
+            1 => Just(Observation::SourceDown(ErrorCode::Disconnected, "gone".into())),
+            1 => Just(Observation::Presence {
+                part: PartId::new("desk"),
+                status: Status::new(crate::Availability::Away),
+                priority: None,
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A batch emits exactly the events and leaves exactly the snapshot that the same
+        /// observations fed one by one do, and the snapshot's contacts stay sorted, one entry
+        /// each (the held-back new contacts are merged at the end of the batch).
+        #[test]
+        fn a_batch_equals_its_observations_one_by_one(
+            batches in proptest::collection::vec(
+                proptest::collection::vec(batch_observation(), 0..60), 1..5),
+        ) {
+            let account = AccountId::new("a");
+            let now = Timestamp::from_millis(1_000);
+            let mut one = Tracker::new();
+            let mut all = Tracker::new();
+            one.add_account(account.clone(), SourceKind::new_static("test"));
+            all.add_account(account.clone(), SourceKind::new_static("test"));
+            // The contract's reference: the plain fold of every event, one at a time.
+            let mut folded = Snapshot::unknown();
+            for batch in batches {
+                for o in batch.clone() {
+                    one.handle_observation(now, &account, o).expect("known");
+                }
+                all.handle_observations(now, &account, batch).expect("known");
+                let events = |t: &mut Tracker| {
+                    std::iter::from_fn(|| t.poll_event()).map(|e| (e.seq, e.kind)).collect::<Vec<_>>()
+                };
+                let batched = events(&mut all);
+                proptest::prop_assert_eq!(events(&mut one), batched.clone());
+                for (_, kind) in &batched {
+                    folded.apply(kind, now);
+                }
+                let snap = |t: &Tracker| t.snapshot(&account, now).and_then(|e| e.snapshot().cloned());
+                let (a, b) = (snap(&one), snap(&all));
+                proptest::prop_assert_eq!(&a, &b);
+                proptest::prop_assert_eq!(Some(&folded), b.as_ref());
+                let contacts = b.map(|s| s.contacts).unwrap_or_default();
+                proptest::prop_assert!(contacts.windows(2).all(|w| w[0].contact < w[1].contact));
+            }
+        }
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl HubBuilder {
             state: Mutex::new(State {
                 tracker,
                 history: VecDeque::with_capacity(self.history),
+                since_trim: 0,
             }),
             history_capacity: self.history,
             tx,

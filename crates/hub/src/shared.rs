@@ -20,7 +20,15 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) struct State {
     pub(crate) tracker: Tracker,
     pub(crate) history: VecDeque<Arc<Event>>,
+    /// Observations handled since the heap was last trimmed (see [`TRIM_AFTER`]).
+    pub(crate) since_trim: usize,
 }
+
+/// After a `Synced` that ends at least this many observations (a login that brought a big
+/// roster), the hub hands the allocator's free pages back to the OS: the login's parse peak is
+/// not kept for the life of the process (`imstatus_heap`; B8 in `docs/benchmarks.md`).
+/// Logins are rare, so this costs nothing per event.
+pub(crate) const TRIM_AFTER: usize = 1_024;
 
 /// Called under the hub's lock with the events of one batch (one `observe_all`, or one
 /// timeout) and the tracker after it; see
@@ -63,11 +71,22 @@ impl Shared {
         // reads the version finds it bumped, so a cache keyed by it cannot answer older state.
         self.bump(account);
         let before = state.tracker.poll_timeout();
-        for o in observations {
-            if let Err(e) = state.tracker.handle_observation(now, account, o) {
-                tracing::warn!(%e, "observation for an account the hub does not track");
+        let mut trim = false;
+        let mut since_trim = state.since_trim;
+        let observations = observations.into_iter().inspect(|o| {
+            since_trim += 1;
+            if matches!(o, Observation::Synced) && since_trim >= TRIM_AFTER {
+                since_trim = 0;
+                trim = true;
             }
+        });
+        if let Err(e) = state
+            .tracker
+            .handle_observations(now, account, observations)
+        {
+            tracing::warn!(%e, "observations for an account the hub does not track");
         }
+        state.since_trim = since_trim;
         self.publish(&mut state);
         let after = state.tracker.poll_timeout();
         drop(state);
@@ -75,6 +94,11 @@ impl Shared {
             self.timer.notify_one();
         }
         self.changed.send_modify(|n| *n += 1);
+        if trim {
+            let started = std::time::Instant::now();
+            let returned = imstatus_heap::release_free_memory();
+            tracing::debug!(%account, returned, took = ?started.elapsed(), "heap trimmed after a big login");
+        }
     }
 
     /// Has every account in `accounts` synchronised or reported why its source is down?
