@@ -4,10 +4,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use imstatus_core::{
     AccountId, Activity, Availability, Client, Contact, Event, Session, Status, Timestamp,
@@ -413,26 +412,6 @@ pub(crate) async fn metrics(State(gw): State<GatewayState>, caller: Caller) -> R
         ),
     )
         .into_response()
-}
-
-/// Middleware: times every routed request and counts its status class under its route.
-pub(crate) async fn track(
-    State(gw): State<GatewayState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let start = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
-    let response = next.run(request).await;
-    gw.metrics.record(
-        route.as_ref().map(|m| m.as_str()),
-        start.elapsed(),
-        response.status(),
-    );
-    response
 }
 
 /// Every path that is not a route.

@@ -197,19 +197,16 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 pub fn app(state: GatewayState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in table() {
-        router = router.route(path, handler);
+        let track = metrics::Track {
+            gw: state.clone(),
+            route: path,
+        };
+        router = router.route(path, handler.layer(track));
     }
     router
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api::track,
-        ))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            origin::check,
-        ))
+        .layer(origin::Check { gw: state.clone() })
         .with_state(state)
 }
 

@@ -17,11 +17,17 @@
 //!
 //! Clients that are not browsers send neither header and are not affected.
 
-use axum::extract::{Request, State};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use imstatus_config::serve::parse_origin;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::error::{printable, ApiError};
 use crate::gateway::GatewayState;
@@ -32,34 +38,112 @@ const HINT_NO_ORIGIN: &str = "pages of other sites may not load from a gateway w
                               read it with fetch/EventSource/WebSocket from an origin listed in \
                               `allowed_origins` under [serve], or configure tokens";
 
-/// Middleware: refuses cross-site requests and adds CORS headers for allowed origins.
-pub(crate) async fn check(
-    State(gw): State<GatewayState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match verdict(&gw, request.headers()) {
-        Verdict::Serve => next.run(request).await,
-        Verdict::Refuse(error) => {
-            gw.metrics
-                .cross_site_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(detail = error.detail(), "refused a cross-site request");
-            error.into_response()
+/// The layer that refuses cross-site requests and adds CORS headers for allowed origins, on
+/// every route and fallback. A hand-written tower layer rather than `from_fn`: no boxed future
+/// and no service clone per request (B6 in `docs/benchmarks.md`).
+#[derive(Clone)]
+pub(crate) struct Check {
+    pub(crate) gw: GatewayState,
+}
+
+impl<S> Layer<S> for Check {
+    type Service = CheckService<S>;
+
+    fn layer(&self, inner: S) -> CheckService<S> {
+        CheckService {
+            inner,
+            gw: self.gw.clone(),
         }
-        Verdict::Cors(origin) => {
-            if request.method() == Method::OPTIONS
-                && request
-                    .headers()
-                    .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-            {
-                return preflight(origin, request.headers());
+    }
+}
+
+/// [`Check`] around one route or fallback.
+#[derive(Clone)]
+pub(crate) struct CheckService<S> {
+    inner: S,
+    gw: GatewayState,
+}
+
+impl<S> Service<Request> for CheckService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = CheckFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match verdict(&self.gw, request.headers()) {
+            Verdict::Serve => CheckFuture::Serve {
+                inner: self.inner.call(request),
+            },
+            Verdict::Refuse(error) => {
+                self.gw
+                    .metrics
+                    .cross_site_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(detail = error.detail(), "refused a cross-site request");
+                CheckFuture::Answered {
+                    response: Some(error.into_response()),
+                }
             }
-            let mut response = next.run(request).await;
-            let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.append(header::VARY, HeaderValue::from_static("Origin"));
-            response
+            Verdict::Cors(origin) => {
+                if request.method() == Method::OPTIONS
+                    && request
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+                {
+                    return CheckFuture::Answered {
+                        response: Some(preflight(origin, request.headers())),
+                    };
+                }
+                CheckFuture::Cors {
+                    inner: self.inner.call(request),
+                    origin: Some(origin),
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of a [`CheckService`].
+    #[project = CheckProj]
+    pub(crate) enum CheckFuture<F> {
+        /// Served as it is.
+        Serve { #[pin] inner: F },
+        /// Served, with CORS headers for `origin` added.
+        Cors { #[pin] inner: F, origin: Option<HeaderValue> },
+        /// Refused, or a preflight: answered without the route.
+        Answered { response: Option<Response> },
+    }
+}
+
+impl<F, E> Future for CheckFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CheckProj::Serve { inner } => inner.poll(cx),
+            CheckProj::Cors { inner, origin } => {
+                let mut response = ready!(inner.poll(cx))?;
+                if let Some(origin) = origin.take() {
+                    let headers = response.headers_mut();
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+                }
+                Poll::Ready(Ok(response))
+            }
+            CheckProj::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()))),
         }
     }
 }
