@@ -115,6 +115,7 @@ mod metrics;
 mod origin;
 mod snapshots;
 mod stream;
+mod track;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -197,7 +198,7 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 pub fn app(state: GatewayState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in table() {
-        let track = metrics::Track {
+        let track = track::Track {
             gw: state.clone(),
             route: path,
         };
