@@ -424,9 +424,16 @@ impl Person {
         // parts that changed at all, and its own status change.
         let mut batch: Vec<(usize, Vec<Status>, bool, Option<Status>)> = Vec::new();
         for event in events {
+            // Contacts' presences are not the person's: the rule reads its members' sessions,
+            // statuses and resources and the signals' activity. Folding them would keep a copy
+            // of every member's contact list and insert a login's contacts one by one into a
+            // sorted list (quadratic for a big roster).
+            if matches!(event.kind, EventKind::ContactStatusChanged { .. }) {
+                continue;
+            }
             if let Some((account, snapshot)) = &mut self.signals {
                 if *account == event.account {
-                    snapshot.apply(&event.kind, event.time);
+                    fold(snapshot, event);
                 }
             }
             let Some(i) = self.members.iter().position(|m| m.account == event.account) else {
@@ -440,7 +447,7 @@ impl Person {
                 }
             };
             let before = self.members[i].snapshot.session;
-            self.members[i].snapshot.apply(&event.kind, event.time);
+            fold(&mut self.members[i].snapshot, event);
             match &event.kind {
                 EventKind::SignedOut { reason } => self.reason = *reason,
                 EventKind::SourceError {
@@ -709,6 +716,15 @@ impl Person {
     }
 }
 
+/// Folds one event into a member's (or the signals') snapshot, without its contacts (see
+/// [`PersonState::handle_events`]).
+fn fold(snapshot: &mut Snapshot, event: &Event) {
+    snapshot.apply(&event.kind, event.time);
+    if !snapshot.contacts.is_empty() {
+        snapshot.contacts = Vec::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,6 +737,64 @@ mod tests {
             status,
             choice: None,
         }
+    }
+
+    #[test]
+    fn contacts_change_nothing_and_are_not_kept() {
+        use crate::id::{ContactId, PartId};
+        use crate::observation::Observation;
+        use crate::tracker::Tracker;
+        use crate::SourceKind;
+
+        let alice = AccountId::new("alice");
+        let mut tracker = Tracker::new();
+        tracker.add_account(alice.clone(), SourceKind::new_static("xmpp"));
+        let away = Status::with_message(Availability::Away, "out");
+        let mut with = Person::new(vec![alice.clone()], None, vec![alice.clone()]);
+        let mut without = Person::new(vec![alice.clone()], None, vec![alice.clone()]);
+        let batches = [
+            vec![
+                Observation::presence(PartId::new("desk"), away.clone()),
+                Observation::Contact(ContactId::new("b@x"), away.clone()),
+                Observation::Contact(ContactId::new("a@x"), Status::new(Availability::Available)),
+                Observation::Synced,
+            ],
+            vec![Observation::Contact(ContactId::new("a@x"), away.clone())],
+            vec![Observation::presence(
+                PartId::new("desk"),
+                Status::new(Availability::Available),
+            )],
+        ];
+        let mut contacts = 0;
+        for (n, batch) in batches.into_iter().enumerate() {
+            let now = Timestamp::from_millis(1_000 + n as u64);
+            tracker
+                .handle_observations(now, &alice, batch)
+                .expect("known account");
+            let mut events: Vec<Event> = std::iter::from_fn(|| tracker.poll_event()).collect();
+            if n == 0 {
+                // A snapshot that carries contacts, as a subscription's first event does.
+                events.extend(tracker.snapshots(now));
+            }
+            with.handle_events(now, &events);
+            events.retain(|e| !matches!(e.kind, EventKind::ContactStatusChanged { .. }));
+            contacts += events
+                .iter()
+                .filter(|e| match &e.kind {
+                    EventKind::Snapshot { snapshot, .. } => !snapshot.contacts.is_empty(),
+                    _ => false,
+                })
+                .count();
+            without.handle_events(now, &events);
+            assert_eq!(with.members(), without.members(), "after batch {n}");
+            assert_eq!(with.decide(), without.decide(), "after batch {n}");
+            assert!(with.members.iter().all(|m| m.snapshot.contacts.is_empty()));
+        }
+        assert_eq!(contacts, 1, "the snapshot fed in carried the contacts");
+        assert_eq!(
+            with.members()[0].status,
+            Status::new(Availability::Available)
+        );
     }
 
     #[test]
