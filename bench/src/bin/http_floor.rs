@@ -7,6 +7,8 @@
 //!
 //! - `GET /v1/accounts/{name}`: a fixed ~70-byte JSON (the shape of ejabberd's `get_presence`
 //!   answer, like `httpfloor` of the perf baselines);
+//!   `--one-bytes N` pads its message so that the body has N bytes (the size of the gateway's
+//!   answer: B6's `floor-sized` cell);
 //! - `GET /v1/accounts`: a fixed JSON array of 2,000 such objects (`--list N` changes N);
 //! - `GET /v1/events`: a minimal tokio `broadcast` → Server-Sent Events fan-out: every event is
 //!   formatted once (`data: …\n\n`, shared `Bytes`) and written to each subscriber as a body
@@ -19,7 +21,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -44,8 +46,21 @@ struct App {
     lagged: Arc<AtomicU64>,
 }
 
+/// The answer of `GET /v1/accounts/{name}`: [`ONE`], or padded to `--one-bytes`.
+static ONE_BODY: OnceLock<Bytes> = OnceLock::new();
+
 async fn one() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], ONE)
+    let body = ONE_BODY
+        .get()
+        .cloned()
+        .unwrap_or(Bytes::from_static(ONE.as_bytes()));
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// [`ONE`] with its message padded so that the whole body has `bytes` bytes (at least ONE's).
+fn one_padded(bytes: usize) -> Bytes {
+    let pad = "x".repeat(bytes.saturating_sub(ONE.len()));
+    Bytes::from(ONE.replace("idle session 7", &format!("idle session 7{pad}")))
 }
 
 async fn list(State(app): State<App>) -> impl IntoResponse {
@@ -93,10 +108,13 @@ fn event(seq: u64) -> Bytes {
 
 fn main() {
     let args = Args::from_env(&[]);
-    args.only(&["--control", "--list"]);
+    args.only(&["--control", "--list", "--one-bytes"]);
     let addr: SocketAddr = args.nth(0, "ADDR", SocketAddr::from(([127, 0, 0, 1], 25283)));
     let control: Option<SocketAddr> = args.opt("--control");
     let n_list: usize = args.value("--list", 2000);
+    if let Some(bytes) = args.opt::<usize>("--one-bytes") {
+        let _ = ONE_BODY.set(one_padded(bytes));
+    }
     let (rt, workers) = serve::runtime();
     rt.block_on(async move {
         let all: Vec<String> = (1..=n_list)

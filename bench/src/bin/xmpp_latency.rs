@@ -16,8 +16,14 @@
 //! target/release/xmpp_latency --port 25322 --observer roster --n 500
 //! ```
 //!
+//! Where the subscriber runs (`--on`): `worker` (default) — the measuring loop is a spawned
+//! task on the runtime's two workers, where the gateway's, the MQTT bridge's and `watch`'s
+//! consumers run; the worker that read the stanza wakes it in place. `main` — the loop is the
+//! main thread's `block_on`, so every event also crosses threads (a parked thread woken by
+//! futex: ~110 µs more at p50 on the project's VM, B1 in `docs/benchmarks.md`).
+//!
 //! Options: `--port` (25322), `--domain` (p.test), `--n` (500), `--gap-ms` (5), `--password`
-//! (pw), `--observer self|roster`. Needs the server and accounts `bench/run.sh` sets up. Prints
+//! (pw), `--observer self|roster`, `--on worker|main`. Needs the server and accounts `bench/run.sh` sets up. Prints
 //! one JSON line (µs).
 
 use std::time::{Duration, Instant};
@@ -29,8 +35,7 @@ use imstatus_bench::stats::percentile;
 use imstatus_core::{Availability, EventKind};
 use imstatus_testkit::XmppClient;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let args = Args::from_env(&[]);
     args.only(&[
         "--port",
@@ -39,7 +44,25 @@ async fn main() {
         "--gap-ms",
         "--password",
         "--observer",
+        "--on",
     ]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format_args!("runtime: {e}")));
+    match args.text("--on", "worker").as_str() {
+        "main" => runtime.block_on(measure(args)),
+        "worker" => runtime.block_on(async {
+            tokio::spawn(measure(args))
+                .await
+                .unwrap_or_else(|e| fail(format_args!("measuring task: {e}")))
+        }),
+        other => fail(format_args!("--on main|worker, not {other:?}")),
+    }
+}
+
+async fn measure(args: Args) {
     let port: u16 = args.value("--port", 25322);
     let domain = args.text("--domain", "p.test");
     let n: usize = args.value("--n", 500);
