@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Where B1's latency goes inside imstatus, from scheduler tracepoints (no hardware counters
-needed). Record while `bench/run.sh quick B1` runs the imstatus side:
+needed). Record while `bench/run.sh quick B1` runs its `imstatus-main` side:
 
   perf record -e sched:sched_switch,sched:sched_wakeup -a -o b1sched.data -- sleep 10
   perf script -i b1sched.data -F comm,tid,time,event,trace > b1sched.txt
   python3 bench/py/b1_sched.py b1sched.txt
 
-The latency bench has a main thread (the sender of the toggles and the hub subscriber that stamps
-the event) and one tokio worker (the XMPP source: socket read, tokio-xmpp parse, translate, hub).
+It assumes `xmpp_latency --on main` (the `imstatus-main` row): a main thread (the sender of the
+toggles and the hub subscriber that stamps the event) and one tokio worker (the XMPP source: socket read, tokio-xmpp parse, translate, hub).
 Per toggle: send (main wakes Prosody) -> the worker is scheduled -> the worker wakes the main
 thread (the event is published) -> the main thread runs (stamp). Prints p50/p90 of each step."""
 import re, sys

@@ -20,7 +20,7 @@
 //! task on the runtime's two workers, where the gateway's, the MQTT bridge's and `watch`'s
 //! consumers run; the worker that read the stanza wakes it in place. `main` — the loop is the
 //! main thread's `block_on`, so every event also crosses threads (a parked thread woken by
-//! futex: ~110 µs more at p50 on the project's VM, B1 in `docs/benchmarks.md`).
+//! futex: ~0.2 ms more at p50 on the project's VM, B1 in `docs/benchmarks.md`).
 //!
 //! Options: `--port` (25322), `--domain` (p.test), `--n` (500), `--gap-ms` (5), `--password`
 //! (pw), `--observer self|roster`, `--on worker|main`. Needs the server and accounts `bench/run.sh` sets up. Prints
