@@ -26,7 +26,7 @@ fn main() {
     }
 }
 
-/// Links `int main(void) { return 0; }` with the flag and runs it.
+/// Links a C program that has a relative relocation with the flag, and runs it.
 fn packed_relocations_work() -> bool {
     let Some(out) = env::var_os("OUT_DIR") else {
         return false;

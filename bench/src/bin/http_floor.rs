@@ -8,7 +8,7 @@
 //! - `GET /v1/accounts/{name}`: a fixed ~70-byte JSON (the shape of ejabberd's `get_presence`
 //!   answer, like `httpfloor` of the perf baselines);
 //!   `--one-bytes N` pads its message so that the body has N bytes (the size of the gateway's
-//!   answer: B6's `floor-sized` cell);
+//!   answer: the by-hand check under "Known misses" in docs/benchmarks.md);
 //! - `GET /v1/accounts`: a fixed JSON array of 2,000 such objects (`--list N` changes N);
 //! - `GET /v1/events`: a minimal tokio `broadcast` → Server-Sent Events fan-out: every event is
 //!   formatted once (`data: …\n\n`, shared `Bytes`) and written to each subscriber as a body

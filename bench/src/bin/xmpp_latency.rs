@@ -23,8 +23,8 @@
 //! futex: ~0.2 ms more at p50 on the project's VM, B1 in `docs/benchmarks.md`).
 //!
 //! Options: `--port` (25322), `--domain` (p.test), `--n` (500), `--gap-ms` (5), `--password`
-//! (pw), `--observer self|roster`, `--on worker|main`. Needs the server and accounts `bench/run.sh` sets up. Prints
-//! one JSON line (µs).
+//! (pw), `--observer self|roster`, `--on worker|main`. Needs the server and accounts
+//! `bench/run.sh` sets up. Prints one JSON line (µs).
 
 use std::time::{Duration, Instant};
 

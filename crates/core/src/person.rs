@@ -717,7 +717,7 @@ impl Person {
 }
 
 /// Folds one event into a member's (or the signals') snapshot, without its contacts (see
-/// [`PersonState::handle_events`]).
+/// [`Person::handle_events`]).
 fn fold(snapshot: &mut Snapshot, event: &Event) {
     snapshot.apply(&event.kind, event.time);
     if !snapshot.contacts.is_empty() {
