@@ -187,12 +187,23 @@ async fn a_stuck_consumer_neither_blocks_others_nor_grows_memory() {
             }
             stale += 1;
         };
-        eprintln!("stuck SSE: {stale} buffered events, then a resync snapshot at seq {}", resync["seq"]);
-        let (last, _) = stuck_sse
-            .until(STEP, |v| {
-                v["message"] == "done" || v["to"]["message"] == "done"
-            })
-            .await;
+        let final_in_snapshot = resync["message"] == "done";
+        eprintln!(
+            "stuck SSE: {stale} buffered events, then a resync snapshot at seq {} (final state in it: {final_in_snapshot})",
+            resync["seq"]
+        );
+        // The final state: in the resync snapshot itself when the stream fell behind after
+        // "done" was published, else in an event after it.
+        let last = if final_in_snapshot {
+            resync
+        } else {
+            stuck_sse
+                .until(STEP, |v| {
+                    v["message"] == "done" || v["to"]["message"] == "done"
+                })
+                .await
+                .0
+        };
         assert_eq!(last["account"], "alice");
         assert!(s.hub.resync_count() >= 1);
         drop(stuck_sse);
