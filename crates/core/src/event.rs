@@ -290,6 +290,20 @@ impl Snapshot {
         self.mistatus = mistatus(self.session, self.availability);
     }
 
+    /// Folds one event as [`Snapshot::apply`] does, but keeps no contacts: a contact's change
+    /// is skipped and a snapshot's contact list dropped. For consumers that read only the
+    /// account's own state (session, status, resources, activity): they keep no copy of a big
+    /// contact list, and a login's contacts are not inserted one by one into a sorted list.
+    pub fn apply_own(&mut self, kind: &EventKind, time: Timestamp) {
+        if matches!(kind, EventKind::ContactStatusChanged { .. }) {
+            return;
+        }
+        self.apply(kind, time);
+        if !self.contacts.is_empty() {
+            self.contacts = Vec::new();
+        }
+    }
+
     fn set_client(&mut self, client: Client, time: Timestamp) {
         self.client = client;
         self.since.client = Some(time);

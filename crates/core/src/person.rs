@@ -425,15 +425,13 @@ impl Person {
         let mut batch: Vec<(usize, Vec<Status>, bool, Option<Status>)> = Vec::new();
         for event in events {
             // Contacts' presences are not the person's: the rule reads its members' sessions,
-            // statuses and resources and the signals' activity. Folding them would keep a copy
-            // of every member's contact list and insert a login's contacts one by one into a
-            // sorted list (quadratic for a big roster).
+            // statuses and resources and the signals' activity (hence `apply_own` below).
             if matches!(event.kind, EventKind::ContactStatusChanged { .. }) {
                 continue;
             }
             if let Some((account, snapshot)) = &mut self.signals {
                 if *account == event.account {
-                    fold(snapshot, event);
+                    snapshot.apply_own(&event.kind, event.time);
                 }
             }
             let Some(i) = self.members.iter().position(|m| m.account == event.account) else {
@@ -447,7 +445,7 @@ impl Person {
                 }
             };
             let before = self.members[i].snapshot.session;
-            fold(&mut self.members[i].snapshot, event);
+            self.members[i].snapshot.apply_own(&event.kind, event.time);
             match &event.kind {
                 EventKind::SignedOut { reason } => self.reason = *reason,
                 EventKind::SourceError {
@@ -713,15 +711,6 @@ impl Person {
     /// How many writes are remembered (at most one per synced member).
     pub fn pending_writes(&self) -> usize {
         self.pending.len()
-    }
-}
-
-/// Folds one event into a member's (or the signals') snapshot, without its contacts (see
-/// [`Person::handle_events`]).
-fn fold(snapshot: &mut Snapshot, event: &Event) {
-    snapshot.apply(&event.kind, event.time);
-    if !snapshot.contacts.is_empty() {
-        snapshot.contacts = Vec::new();
     }
 }
 

@@ -29,7 +29,8 @@ pub(crate) async fn run(
             let state = states
                 .entry(event.account.clone())
                 .or_insert_with(Snapshot::unknown);
-            state.apply(&event.kind, event.time);
+            // `reached` reads the account's own state: no contacts kept (`apply_own`).
+            state.apply_own(&event.kind, event.time);
             if ids
                 .iter()
                 .all(|id| states.get(id).is_some_and(|s| target.reached(s)))

@@ -47,9 +47,8 @@ pub(crate) async fn run(
             }
         }
     }
-    // Each account's state after every event, for the hook's environment: only kept when
-    // there is a hook (folding every contact's presence into a sorted list costs more than
-    // writing the line).
+    // Each account's own state after every event, for the hook's environment (which names
+    // no contact: the event's JSON carries them): only kept when there is a hook.
     let mut states: HashMap<AccountId, Snapshot> = Default::default();
     tokio::pin!(stop);
     let mut warned = HashSet::new();
@@ -66,10 +65,10 @@ pub(crate) async fn run(
         };
         if view.hook.is_some() {
             match states.get_mut(&event.account) {
-                Some(state) => state.apply(&event.kind, event.time),
+                Some(state) => state.apply_own(&event.kind, event.time),
                 None => {
                     let mut state = Snapshot::unknown();
-                    state.apply(&event.kind, event.time);
+                    state.apply_own(&event.kind, event.time);
                     states.insert(event.account.clone(), state);
                 }
             }
