@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
+use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -384,9 +385,7 @@ impl Prosody {
                     });
                 }
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                Ok((new.contains(&ready)
-                    && TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
-                .then_some(()))
+                Ok((new.contains(&ready) && answers_stream(addr)).then_some(()))
             },
         );
         if let Err(e) = waited {
@@ -403,6 +402,38 @@ impl Drop for Prosody {
             self.kill();
         }
     }
+}
+
+/// Whether the server on `addr` answers a stream header with its features. The kernel accepts
+/// a connection as soon as the port listens, but Prosody sets its signal handlers (mod_posix)
+/// in a timer that fires on its event loop's first turn: a SIGTERM before that kills it
+/// without a clean shutdown. An answer means the loop has turned.
+fn answers_stream(addr: SocketAddr) -> bool {
+    let Ok(mut tcp) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+    );
+    if tcp.set_read_timeout(Some(Duration::from_secs(1))).is_err()
+        || tcp.write_all(header.as_bytes()).is_err()
+    {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 64 * 1024 {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        if got.windows(16).any(|w| w == b"<stream:features") {
+            let _ = tcp.write_all(b"</stream:stream>");
+            return true;
+        }
+    }
+    false
 }
 
 /// The `what` of the internal error that makes [`Prosody::start`] pick another port.
