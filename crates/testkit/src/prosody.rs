@@ -254,6 +254,16 @@ impl Prosody {
         Ok(())
     }
 
+    /// Waits until the server answers a stream header: its event loop has turned, so its
+    /// signal handlers are set and [`Prosody::stop`] is a clean shutdown. [`Prosody::start`]
+    /// only waits for the port (a stop right after it may kill Prosody outright).
+    pub fn wait_serving(&self) -> Result<()> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        try_wait_until("Prosody to answer a stream header", START_DEADLINE, || {
+            Ok(answers_stream(addr).then_some(()))
+        })
+    }
+
     /// SIGKILLs the server and reaps it. Does nothing if it is not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -385,7 +395,9 @@ impl Prosody {
                     });
                 }
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                Ok((new.contains(&ready) && answers_stream(addr)).then_some(()))
+                Ok((new.contains(&ready)
+                    && TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+                .then_some(()))
             },
         );
         if let Err(e) = waited {
@@ -407,7 +419,8 @@ impl Drop for Prosody {
 /// Whether the server on `addr` answers a stream header with its features. The kernel accepts
 /// a connection as soon as the port listens, but Prosody sets its signal handlers (mod_posix)
 /// in a timer that fires on its event loop's first turn: a SIGTERM before that kills it
-/// without a clean shutdown. An answer means the loop has turned.
+/// without a clean shutdown. An answer means the loop has turned (see
+/// [`Prosody::wait_serving`]).
 fn answers_stream(addr: SocketAddr) -> bool {
     let Ok(mut tcp) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
