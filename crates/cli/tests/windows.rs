@@ -437,11 +437,19 @@ fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
     gone("the timed-out hook's child to be killed with it");
     desk.presence(Some("xa"), None, Some(5)).expect("presence");
     ran_past("for event status_changed of alice");
-    // (A status change is two events, status_changed and resource_changed: two runs or more.)
-    let runs = std::fs::read_to_string(&marker).unwrap_or_default();
-    assert!(runs.lines().count() >= 2, "{runs:?}");
-    // Stopping imstatus mid-run (resource_changed's run is under way or about to be) takes the
-    // running hook's tree too.
+    // A status change is two events, status_changed and resource_changed: the third run is
+    // resource_changed's. Stopping imstatus mid-run takes the running hook's tree too. The stop
+    // waits until that run's shell has written its line: wine turns SIGINT into a thread
+    // created inside its signal handler, which deadlocks on malloc's lock when the signal lands
+    // while imstatus.exe forks the hook's process (seen with gdb: `NtCreateThreadEx` →
+    // `calloc` from the handler, interrupting `fork` in `NtCreateUserProcess`). Windows
+    // delivers Ctrl-C on a new thread without a signal, so this is wine's alone.
+    let runs = wait_until("resource_changed's run to start", STEP, || {
+        let runs = std::fs::read_to_string(&marker).unwrap_or_default();
+        (runs.lines().count() >= 3).then_some(runs)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runs.lines().count(), 3, "{runs:?}");
     let pid = i32::try_from(child.id()).expect("pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
