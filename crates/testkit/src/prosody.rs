@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +12,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::process::{find_program, kill_child, log_since, read_log, run, stop_child};
-use crate::{free_port, try_wait_until, Error, FinchAccount, Result};
+use crate::{free_port, try_wait_until, Error, FinchAccount, Result, XmppClient};
 
 /// The XMPP domain every testkit Prosody serves.
 const DOMAIN: &str = "example.test";
@@ -258,9 +257,8 @@ impl Prosody {
     /// signal handlers are set and [`Prosody::stop`] is a clean shutdown. [`Prosody::start`]
     /// only waits for the port (a stop right after it may kill Prosody outright).
     pub fn wait_serving(&self) -> Result<()> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         try_wait_until("Prosody to answer a stream header", START_DEADLINE, || {
-            Ok(answers_stream(addr).then_some(()))
+            Ok(answers_stream(self.port).then_some(()))
         })
     }
 
@@ -416,37 +414,13 @@ impl Drop for Prosody {
     }
 }
 
-/// Whether the server on `addr` answers a stream header with its features. The kernel accepts
+/// Whether the server on `port` answers a stream header with its features. The kernel accepts
 /// a connection as soon as the port listens, but Prosody sets its signal handlers (mod_posix)
 /// in a timer that fires on its event loop's first turn: a SIGTERM before that kills it
 /// without a clean shutdown. An answer means the loop has turned (see
 /// [`Prosody::wait_serving`]).
-fn answers_stream(addr: SocketAddr) -> bool {
-    let Ok(mut tcp) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let header = format!(
-        "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
-         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-    );
-    if tcp.set_read_timeout(Some(Duration::from_secs(1))).is_err()
-        || tcp.write_all(header.as_bytes()).is_err()
-    {
-        return false;
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while got.len() < 64 * 1024 {
-        match tcp.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-        if got.windows(16).any(|w| w == b"<stream:features") {
-            let _ = tcp.write_all(b"</stream:stream>");
-            return true;
-        }
-    }
-    false
+fn answers_stream(port: u16) -> bool {
+    XmppClient::stream_features(port, DOMAIN, Duration::from_secs(1)).is_ok()
 }
 
 /// The `what` of the internal error that makes [`Prosody::start`] pick another port.

@@ -42,23 +42,13 @@ impl XmppClient {
         password: &str,
         resource: &str,
     ) -> Result<Self> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let stream = TcpStream::connect_timeout(&addr, LOGIN_DEADLINE)
-            .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
-        let mut client = XmppClient {
-            stream,
-            jid: format!("{jid_local}@{domain}/{resource}"),
-            domain: domain.to_owned(),
-            buffer: Vec::new(),
-            stanzas: VecDeque::new(),
-            in_stream: false,
-        };
         let deadline = Instant::now() + LOGIN_DEADLINE;
-
-        let features = client.open_stream(deadline)?;
+        let (mut client, features) = XmppClient::open(
+            port,
+            format!("{jid_local}@{domain}/{resource}"),
+            domain,
+            LOGIN_DEADLINE,
+        )?;
         if !features.contains("<mechanism>PLAIN</mechanism>") {
             return Err(xmpp_error("the server offers no SASL PLAIN", &features));
         }
@@ -79,7 +69,7 @@ impl XmppClient {
 
         // The server starts a new stream after <success/>.
         client.in_stream = false;
-        client.open_stream(deadline)?;
+        client.open_stream(deadline, LOGIN_DEADLINE)?;
         client.send_raw(&format!(
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
              <resource>{}</resource></bind></iq>",
@@ -96,6 +86,37 @@ impl XmppClient {
             client.jid = jid.to_owned();
         }
         Ok(client)
+    }
+    /// Connects to 127.0.0.1:`port` and opens a stream to `domain` without logging in;
+    /// returns the server's `<stream:features>` (Prosody answers them once its event loop
+    /// runs) and closes the stream. Everything must happen within `d`.
+    pub fn stream_features(port: u16, domain: &str, d: Duration) -> Result<String> {
+        let (mut client, features) =
+            XmppClient::open(port, format!("(no login)@{domain}"), domain, d)?;
+        let _ = client.send_raw("</stream:stream>");
+        Ok(features)
+    }
+
+    /// Connects to 127.0.0.1:`port` (`jid` names the connection in errors) and opens a stream
+    /// to `domain` within `d`; returns the client and the server's `<stream:features>`.
+    fn open(port: u16, jid: String, domain: &str, d: Duration) -> Result<(Self, String)> {
+        let deadline = Instant::now() + d;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let stream = TcpStream::connect_timeout(&addr, d)
+            .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
+        let mut client = XmppClient {
+            stream,
+            jid,
+            domain: domain.to_owned(),
+            buffer: Vec::new(),
+            stanzas: VecDeque::new(),
+            in_stream: false,
+        };
+        let features = client.open_stream(deadline, d)?;
+        Ok((client, features))
     }
 
     /// The full JID the server bound.
@@ -228,13 +249,13 @@ impl XmppClient {
     }
 
     /// Sends the stream header; returns the server's `<stream:features>`.
-    fn open_stream(&mut self, deadline: Instant) -> Result<String> {
+    fn open_stream(&mut self, deadline: Instant, d: Duration) -> Result<String> {
         self.send_raw(&format!(
             "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams'>",
             escape(&self.domain)
         ))?;
-        let features = self.next_stanza(deadline, LOGIN_DEADLINE)?;
+        let features = self.next_stanza(deadline, d)?;
         if features.starts_with("<stream:features") {
             Ok(features)
         } else {
