@@ -169,7 +169,7 @@ fn shutdown_signal(gw: &Gateway) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     })
 }
 
-async fn next_sse(mut st: SseState) -> Option<(Result<Bytes, Infallible>, SseState)> {
+async fn next_sse(mut st: Box<SseState>) -> Option<(Result<Bytes, Infallible>, Box<SseState>)> {
     loop {
         match st.step {
             Step::Start => {
@@ -260,7 +260,10 @@ pub(crate) async fn events(
         step: Step::Start,
         _guard: gw.open_stream(StreamKind::Sse),
     };
-    let stream = futures_util::stream::unfold(state, next_sse);
+    // Boxed: `unfold` moves its state into each item's future and back out with the item;
+    // moving a pointer instead of the whole state removed the memcpy that took 4 % of the
+    // server's CPU in B7's profile (5,000 subscribers, 100 changes/s).
+    let stream = futures_util::stream::unfold(Box::new(state), next_sse);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -326,9 +326,10 @@ impl Subscription {
 
     /// This subscription as a `Stream`.
     pub fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Event>> + Send {
-        futures_util::stream::unfold(
-            self,
-            |mut sub| async move { sub.recv().await.map(|e| (e, sub)) },
-        )
+        // Boxed, so that each item moves a pointer in and out of its future, not the whole
+        // subscription.
+        futures_util::stream::unfold(Box::new(self), |mut sub| async move {
+            sub.recv().await.map(|e| (e, sub))
+        })
     }
 }
