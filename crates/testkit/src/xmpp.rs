@@ -87,6 +87,7 @@ impl XmppClient {
         }
         Ok(client)
     }
+
     /// Connects to 127.0.0.1:`port` and opens a stream to `domain` without logging in;
     /// returns the server's `<stream:features>` (Prosody answers them once its event loop
     /// runs) and closes the stream. Everything must happen within `d`.
@@ -248,7 +249,8 @@ impl XmppClient {
         self.next_stanza(Instant::now() + d, d)
     }
 
-    /// Sends the stream header; returns the server's `<stream:features>`.
+    /// Sends the stream header; returns the server's `<stream:features>`, read before
+    /// `deadline` (`d` from the caller's start, as a timeout error says).
     fn open_stream(&mut self, deadline: Instant, d: Duration) -> Result<String> {
         self.send_raw(&format!(
             "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='jabber:client' \
