@@ -13,6 +13,7 @@
 //! reads, a silent WebSocket); SSE and WebSocket streams send keep-alives more often than
 //! that, so an open stream is never idle.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -22,16 +23,21 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
 use crate::connection::{Peer, Refusal, Slot};
 use crate::error::ApiError;
+use crate::fast;
 use crate::gateway::GatewayState;
 
 /// How often, at most, a limit that keeps being hit is logged.
@@ -159,10 +165,11 @@ impl Acceptor {
             .fetch_add(1, Ordering::Relaxed);
         let idle = self.gw.conns.limits().idle_timeout;
         let io = TokioIo::new(Tracked::new(tcp, idle, self.gw.clone(), slot));
-        let conn = self
-            .http
-            .serve_connection(io, TowerToHyperService::new(self.router.clone()))
-            .with_upgrades();
+        let service = Routes {
+            gw: self.gw.clone(),
+            router: TowerToHyperService::new(self.router.clone()),
+        };
+        let conn = self.http.serve_connection(io, service).with_upgrades();
         tokio::spawn(serve(self.gw.clone(), conn));
     }
 
@@ -240,7 +247,53 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// One HTTP/1 connection, upgradable to a WebSocket.
-type Connection = http1::UpgradeableConnection<TokioIo<Tracked>, TowerToHyperService<Router>>;
+/// A connection's requests: the plain account reads answered at once ([`fast`]), the rest by
+/// the router.
+struct Routes {
+    gw: GatewayState,
+    router: TowerToHyperService<Router>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RoutesFuture;
+
+    fn call(&self, request: Request<Incoming>) -> RoutesFuture {
+        match fast::answer(&self.gw, &request) {
+            Some(response) => RoutesFuture::Answered {
+                response: Some(response),
+            },
+            None => RoutesFuture::Routed {
+                inner: self.router.call(request),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`Routes`].
+    #[project = RoutesProj]
+    enum RoutesFuture {
+        Answered { response: Option<Response> },
+        Routed { #[pin] inner: TowerToHyperServiceFuture<Router, Request<Incoming>> },
+    }
+}
+
+impl Future for RoutesFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RoutesProj::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()))),
+            RoutesProj::Routed { inner } => inner.poll(cx),
+        }
+    }
+}
+
+type Connection = http1::UpgradeableConnection<TokioIo<Tracked>, Routes>;
 
 /// Serves one connection until it ends; on shutdown, lets the request in flight finish and
 /// closes it (an SSE stream ends by itself then, a WebSocket is closed by its session).

@@ -102,9 +102,15 @@ pub(crate) async fn get_account(
     caller: Caller,
     AccountName(name): AccountName,
 ) -> Result<Response, ApiError> {
-    let account = AccountId::new(name.as_str());
+    account(&gw, &caller, &name)
+}
+
+/// The answer of `GET /v1/accounts/{name}` to `caller`: [`get_account`], and the gateway's
+/// direct path for it ([`crate::fast`]).
+pub(crate) fn account(gw: &Gateway, caller: &Caller, name: &str) -> Result<Response, ApiError> {
+    let account = AccountId::new(name);
     if !caller.can_see(&account) {
-        return Err(ApiError::no_account(&name));
+        return Err(ApiError::no_account(name));
     }
     let mut out = Vec::with_capacity(1024);
     if !gw.snapshots.write(
@@ -113,7 +119,7 @@ pub(crate) async fn get_account(
         Timestamp::from_system_time(SystemTime::now()),
         &mut out,
     )? {
-        return Err(ApiError::no_account(&name));
+        return Err(ApiError::no_account(name));
     }
     Ok(json(StatusCode::OK, out))
 }

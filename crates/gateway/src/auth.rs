@@ -1,5 +1,6 @@
 //! Bearer tokens: stored as SHA-256, compared in constant time, each limited to accounts.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -165,9 +166,9 @@ impl Caller {
             return Ok(Caller::open(tokenless_write));
         }
         let presented = match bearer(headers)? {
-            Some(t) => t,
+            Some(t) => Cow::Borrowed(t),
             None => match query_token(uri) {
-                Some(t) => t,
+                Some(t) => Cow::Owned(t),
                 None => {
                     return Err(ApiError::unauthorized(
                         "this gateway needs a bearer token (Authorization: Bearer <token>)",
@@ -186,7 +187,7 @@ impl Caller {
 }
 
 /// The token of an `Authorization: Bearer` header, `None` without the header.
-fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -201,7 +202,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             "the Authorization header must be `Bearer <token>`",
         ));
     }
-    Ok(Some(token.to_owned()))
+    Ok(Some(token))
 }
 
 /// The `access_token` query parameter, percent-decoded.
@@ -364,7 +365,7 @@ mod tests {
             header::AUTHORIZATION,
             "bearer  tok ".parse().expect("value"),
         );
-        assert_eq!(bearer(&h).ok(), Some(Some("tok".to_owned())));
+        assert_eq!(bearer(&h).ok(), Some(Some("tok")));
         h.insert(header::AUTHORIZATION, "Basic dTpw".parse().expect("value"));
         assert!(bearer(&h).is_err());
         h.insert(header::AUTHORIZATION, "Bearer".parse().expect("value"));

@@ -109,6 +109,7 @@ mod badge;
 mod connection;
 mod dashboard;
 mod error;
+mod fast;
 mod frames;
 mod gateway;
 mod metrics;
@@ -166,7 +167,7 @@ fn table() -> Vec<(Method, &'static str, MethodRouter<GatewayState>)> {
         (Method::GET, "/metrics", get(api::metrics)),
         (Method::GET, "/openapi.json", get(api::openapi)),
         (Method::GET, "/v1/accounts", get(api::list_accounts)),
-        (Method::GET, "/v1/accounts/{name}", get(api::get_account)),
+        (Method::GET, fast::ACCOUNT_ROUTE, get(api::get_account)),
         (
             Method::GET,
             "/v1/accounts/{name}/contacts",

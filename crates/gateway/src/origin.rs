@@ -30,7 +30,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::{printable, ApiError};
-use crate::gateway::GatewayState;
+use crate::gateway::{Gateway, GatewayState};
 
 const HINT: &str = "pages of other sites may not use this gateway; to allow one, add its origin \
                     (like \"https://dash.example\") to `allowed_origins` under [serve]";
@@ -148,6 +148,12 @@ where
     }
 }
 
+/// Would [`Check`] serve a request with these headers as it is (same origin, or not from a
+/// browser page of another site), with no CORS headers to add?
+pub(crate) fn serves_as_is(gw: &Gateway, headers: &HeaderMap) -> bool {
+    matches!(verdict(gw, headers), Verdict::Serve)
+}
+
 enum Verdict {
     /// Same origin, or not from a browser page of another site.
     Serve,
@@ -157,7 +163,7 @@ enum Verdict {
     Refuse(ApiError),
 }
 
-fn verdict(gw: &GatewayState, headers: &HeaderMap) -> Verdict {
+fn verdict(gw: &Gateway, headers: &HeaderMap) -> Verdict {
     let Some(raw) = headers.get(header::ORIGIN) else {
         return if !gw.has_tokens() && for_another_site(headers) {
             let site = headers
