@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,8 +23,8 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{Request, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::Request;
+use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -246,7 +246,6 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// One HTTP/1 connection, upgradable to a WebSocket.
 /// A connection's requests: the plain account reads answered at once ([`fast`]), the rest by
 /// the router.
 struct Routes {
@@ -262,7 +261,7 @@ impl hyper::service::Service<Request<Incoming>> for Routes {
     fn call(&self, request: Request<Incoming>) -> RoutesFuture {
         match fast::answer(&self.gw, &request) {
             Some(response) => RoutesFuture::Answered {
-                response: Some(response),
+                inner: std::future::ready(Ok(response)),
             },
             None => RoutesFuture::Routed {
                 inner: self.router.call(request),
@@ -275,7 +274,7 @@ pin_project! {
     /// The answer of [`Routes`].
     #[project = RoutesProj]
     enum RoutesFuture {
-        Answered { response: Option<Response> },
+        Answered { #[pin] inner: Ready<Result<Response, Infallible>> },
         Routed { #[pin] inner: TowerToHyperServiceFuture<Router, Request<Incoming>> },
     }
 }
@@ -285,14 +284,13 @@ impl Future for RoutesFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RoutesProj::Answered { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()))),
+            RoutesProj::Answered { inner } => inner.poll(cx),
             RoutesProj::Routed { inner } => inner.poll(cx),
         }
     }
 }
 
+/// One HTTP/1 connection, upgradable to a WebSocket.
 type Connection = http1::UpgradeableConnection<TokioIo<Tracked>, Routes>;
 
 /// Serves one connection until it ends; on shutdown, lets the request in flight finish and

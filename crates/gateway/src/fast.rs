@@ -13,7 +13,7 @@
 //! router's path decoding would change), a request [`origin::serves_as_is`], and a caller
 //! that authenticates. Anything else (`HEAD`, percent escapes, `?access_token=`, CORS, a
 //! cross-site refusal, a missing or wrong token) goes to the router, which answers as before;
-//! `tests::same_answers_as_the_router` holds the two paths to the same answers.
+//! `tests/direct.rs` holds the two paths to the same answers and metrics over a real socket.
 
 use std::time::Instant;
 
@@ -78,7 +78,7 @@ mod tests {
     }
 
     /// Which requests the direct path takes (the answers are compared with the router's over a
-    /// real socket in tests/routes.rs).
+    /// real socket in tests/direct.rs).
     #[tokio::test]
     async fn takes_only_plain_account_reads() {
         let hub = Arc::new(Hub::builder().start());
