@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+use crate::auth::Remembered;
 use crate::connection::{Peer, Refusal, Slot};
 use crate::error::ApiError;
 use crate::fast;
@@ -168,6 +169,7 @@ impl Acceptor {
         let service = Routes {
             gw: self.gw.clone(),
             router: TowerToHyperService::new(self.router.clone()),
+            remembered: Remembered::default(),
         };
         let conn = self.http.serve_connection(io, service).with_upgrades();
         tokio::spawn(serve(self.gw.clone(), conn));
@@ -251,6 +253,8 @@ fn is_connection_error(e: &io::Error) -> bool {
 struct Routes {
     gw: GatewayState,
     router: TowerToHyperService<Router>,
+    /// The bearer token this connection's plain reads presented last and had accepted.
+    remembered: Remembered,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Routes {
@@ -259,7 +263,7 @@ impl hyper::service::Service<Request<Incoming>> for Routes {
     type Future = RoutesFuture;
 
     fn call(&self, request: Request<Incoming>) -> RoutesFuture {
-        match fast::answer(&self.gw, &request) {
+        match fast::answer(&self.gw, &request, &self.remembered) {
             Some(response) => RoutesFuture::Answered {
                 inner: std::future::ready(Ok(response)),
             },

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use crate::auth::{query_param, Caller};
+use crate::auth::{query_param, Access, Caller};
 use crate::error::{printable, ApiError};
 use crate::gateway::{Gateway, GatewayState};
 
@@ -87,7 +87,10 @@ pub(crate) async fn list_accounts(
         if mark > 1 {
             out.push(b',');
         }
-        if !gw.snapshots.write(&gw.hub, account, now, &mut out)? {
+        if !gw
+            .snapshots
+            .write(&gw.hub, account.as_str(), now, &mut out)?
+        {
             out.truncate(mark);
         }
     }
@@ -102,20 +105,19 @@ pub(crate) async fn get_account(
     caller: Caller,
     AccountName(name): AccountName,
 ) -> Result<Response, ApiError> {
-    account(&gw, &caller, &name)
+    account(&gw, caller.access(), &name)
 }
 
 /// The answer of `GET /v1/accounts/{name}` to `caller`: [`get_account`], and the gateway's
 /// direct path for it ([`crate::fast`]).
-pub(crate) fn account(gw: &Gateway, caller: &Caller, name: &str) -> Result<Response, ApiError> {
-    let account = AccountId::new(name);
-    if !caller.can_see(&account) {
+pub(crate) fn account(gw: &Gateway, caller: Access<'_>, name: &str) -> Result<Response, ApiError> {
+    if !caller.can_see(name) {
         return Err(ApiError::no_account(name));
     }
     let mut out = Vec::with_capacity(1024);
     if !gw.snapshots.write(
         &gw.hub,
-        &account,
+        name,
         Timestamp::from_system_time(SystemTime::now()),
         &mut out,
     )? {

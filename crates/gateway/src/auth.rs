@@ -1,7 +1,9 @@
 //! Bearer tokens: stored as SHA-256, compared in constant time, each limited to accounts.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -87,15 +89,36 @@ impl Tokens {
 
     /// The token whose hash matches, comparing against every configured hash in constant time
     /// (no early exit, no data-dependent comparison of hash bytes).
-    fn find(&self, presented: &str) -> Option<Arc<Token>> {
+    fn find(&self, presented: &str) -> Option<usize> {
         let hash = hash_token(presented);
         let mut found = None;
-        for t in &self.tokens {
+        for (i, t) in self.tokens.iter().enumerate() {
             if bool::from(t.sha256.ct_eq(&hash)) {
-                found = Some(t.clone());
+                found = Some(i);
             }
         }
         found
+    }
+}
+
+/// The bearer token a connection last presented and had accepted, kept by that connection
+/// (`accept.rs`) so that its next requests with the same `Authorization` header skip the
+/// token's SHA-256 ([`Access::authenticate_on`]): the largest part of a plain read's CPU on a
+/// processor without SHA instructions. What a request presents is compared in constant time
+/// with this connection's own accepted token only, never with another connection's or with
+/// the configuration; a token that fails is not kept. Not `Debug`: it holds a secret.
+#[derive(Default)]
+pub(crate) struct Remembered(Cell<Option<(Box<[u8]>, usize)>>);
+
+impl Remembered {
+    /// The index in [`Tokens`] of the token this connection presented before, if `presented`
+    /// is the same.
+    fn index_of(&self, presented: &str) -> Option<usize> {
+        let last = self.0.take()?;
+        let same = bool::from(last.0.ct_eq(presented.as_bytes()));
+        let i = last.1;
+        self.0.set(Some(last));
+        same.then_some(i)
     }
 }
 
@@ -111,12 +134,112 @@ pub struct Caller {
     open_write: bool,
 }
 
-impl Caller {
-    /// Anyone, in open mode: may see every account, and write only if `write`.
-    pub(crate) fn open(write: bool) -> Self {
+/// A [`Caller`] borrowed from the gateway's tokens, for a request answered while they are at
+/// hand (the direct path, [`crate::fast`]): no reference count to bump, which both worker
+/// threads would write on every request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Access<'a> {
+    /// `None` in open mode.
+    token: Option<&'a Arc<Token>>,
+    /// In open mode: may it set status (`tokenless_write`)?
+    open_write: bool,
+}
+
+impl<'a> Access<'a> {
+    /// Authenticates a request by its headers and URI; `tokenless_write` is what open mode
+    /// may do.
+    pub(crate) fn authenticate(
+        tokens: &'a Tokens,
+        tokenless_write: bool,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Access<'a>, ApiError> {
+        if tokens.is_empty() {
+            check_loopback_host(headers)?;
+            return Ok(Access {
+                token: None,
+                open_write: tokenless_write,
+            });
+        }
+        let presented = match bearer(headers)? {
+            Some(t) => Cow::Borrowed(t),
+            None => match query_token(uri) {
+                Some(t) => Cow::Owned(t),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "this gateway needs a bearer token (Authorization: Bearer <token>)",
+                    ))
+                }
+            },
+        };
+        tokens
+            .find(&presented)
+            .map(|i| Access {
+                token: tokens.tokens.get(i),
+                open_write: false,
+            })
+            .ok_or_else(ApiError::invalid_token)
+    }
+
+    /// [`Access::authenticate`] for a request on a connection that remembers the bearer token
+    /// it presented last ([`Remembered`]): the same answer, without hashing the same token
+    /// again.
+    pub(crate) fn authenticate_on(
+        tokens: &'a Tokens,
+        tokenless_write: bool,
+        headers: &HeaderMap,
+        uri: &Uri,
+        remembered: &Remembered,
+    ) -> Result<Access<'a>, ApiError> {
+        let presented = bearer(headers).ok().flatten();
+        if let Some(token) = presented
+            .and_then(|p| remembered.index_of(p))
+            .and_then(|i| tokens.tokens.get(i))
+        {
+            return Ok(Access {
+                token: Some(token),
+                open_write: false,
+            });
+        }
+        let access = Access::authenticate(tokens, tokenless_write, headers, uri)?;
+        if let (Some(presented), Some(token)) = (presented, access.token) {
+            if let Some(i) = tokens.tokens.iter().position(|t| Arc::ptr_eq(t, token)) {
+                remembered.0.set(Some((presented.as_bytes().into(), i)));
+            }
+        }
+        Ok(access)
+    }
+
+    /// May this caller see `account`? (It may still not exist.)
+    pub(crate) fn can_see<Q>(self, account: &Q) -> bool
+    where
+        AccountId: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.token {
+            None => true,
+            Some(t) => match &t.scope {
+                Scope::All => true,
+                Scope::Only(set) => set.contains(account),
+            },
+        }
+    }
+
+    /// The caller with its own reference to the token.
+    fn to_owned(self) -> Caller {
         Caller {
-            token: None,
-            open_write: write,
+            token: self.token.cloned(),
+            open_write: self.open_write,
+        }
+    }
+}
+
+impl Caller {
+    /// The caller, borrowed.
+    pub(crate) fn access(&self) -> Access<'_> {
+        Access {
+            token: self.token.as_ref(),
+            open_write: self.open_write,
         }
     }
 
@@ -127,13 +250,7 @@ impl Caller {
 
     /// May this caller see `account`? (It may still not exist.)
     pub fn can_see(&self, account: &AccountId) -> bool {
-        match &self.token {
-            None => true,
-            Some(t) => match &t.scope {
-                Scope::All => true,
-                Scope::Only(set) => set.contains(account),
-            },
-        }
+        self.access().can_see(account)
     }
 
     /// May this caller set status? A write token, or open mode with `tokenless_write`.
@@ -153,36 +270,15 @@ impl Caller {
         self.token.as_ref().map(|t| t.name.as_str())
     }
 
-    /// Authenticates a request by its headers and URI; `tokenless_write` is what open mode
-    /// may do.
+    /// Authenticates a request by its headers and URI ([`Access::authenticate`], with its own
+    /// reference to the token).
     pub(crate) fn authenticate(
         tokens: &Tokens,
         tokenless_write: bool,
         headers: &HeaderMap,
         uri: &Uri,
     ) -> Result<Caller, ApiError> {
-        if tokens.is_empty() {
-            check_loopback_host(headers)?;
-            return Ok(Caller::open(tokenless_write));
-        }
-        let presented = match bearer(headers)? {
-            Some(t) => Cow::Borrowed(t),
-            None => match query_token(uri) {
-                Some(t) => Cow::Owned(t),
-                None => {
-                    return Err(ApiError::unauthorized(
-                        "this gateway needs a bearer token (Authorization: Bearer <token>)",
-                    ))
-                }
-            },
-        };
-        tokens
-            .find(&presented)
-            .map(|token| Caller {
-                token: Some(token),
-                open_write: false,
-            })
-            .ok_or_else(ApiError::invalid_token)
+        Access::authenticate(tokens, tokenless_write, headers, uri).map(Access::to_owned)
     }
 }
 
@@ -304,6 +400,7 @@ fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imstatus_config::TokenConfig;
 
     #[test]
     fn hash_matches_sha256_test_vector() {
@@ -370,5 +467,74 @@ mod tests {
         assert!(bearer(&h).is_err());
         h.insert(header::AUTHORIZATION, "Bearer".parse().expect("value"));
         assert!(bearer(&h).is_err());
+    }
+
+    /// What a connection remembers: only a token it presented and had accepted, and only
+    /// until it presents another accepted one; the answers are those of a full check.
+    #[test]
+    fn a_connection_remembers_only_its_accepted_token() {
+        let config = |name: &str, accounts: &[&str]| TokenConfig {
+            name: name.to_owned(),
+            sha256: hash_token(&format!("{name}-secret")),
+            accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+            write: false,
+        };
+        let tokens = Tokens::new(&[config("all", &["*"]), config("alice", &["alice"])]);
+        let uri = Uri::from_static("/v1/accounts/alice");
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().expect("value"));
+            h
+        };
+        let remembered = Remembered::default();
+        let on = |value: &str| {
+            Access::authenticate_on(&tokens, false, &with(value), &uri, &remembered)
+                .map(|a| (a.token.map(|t| t.name.as_str()), a.can_see("bob")))
+        };
+        let held = |r: &Remembered| {
+            let last = r.0.take();
+            let held = last
+                .as_ref()
+                .map(|(b, i)| (String::from_utf8_lossy(b).into_owned(), *i));
+            r.0.set(last);
+            held
+        };
+
+        assert!(on("Bearer wrong").is_err());
+        assert_eq!(held(&remembered), None, "a refused token is not kept");
+        assert_eq!(on("Bearer all-secret").ok(), Some((Some("all"), true)));
+        assert_eq!(held(&remembered), Some(("all-secret".to_owned(), 0)));
+        assert_eq!(remembered.index_of("all-secret"), Some(0));
+        for near in ["all-secre", "all-secret2", "All-secret", ""] {
+            assert_eq!(remembered.index_of(near), None, "{near:?}");
+        }
+        assert_eq!(on("Bearer all-secret").ok(), Some((Some("all"), true)));
+        assert!(on("Bearer all-secre").is_err(), "a prefix is refused");
+        assert!(on("Basic YWxsLXNlY3JldA==").is_err());
+        assert_eq!(held(&remembered), Some(("all-secret".to_owned(), 0)));
+        assert_eq!(on("Bearer alice-secret").ok(), Some((Some("alice"), false)));
+        assert_eq!(held(&remembered), Some(("alice-secret".to_owned(), 1)));
+        assert_eq!(on("Bearer all-secret").ok(), Some((Some("all"), true)));
+
+        let query = Remembered::default();
+        let by_query = Uri::from_static("/v1/accounts/alice?access_token=all-secret");
+        let access = Access::authenticate_on(&tokens, false, &HeaderMap::new(), &by_query, &query);
+        assert_eq!(
+            access.ok().and_then(|a| a.token).map(|t| t.name.as_str()),
+            Some("all")
+        );
+        assert_eq!(
+            held(&query),
+            None,
+            "only the Authorization header is remembered"
+        );
+
+        let open = Tokens::new(&[]);
+        let mut loopback = with("Bearer all-secret");
+        loopback.insert(header::HOST, "127.0.0.1:8470".parse().expect("value"));
+        let none = Remembered::default();
+        let access = Access::authenticate_on(&open, true, &loopback, &uri, &none);
+        assert!(access.is_ok_and(|a| a.token.is_none() && a.open_write));
+        assert_eq!(held(&none), None, "open mode has nothing to remember");
     }
 }

@@ -6,8 +6,11 @@
 //! runs its extractors in boxed futures: on two worker threads, each clone and drop is an
 //! atomic on a reference count the other thread also writes. The answer itself needs none of
 //! that: [`answer`] serves the request synchronously from a borrowed [`Gateway`] with the same
-//! functions the route uses ([`Caller::authenticate`], [`api::account`]) and records it under
-//! the same route in the metrics.
+//! functions the route uses ([`Access::authenticate`], [`api::account`]) and records it under
+//! the same route in the metrics. Nothing on this path writes memory the other worker writes
+//! too: the caller borrows its token ([`Access`]), the account is looked up by the `&str` of
+//! the path, and the metrics count in per-thread copies. A connection that presents the
+//! bearer token it had accepted before is not hashed again ([`Remembered`]).
 //!
 //! Only the plain case is taken: `GET`, no query, a name of unreserved characters (nothing the
 //! router's path decoding would change), a request [`origin::serves_as_is`], and a caller
@@ -21,7 +24,7 @@ use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 
 use crate::api;
-use crate::auth::Caller;
+use crate::auth::{Access, Remembered};
 use crate::gateway::Gateway;
 use crate::origin;
 
@@ -30,7 +33,11 @@ pub(crate) const ACCOUNT_ROUTE: &str = "/v1/accounts/{name}";
 
 /// The answer to `request` when it is a plain read of one account (see the module docs),
 /// recorded in the metrics; `None` when the router should answer it.
-pub(crate) fn answer<B>(gw: &Gateway, request: &Request<B>) -> Option<Response> {
+pub(crate) fn answer<B>(
+    gw: &Gateway,
+    request: &Request<B>,
+    remembered: &Remembered,
+) -> Option<Response> {
     if request.method() != Method::GET || request.uri().query().is_some() {
         return None;
     }
@@ -43,9 +50,15 @@ pub(crate) fn answer<B>(gw: &Gateway, request: &Request<B>) -> Option<Response> 
     if !origin::serves_as_is(gw, headers) {
         return None;
     }
-    let caller =
-        Caller::authenticate(&gw.tokens, gw.tokenless_write, headers, request.uri()).ok()?;
-    let response = api::account(gw, &caller, name).unwrap_or_else(IntoResponse::into_response);
+    let caller = Access::authenticate_on(
+        &gw.tokens,
+        gw.tokenless_write,
+        headers,
+        request.uri(),
+        remembered,
+    )
+    .ok()?;
+    let response = api::account(gw, caller, name).unwrap_or_else(IntoResponse::into_response);
     gw.metrics
         .record(Some(ACCOUNT_ROUTE), start.elapsed(), response.status());
     Some(response)
@@ -92,7 +105,9 @@ mod tests {
         let open = Gateway::new(hub, &[]);
         let bearer = ("authorization", "Bearer secret");
         let host = ("host", "127.0.0.1:8470");
-        let taken = |gw: &Gateway, r: Request<()>| answer(gw, &r).map(|a| a.status());
+        let taken = |gw: &Gateway, r: Request<()>| {
+            answer(gw, &r, &Remembered::default()).map(|a| a.status())
+        };
         let get = |uri: &str, h: &[(&str, &str)]| request(Method::GET, uri, h);
 
         let plain = get("/v1/accounts/alice", &[bearer, host]);

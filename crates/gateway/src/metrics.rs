@@ -31,8 +31,16 @@ const BUCKETS: [f64; 14] = [
 /// Label for requests that matched no route.
 const OTHER: &str = "other";
 
-struct RouteMetrics {
-    route: &'static str,
+/// How many copies of each route's request counters there are: a thread adds to its own copy
+/// (see [`shard`]), so the gateway's worker threads never write the same cache line per
+/// request; `/metrics` sums the copies. More threads than copies share some, still correctly.
+const SHARDS: usize = 8;
+
+/// One copy of a route's request counters, on cache lines of its own (128 bytes: the
+/// adjacent-line prefetcher of x86 moves lines in pairs).
+#[repr(align(128))]
+#[derive(Default)]
+struct Counts {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -40,28 +48,69 @@ struct RouteMetrics {
     classes: [AtomicU64; 5],
 }
 
+/// The copy of the counters the calling thread adds to: threads take copies in turn, on their
+/// first request.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+struct RouteMetrics {
+    route: &'static str,
+    shards: [Counts; SHARDS],
+}
+
+/// A route's counters summed over the copies.
+#[derive(Default)]
+struct Totals {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_nanos: u64,
+    classes: [u64; 5],
+}
+
 impl RouteMetrics {
     fn new(route: &'static str) -> Self {
         RouteMetrics {
             route,
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
-            classes: Default::default(),
+            shards: Default::default(),
         }
     }
 
     fn record(&self, elapsed: Duration, status: StatusCode) {
+        let counts = &self.shards[shard()];
         let secs = elapsed.as_secs_f64();
         // Cumulative buckets are computed when rendering; store each observation once.
         if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            counts.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        counts.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.classes[class].fetch_add(1, Ordering::Relaxed);
+        counts.classes[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters summed over the copies (each read on its own: a request recorded meanwhile
+    /// may show in some totals and not yet in others, as with any scrape).
+    fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for c in &self.shards {
+            for (sum, b) in t.buckets.iter_mut().zip(&c.buckets) {
+                *sum += b.load(Ordering::Relaxed);
+            }
+            t.count += c.count.load(Ordering::Relaxed);
+            t.sum_nanos = t
+                .sum_nanos
+                .wrapping_add(c.sum_nanos.load(Ordering::Relaxed));
+            for (sum, n) in t.classes.iter_mut().zip(&c.classes) {
+                *sum += n.load(Ordering::Relaxed);
+            }
+        }
+        t
     }
 }
 
@@ -361,18 +410,19 @@ impl Metrics {
             "histogram",
             "Time to answer a request (for /v1/events and /v1/ws: until the stream starts), by route.",
         );
-        for r in &self.routes {
+        let totals: Vec<Totals> = self.routes.iter().map(RouteMetrics::totals).collect();
+        for (r, t) in self.routes.iter().zip(&totals) {
             let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += r.buckets[i].load(Ordering::Relaxed);
+            for (n, b) in t.buckets.iter().zip(BUCKETS) {
+                cumulative += n;
                 let _ = writeln!(
                     out,
                     "imstatus_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{b}\"}} {cumulative}",
                     r.route
                 );
             }
-            let count = r.count.load(Ordering::Relaxed);
-            let sum = r.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let count = t.count;
+            let sum = t.sum_nanos as f64 / 1e9;
             let _ = writeln!(
                 out,
                 "imstatus_http_request_duration_seconds_bucket{{route=\"{0}\",le=\"+Inf\"}} {count}\n\
@@ -387,9 +437,8 @@ impl Metrics {
             "counter",
             "Responses by route and status class.",
         );
-        for r in &self.routes {
-            for (i, c) in r.classes.iter().enumerate() {
-                let n = c.load(Ordering::Relaxed);
+        for (r, t) in self.routes.iter().zip(&totals) {
+            for (i, &n) in t.classes.iter().enumerate() {
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -438,20 +487,51 @@ mod tests {
             .record(Duration::from_micros(300), StatusCode::OK);
         m.route(Some("/nope"))
             .record(Duration::from_secs(60), StatusCode::NOT_FOUND);
-        let x = m.route(Some("/x"));
-        assert_eq!(x.buckets[2].load(Ordering::Relaxed), 1);
-        assert_eq!(x.classes[1].load(Ordering::Relaxed), 1);
+        let x = m.route(Some("/x")).totals();
+        assert_eq!(x.buckets, [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(x.classes, [0, 1, 0, 0, 0]);
+        assert_eq!((x.count, x.sum_nanos), (1, 300_000));
         let other = m.route(None);
         assert_eq!(other.route, OTHER);
-        assert_eq!(other.count.load(Ordering::Relaxed), 1);
-        assert_eq!(
-            other
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .sum::<u64>(),
-            0
-        );
-        assert_eq!(other.classes[3].load(Ordering::Relaxed), 1);
+        let other = other.totals();
+        assert_eq!(other.count, 1);
+        assert_eq!(other.buckets.iter().sum::<u64>(), 0);
+        assert_eq!(other.classes, [0, 0, 0, 1, 0]);
+    }
+
+    /// Threads add to their own copies of the counters; the totals are the sums of all of them.
+    #[test]
+    fn totals_add_up_the_copies_of_every_thread() {
+        let m = Metrics::new(&["/x"]);
+        let threads = SHARDS + 3;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let m = &m;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        let status = if t % 2 == 0 {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::FORBIDDEN
+                        };
+                        m.record(Some("/x"), Duration::from_micros(1), status);
+                    }
+                });
+            }
+        });
+        let x = m.route(Some("/x"));
+        let used = x
+            .shards
+            .iter()
+            .filter(|c| c.count.load(Ordering::Relaxed) > 0)
+            .count();
+        assert!(used > 1, "every thread added to one copy");
+        let t = x.totals();
+        let n = u64::try_from(threads).unwrap_or(u64::MAX) * 1000;
+        assert_eq!(t.count, n);
+        assert_eq!(t.buckets[0], n);
+        assert_eq!(t.sum_nanos, n * 1000);
+        let ok = u64::try_from(threads.div_ceil(2)).unwrap_or(u64::MAX) * 1000;
+        assert_eq!(t.classes, [0, ok, 0, n - ok, 0]);
     }
 }

@@ -70,7 +70,7 @@ impl SnapshotCache {
     pub(crate) fn write(
         &self,
         hub: &Hub,
-        account: &AccountId,
+        account: &str,
         now: Timestamp,
         out: &mut Vec<u8>,
     ) -> Result<bool, ApiError> {
@@ -81,7 +81,7 @@ impl SnapshotCache {
             return Ok(false);
         };
         let time = time_text(now);
-        let slot = &self.slots[i].1;
+        let (account, slot) = &self.slots[i];
         {
             let cached = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if let (Some(r), Some(time)) = (cached.as_ref(), time.as_ref()) {

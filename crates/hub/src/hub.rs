@@ -1,7 +1,9 @@
 //! The hub: builds the shared state, starts and supervises the sources (restarting one that
 //! panics), and answers readers: snapshots, subscriptions, status changes.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -254,7 +256,11 @@ impl Hub {
     /// moves by itself). Read without the hub's lock: a reader that caches something derived
     /// from [`Hub::account_state`] keeps it while this stays the same. `None` for an unknown
     /// account.
-    pub fn snapshot_version(&self, account: &AccountId) -> Option<u64> {
+    pub fn snapshot_version<Q>(&self, account: &Q) -> Option<u64>
+    where
+        AccountId: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let i = *self.shared.index.get(account)?;
         Some(self.shared.versions[i].load(Ordering::Acquire))
     }
