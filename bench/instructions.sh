@@ -35,33 +35,50 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# control -z|-d NAME: zeroes or dumps the counters of the process under callgrind ($PID).
+control() {
+  timeout 60 callgrind_control "$1" "$PID" >> "$WORK/$2.log" 2>&1 ||
+    { cat "$WORK/$2.log" >&2; echo "instructions: callgrind_control $1 failed for $2" >&2; exit 1; }
+}
+
 # count NAME PORT BINARY ARGS...: appends "NAME requests instructions instructions/request"
 # to $WORK/results.
 count() {
   local name=$1 port=$2 bin=$3 out reqs ir
   shift 3
+  if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "instructions: 127.0.0.1:$port is already taken" >&2; exit 1
+  fi
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.%p" "$bin" 127.0.0.1:"$port" "$@" \
     > "$WORK/$name.log" 2>&1 &
   PID=$!
+  local up=false
   for _ in $(seq 300); do
-    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/" && break
-    kill -0 "$PID" 2>/dev/null || { cat "$WORK/$name.log" >&2; exit 1; }
+    kill -0 "$PID" 2>/dev/null || break
+    if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then up=true; break; fi
     sleep 0.2
   done
+  $up && kill -0 "$PID" 2>/dev/null ||
+    { cat "$WORK/$name.log" >&2; echo "instructions: $name did not start on $port" >&2; exit 1; }
   NUSERS=2000 TOKEN=bench-token timeout 30 wrk -t1 -c4 -d3s \
     -s bench/wrk/imstatus_get.lua "http://127.0.0.1:$port" > /dev/null
-  callgrind_control -z "$PID" > /dev/null 2>&1
+  control -z "$name"
   out=$(NUSERS=2000 TOKEN=bench-token timeout $((SECS + 30)) wrk -t1 -c4 -d"${SECS}s" \
     -s bench/wrk/imstatus_get.lua "http://127.0.0.1:$port")
-  callgrind_control -d "$PID" > /dev/null 2>&1
+  control -d "$name"
   local dump=$WORK/$name.$PID.1   # the first dump; the one at exit has no suffix
   for _ in $(seq 100); do [ -s "$dump" ] && break; sleep 0.1; done
   [ -s "$dump" ] || { echo "instructions: callgrind wrote no dump for $name" >&2; exit 1; }
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=
+  if echo "$out" | grep -Eq 'Non-2xx|Socket errors'; then
+    echo "$out" >&2; echo "instructions: $name answered errors" >&2; exit 1
+  fi
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  ir=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  [[ $reqs =~ ^[0-9]+$ && $reqs -gt 0 && $ir =~ ^[0-9]+$ ]] ||
+    { echo "instructions: no count for $name (requests '$reqs', instructions '$ir')" >&2; exit 1; }
   echo "$name $reqs $ir $((ir / reqs))" >> "$WORK/results"
 }
 

@@ -36,7 +36,7 @@ cargo test --workspace --locked
 # The Windows cross-build runs after the suite, not beside it: even at nice 19 it made
 # timing-bound tests (a server's graceful stop, a first answer) fail now and then on 2 cores.
 # The wine tests' exe is built without LTO, at opt-level 1 (IMSTATUS_QUICK_RELEASE,
-# scripts/lib.sh): minutes sooner, the same code.
+# scripts/lib.sh): minutes sooner, the same sources less optimised.
 export IMSTATUS_QUICK_RELEASE=1
 step "windows: cross-build imstatus.exe"
 scripts/windows-build.sh --locked >/dev/null

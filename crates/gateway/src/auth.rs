@@ -104,9 +104,11 @@ impl Tokens {
 /// The bearer token a connection last presented and had accepted, kept by that connection
 /// (`accept.rs`) so that its next requests with the same `Authorization` header skip the
 /// token's SHA-256 ([`Access::authenticate_on`]): the largest part of a plain read's CPU on a
-/// processor without SHA instructions. What a request presents is compared in constant time
-/// with this connection's own accepted token only, never with another connection's or with
-/// the configuration; a token that fails is not kept. Not `Debug`: it holds a secret.
+/// processor without SHA instructions. What a request presents is compared with this
+/// connection's own accepted token only, never with another connection's or with the
+/// configuration, in constant time for equal lengths (a different length fails at once: the
+/// most a request learns is the length of the token this connection presented before); a
+/// token that fails is not kept. Not `Debug`: it holds a secret.
 #[derive(Default)]
 pub(crate) struct Remembered(Cell<Option<(Box<[u8]>, usize)>>);
 
@@ -154,31 +156,8 @@ impl<'a> Access<'a> {
         headers: &HeaderMap,
         uri: &Uri,
     ) -> Result<Access<'a>, ApiError> {
-        if tokens.is_empty() {
-            check_loopback_host(headers)?;
-            return Ok(Access {
-                token: None,
-                open_write: tokenless_write,
-            });
-        }
-        let presented = match bearer(headers)? {
-            Some(t) => Cow::Borrowed(t),
-            None => match query_token(uri) {
-                Some(t) => Cow::Owned(t),
-                None => {
-                    return Err(ApiError::unauthorized(
-                        "this gateway needs a bearer token (Authorization: Bearer <token>)",
-                    ))
-                }
-            },
-        };
-        tokens
-            .find(&presented)
-            .map(|i| Access {
-                token: tokens.tokens.get(i),
-                open_write: false,
-            })
-            .ok_or_else(ApiError::invalid_token)
+        let found = Access::check(tokens, headers, uri)?;
+        Ok(Access::with(found.map(|(_, token)| token), tokenless_write))
     }
 
     /// [`Access::authenticate`] for a request on a connection that remembers the bearer token
@@ -196,18 +175,49 @@ impl<'a> Access<'a> {
             .and_then(|p| remembered.index_of(p))
             .and_then(|i| tokens.tokens.get(i))
         {
-            return Ok(Access {
-                token: Some(token),
-                open_write: false,
-            });
+            return Ok(Access::with(Some(token), tokenless_write));
         }
-        let access = Access::authenticate(tokens, tokenless_write, headers, uri)?;
-        if let (Some(presented), Some(token)) = (presented, access.token) {
-            if let Some(i) = tokens.tokens.iter().position(|t| Arc::ptr_eq(t, token)) {
-                remembered.0.set(Some((presented.as_bytes().into(), i)));
-            }
+        let found = Access::check(tokens, headers, uri)?;
+        if let (Some(presented), Some((i, _))) = (presented, found) {
+            remembered.0.set(Some((presented.as_bytes().into(), i)));
         }
-        Ok(access)
+        Ok(Access::with(found.map(|(_, token)| token), tokenless_write))
+    }
+
+    /// Checks a request's credentials: `Ok(None)` in open mode (on a loopback `Host`), the
+    /// matching token and its index in `tokens` otherwise.
+    fn check(
+        tokens: &'a Tokens,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<(usize, &'a Arc<Token>)>, ApiError> {
+        if tokens.is_empty() {
+            check_loopback_host(headers)?;
+            return Ok(None);
+        }
+        let presented = match bearer(headers)? {
+            Some(t) => Cow::Borrowed(t),
+            None => match query_token(uri) {
+                Some(t) => Cow::Owned(t),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "this gateway needs a bearer token (Authorization: Bearer <token>)",
+                    ))
+                }
+            },
+        };
+        tokens
+            .find(&presented)
+            .and_then(|i| tokens.tokens.get(i).map(|token| Some((i, token))))
+            .ok_or_else(ApiError::invalid_token)
+    }
+
+    /// The caller with `token`, or anyone in open mode (writing if `tokenless_write`).
+    fn with(token: Option<&'a Arc<Token>>, tokenless_write: bool) -> Access<'a> {
+        Access {
+            token,
+            open_write: token.is_none() && tokenless_write,
+        }
     }
 
     /// May this caller see `account`? (It may still not exist.)

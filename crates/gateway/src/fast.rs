@@ -7,10 +7,11 @@
 //! atomic on a reference count the other thread also writes. The answer itself needs none of
 //! that: [`answer`] serves the request synchronously from a borrowed [`Gateway`] with the same
 //! functions the route uses ([`Access::authenticate`], [`api::account`]) and records it under
-//! the same route in the metrics. Nothing on this path writes memory the other worker writes
-//! too: the caller borrows its token ([`Access`]), the account is looked up by the `&str` of
-//! the path, and the metrics count in per-thread copies. A connection that presents the
-//! bearer token it had accepted before is not hashed again ([`Remembered`]).
+//! the same route in the metrics. No memory is written by every request: the caller borrows
+//! its token ([`Access`]), the account is looked up by the `&str` of the path, and the metrics
+//! count in per-thread copies; the one lock taken is the account's own snapshot slot, shared
+//! only by reads of the same account. A connection that presents the bearer token it had
+//! accepted before is not hashed again ([`Remembered`]).
 //!
 //! Only the plain case is taken: `GET`, no query, a name of unreserved characters (nothing the
 //! router's path decoding would change), a request [`origin::serves_as_is`], and a caller

@@ -31,9 +31,10 @@ const BUCKETS: [f64; 14] = [
 /// Label for requests that matched no route.
 const OTHER: &str = "other";
 
-/// How many copies of each route's request counters there are: a thread adds to its own copy
-/// (see [`shard`]), so the gateway's worker threads never write the same cache line per
-/// request; `/metrics` sums the copies. More threads than copies share some, still correctly.
+/// How many copies of each route's request counters there are: each thread adds to one copy
+/// (see [`shard`]: the threads take them in turn), so the gateway's worker threads (2 by
+/// default) do not write the same cache line per request; `/metrics` sums the copies. Past 8
+/// recording threads copies are shared, still correctly.
 const SHARDS: usize = 8;
 
 /// One copy of a route's request counters, on cache lines of its own (128 bytes: the
@@ -95,19 +96,19 @@ impl RouteMetrics {
     }
 
     /// The counters summed over the copies (each read on its own: a request recorded meanwhile
-    /// may show in some totals and not yet in others, as with any scrape).
+    /// may show in some totals and not yet in others, as with any scrape). Sums wrap as the
+    /// atomic adds do.
     fn totals(&self) -> Totals {
         let mut t = Totals::default();
+        let add = |sum: &mut u64, n: &AtomicU64| *sum = sum.wrapping_add(n.load(Ordering::Relaxed));
         for c in &self.shards {
-            for (sum, b) in t.buckets.iter_mut().zip(&c.buckets) {
-                *sum += b.load(Ordering::Relaxed);
+            for (sum, n) in t.buckets.iter_mut().zip(&c.buckets) {
+                add(sum, n);
             }
-            t.count += c.count.load(Ordering::Relaxed);
-            t.sum_nanos = t
-                .sum_nanos
-                .wrapping_add(c.sum_nanos.load(Ordering::Relaxed));
+            add(&mut t.count, &c.count);
+            add(&mut t.sum_nanos, &c.sum_nanos);
             for (sum, n) in t.classes.iter_mut().zip(&c.classes) {
-                *sum += n.load(Ordering::Relaxed);
+                add(sum, n);
             }
         }
         t
@@ -525,7 +526,7 @@ mod tests {
             .iter()
             .filter(|c| c.count.load(Ordering::Relaxed) > 0)
             .count();
-        assert!(used > 1, "every thread added to one copy");
+        assert!(used > 1, "the threads added to more than one copy ({used})");
         let t = x.totals();
         let n = u64::try_from(threads).unwrap_or(u64::MAX) * 1000;
         assert_eq!(t.count, n);
