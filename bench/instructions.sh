@@ -8,7 +8,7 @@
 #   OLD=/path/to/gateway_server bench/instructions.sh   # and an older gateway_server beside them
 #
 # Each server runs alone under callgrind (threads serialised: counts, not contention), on
-# 127.0.0.1:25480-25482, with 2,000 accounts for the gateway, as in B6. wrk warms it up for
+# 127.0.0.1:25490-25492, with 2,000 accounts for the gateway, as in B6. wrk warms it up for
 # 3 s, the counters are zeroed (`callgrind_control -z`), wrk sends bench/wrk/imstatus_get.lua
 # at 4 connections for SECS (10) seconds, the counters are dumped and divided by wrk's request
 # count. Callgrind's CPU has no SHA instructions (the sha2 crate then hashes in software, as
@@ -82,9 +82,9 @@ count() {
   echo "$name $reqs $ir $((ir / reqs))" >> "$WORK/results"
 }
 
-count gateway 25480 "$TARGET_DIR/release/gateway_server" --accounts 2000
-count floor 25481 "$TARGET_DIR/release/http_floor"
-if [ -n "${OLD:-}" ]; then count old 25482 "$OLD" --accounts 2000; fi
+count gateway 25490 "$TARGET_DIR/release/gateway_server" --accounts 2000
+count floor 25491 "$TARGET_DIR/release/http_floor"
+if [ -n "${OLD:-}" ]; then count old 25492 "$OLD" --accounts 2000; fi
 awk '
   { name[NR] = $1; reqs[NR] = $2; ir[NR] = $3; per[NR] = $4 }
   END {

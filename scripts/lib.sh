@@ -121,7 +121,7 @@ WINDOWS_EXE="$WINDOWS_TARGET_DIR/$WINDOWS_TARGET/release/imstatus.exe"
 # IMSTATUS_QUICK_RELEASE=1 builds without the release profile's LTO, in 16 codegen units, at
 # opt-level 1: the same code, less optimised, in a bigger exe (27 MB instead of 9.6 MB),
 # minutes sooner from cold on 2 cores (LTO off saved several minutes; opt-level 1 on top:
-# scripts/windows-build.sh took 382 s instead of 553 s in scripts/test.sh's clean-clone run).
+# scripts/windows-build.sh took 318-382 s instead of 553 s in scripts/test.sh's clean-clone runs).
 # scripts/test.sh sets it: its exe is for the wine tests, not for shipping.
 windows_cargo() {
   local sub=$1
