@@ -358,8 +358,21 @@ async fn setup(
             what: format!("bucket {bucket}"),
             detail: e.to_string(),
         })?;
+    // A bucket just created on a fresh cluster can exist before its replicas answer: a read
+    // then fails with "no responders" (503), and so would the first claim. Read a key that is
+    // never written, so that `connect` retries until the bucket answers.
+    leases
+        .entry(READY_PROBE_KEY)
+        .await
+        .map_err(|e| Error::Setup {
+            what: format!("bucket {bucket} (not answering yet)"),
+            detail: e.to_string(),
+        })?;
     Ok((stream, leases))
 }
+
+/// The lease bucket's key that [`setup`] reads to see that the bucket answers; never written.
+const READY_PROBE_KEY: &str = "ready-probe";
 
 /// The stream's name: `<name>_events`.
 fn stream_name(config: &ClusterConfig) -> String {
