@@ -6,6 +6,8 @@
 #
 #   bench/instructions.sh                    # gateway_server and http_floor (release builds)
 #   OLD=/path/to/gateway_server bench/instructions.sh   # and an older gateway_server beside them
+#   DUMPS=/some/dir bench/instructions.sh    # keeps the callgrind dumps there, for
+#                                            # `callgrind_annotate --threshold=100 DIR/gateway.*.1`
 #
 # Each server runs alone under callgrind (threads serialised: counts, not contention), on
 # 127.0.0.1:25490-25492, with 2,000 accounts for the gateway, as in B6. wrk warms it up for
@@ -69,6 +71,7 @@ count() {
   local dump=$WORK/$name.$PID.1   # the first dump; the one at exit has no suffix
   for _ in $(seq 100); do [ -s "$dump" ] && break; sleep 0.1; done
   [ -s "$dump" ] || { echo "instructions: callgrind wrote no dump for $name" >&2; exit 1; }
+  if [ -n "${DUMPS:-}" ]; then mkdir -p "$DUMPS" && cp "$dump" "$DUMPS/"; fi
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=
