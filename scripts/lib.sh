@@ -155,6 +155,18 @@ ensure_wine_prefix() {
   fi
 }
 
+# Starts the wineserver of $WINEPREFIX as a persistent one (`wineserver -p`), for test runs that
+# start wine processes one after another; `wineserver -k` stops it. Debian's wineserver wrapper
+# passes -p0: a server left without a user process for a moment begins shutting down at once and
+# exits 4 s later even when a new process has connected meanwhile, which then dies with it (seen
+# as a `watch` whose stderr closed in the middle of crates/cli/tests/windows.rs, at the moment a
+# new wineserver started). The later -p (no time limit) wins over the wrapper's -p0.
+start_persistent_wineserver() {
+  wineserver -k >/dev/null 2>&1 || true
+  wineserver -w >/dev/null 2>&1 || true
+  wineserver -p
+}
+
 # The features of the `imstatus` binary (crates/cli/Cargo.toml), one a line, without
 # `default`: each source (and the gateway, MQTT) must build on its own.
 cli_features() {

@@ -20,6 +20,7 @@ export WINEPREFIX=${IMSTATUS_WINE_CLI_PREFIX:-/tmp/imstatus-wine-cli}
 export WINEDEBUG=-all
 ensure_wine_prefix "$WINEPREFIX"
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
+start_persistent_wineserver
 
 echo "== windows smoke: $exe under wine ($WINEPREFIX)"
 wine "$exe" --version

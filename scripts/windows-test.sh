@@ -42,6 +42,7 @@ export WINEPREFIX=${IMSTATUS_WINE_PREFIX:-/tmp/imstatus-wine}
 export WINEDEBUG=-all
 ensure_wine_prefix "$WINEPREFIX"
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
+start_persistent_wineserver
 
 echo "== windows source: tests under wine ($WINEPREFIX)"
 start=$(date +%s)

@@ -238,7 +238,8 @@ impl Running {
     async fn kill(&mut self) {
         #[cfg(all(windows, feature = "windows"))]
         if let Some(job) = self.job.take() {
-            job.terminate();
+            // Off the async workers: it may wait for processes the job was still starting.
+            let _ = tokio::task::spawn_blocking(move || job.terminate()).await;
             self.pid = None;
             return;
         }
