@@ -442,9 +442,10 @@ fn exec_hooks_get_the_event_in_variables_and_are_killed_on_timeout() {
     );
     assert!(!hooks.lines().any(|l| l.trim() == "INJECTED"), "{hooks:?}");
     // IDLE: Ctrl-C only once the hook's shell has gone. Wine runs the console's Ctrl-C on a
-    // thread it creates inside its SIGINT handler (see the stop mid-hook below); landing while
-    // the program reaps its hook and allocates, it once crashed the process (SIGSEGV, 1 run in
-    // 40). Windows delivers Ctrl-C without a signal.
+    // thread it creates inside its SIGINT handler (see the stop mid-hook below); sent just
+    // after the hook had written its line, it once crashed the watch (SIGSEGV, 1 run in 40),
+    // likely landing while the program reaped the hook. Windows delivers Ctrl-C without a
+    // signal.
     let hook = ["echo hook", "hooks.txt"];
     wait_until("the snapshot's hook to end", STEP, || {
         grandchildren(&hook).is_empty().then_some(())
